@@ -1,0 +1,1 @@
+"""keyhouse: issue, scope, verify and meter API keys."""

@@ -1,0 +1,125 @@
+"""GraphQL for the audit log (needs ``read:api_keys``)."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Annotated
+
+import strawberry
+from strawberry.scalars import JSON
+
+from app.audit import service
+from app.audit.models import AuditAction, AuditEvent
+from app.auth.permissions import needs
+from app.context import Info
+from app.keys.graphql import ApiKeyType, PageInfo
+from app.keys.scopes import READ_API_KEYS
+from app.pagination import DEFAULT_PAGE_SIZE, Cursor, check_page_size
+
+# The domain enum itself is the GraphQL enum.
+strawberry.enum(AuditAction, name="AuditAction")
+
+
+@strawberry.type(description="Who acted: the key that made the request (null id: the CLI).")
+class AuditActor:
+    id: strawberry.ID | None
+    hint: str | None
+
+
+@strawberry.type
+class AuditEventType:
+    id: strawberry.ID
+    action: AuditAction
+    occurred_at: datetime
+    actor: AuditActor
+    details: JSON = strawberry.field(description="What changed. Never a secret.")
+    api_key_id: strawberry.Private[str | None]
+
+    @strawberry.field(description="The key the event is about, if any.")
+    async def api_key(self, info: Info) -> ApiKeyType | None:
+        if self.api_key_id is None:
+            return None
+        row = await info.context.api_key.load(self.api_key_id)
+        return None if row is None else ApiKeyType.of(row)
+
+    @classmethod
+    def of(cls, row: AuditEvent) -> AuditEventType:
+        return cls(
+            id=strawberry.ID(row.id),
+            action=AuditAction(row.action),
+            occurred_at=row.occurred_at,
+            actor=AuditActor(
+                id=None if row.actor_key_id is None else strawberry.ID(row.actor_key_id),
+                hint=row.actor_hint,
+            ),
+            details=json.loads(row.details),
+            api_key_id=row.api_key_id,
+        )
+
+
+@strawberry.type
+class AuditEventEdge:
+    cursor: str
+    node: AuditEventType
+
+
+@strawberry.type
+class AuditEventConnection:
+    total_count: int
+    page_info: PageInfo
+    edges: list[AuditEventEdge]
+
+    @strawberry.field
+    def nodes(self) -> list[AuditEventType]:
+        return [edge.node for edge in self.edges]
+
+
+@strawberry.input
+class AuditLogFilter:
+    action: AuditAction | None = None
+    api_key_id: strawberry.ID | None = None
+
+
+@strawberry.type
+class Query:
+    @strawberry.field(
+        extensions=needs(READ_API_KEYS),
+        description="Key creations, revocations, rotations, supersessions and policy changes, "
+        "newest first.",
+    )
+    async def audit_log(
+        self,
+        info: Info,
+        first: int = DEFAULT_PAGE_SIZE,
+        after: str | None = None,
+        filter: Annotated[AuditLogFilter | None, strawberry.argument()] = None,
+    ) -> AuditEventConnection:
+        check_page_size(first)
+        cursor = None if after is None else Cursor.decode(after)
+        audit_filter = service.AuditFilter(
+            action=None if filter is None else filter.action,
+            api_key_id=None
+            if filter is None or filter.api_key_id is None
+            else str(filter.api_key_id),
+        )
+        async with info.context.db() as session:
+            page = await service.list_events(
+                session, info.context.caller, audit_filter, first=first, after=cursor
+            )
+        edges = [
+            AuditEventEdge(
+                cursor=Cursor(row.occurred_at, row.id).encode(), node=AuditEventType.of(row)
+            )
+            for row in page.events
+        ]
+        return AuditEventConnection(
+            total_count=page.total_count,
+            page_info=PageInfo(
+                has_next_page=page.has_next_page,
+                has_previous_page=cursor is not None,
+                start_cursor=edges[0].cursor if edges else None,
+                end_cursor=edges[-1].cursor if edges else None,
+            ),
+            edges=edges,
+        )

@@ -1,0 +1,155 @@
+"""Where a request carries its key, and the mistakes people make when they put it there.
+
+Seed 000 is a forum thread of users guessing why their key was rejected: ``?key=$openchargemapkey``,
+a quoted key, a JWT, a key pasted into the URL path. Each of those gets its own reason and hint
+here, decided from the request alone, without a database query.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from urllib.parse import parse_qsl, urlsplit
+
+from app.keys.outcomes import Outcome, Rejection
+from app.keys.secret import FormatProblem, format_problem, secret_length
+
+HOW_TO_SEND = (
+    "Send the key in the X-API-Key header, as 'Authorization: Bearer <key>', or as the 'key' "
+    "query parameter."
+)
+QUERY_SYNTAX = (
+    "In a URL the query string starts with '?' and further parameters are joined with '&', "
+    "e.g. /path?key=<key>&output=json."
+)
+
+_QUOTES = "'\"`‘’“”"
+_JWT = re.compile(r"eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*")
+_PLACEHOLDER_WORDS = re.compile(
+    r"(your|my|insert|enter|put|replace)?[\W_]*(api|access)?[\W_]*(key|token|secret)[\W_]*"
+    r"(here|goes[\W_]*here)?|x{3,}|\.{3,}|changeme|placeholder|null|none|undefined|example",
+    re.IGNORECASE,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Presentation:
+    """The key material one request carried, each value with the place it came from."""
+
+    values: tuple[tuple[str, str], ...]
+    # The request's URL path, to explain a key that was put in the path instead of the query.
+    url_path: str | None = None
+    # Something was sent that looks like an attempt at credentials but carries no key.
+    note: str | None = None
+
+    @classmethod
+    def of(cls, value: str | None, place: str = "body") -> Presentation:
+        return cls(values=() if value is None else ((place, value),))
+
+
+def from_request(
+    headers: Mapping[str, str], query_string: str, url_path: str | None = None
+) -> Presentation:
+    """Key material from the ``X-API-Key`` and ``Authorization`` headers and ``key=`` params."""
+    values: list[tuple[str, str]] = []
+    note = None
+    header_key = headers.get("x-api-key")
+    if header_key is not None:
+        values.append(("X-API-Key header", header_key))
+    authorization = headers.get("authorization")
+    if authorization is not None:
+        scheme, _, credentials = authorization.strip().partition(" ")
+        if scheme.lower() == "bearer":
+            values.append(("Authorization header", credentials))
+        elif scheme:
+            note = (
+                f"The Authorization header uses the '{scheme[:20]}' scheme; keyhouse expects "
+                "'Authorization: Bearer <key>'."
+            )
+    for name, value in parse_qsl(query_string, keep_blank_values=True):
+        if name == "key":
+            values.append(("key query parameter", value))
+    return Presentation(values=tuple(values), url_path=url_path, note=note)
+
+
+def from_forward_auth(headers: Mapping[str, str]) -> Presentation:
+    """Key material of the request a gateway is asking about (nginx or Traefik forward-auth)."""
+    original_uri = headers.get("x-original-uri") or headers.get("x-forwarded-uri") or ""
+    parts = urlsplit(original_uri)
+    return from_request(headers, parts.query, url_path=parts.path or None)
+
+
+def choose_key(presentation: Presentation, prefix: str) -> str | Rejection:
+    """The one well-formed key the request presented, or why there is none."""
+    values = presentation.values
+    if len(values) == 1 and (value := values[0][1].strip()):
+        # The common case, kept short: it runs on every verification.
+        problem = format_problem(value, prefix)
+        return value if problem is None else _explain_malformed(value, problem, prefix)
+    distinct: dict[str, str] = {}
+    for place, raw in presentation.values:
+        value = raw.strip()  # a trailing newline from a copy-paste is not the user's intent
+        if value:
+            distinct.setdefault(value, place)
+    if not distinct:
+        return _missing(presentation)
+    if len(distinct) > 1:
+        places = ", ".join(sorted(set(distinct.values())))
+        return Rejection(
+            Outcome.CONFLICTING,
+            f"The request presents {len(distinct)} different keys ({places}).",
+            "Send exactly one key; remove the others from headers and query.",
+        )
+    (value,) = distinct
+    problem = format_problem(value, prefix)
+    if problem is None:
+        return value
+    return _explain_malformed(value, problem, prefix)
+
+
+def _missing(presentation: Presentation) -> Rejection:
+    hint = HOW_TO_SEND
+    if presentation.note:
+        hint = f"{presentation.note} {hint}"
+    path = presentation.url_path or ""
+    if "=" in path or "/key/" in path.lower() or "&" in path:
+        hint = f"The URL path looks like it holds query parameters. {QUERY_SYNTAX} {hint}"
+    elif presentation.url_path is not None:
+        hint = f"{hint} {QUERY_SYNTAX}"
+    return Rejection(Outcome.MISSING, "No API key was found in the request.", hint)
+
+
+def _explain_malformed(value: str, problem: FormatProblem, prefix: str) -> Rejection:
+    if len(value) >= 2 and value[0] in _QUOTES and value[-1] in _QUOTES:
+        return Rejection(
+            Outcome.QUOTED,
+            "The API key is wrapped in quotes.",
+            "Send the key itself, without quotes around it.",
+        )
+    if _JWT.fullmatch(value):
+        return Rejection(
+            Outcome.LOOKS_LIKE_JWT,
+            "The value looks like a JWT, not a keyhouse API key.",
+            f"API keys start with '{prefix}_'; use the key shown once when it was created, "
+            "not a login or session token.",
+        )
+    if value[0] in "${<%[" or "{" in value or _PLACEHOLDER_WORDS.fullmatch(value):
+        return Rejection(
+            Outcome.PLACEHOLDER,
+            "The value looks like a placeholder or a variable name, not an API key.",
+            "Replace it with your actual key; check that the variable holding the key was "
+            "expanded before the request was sent.",
+        )
+    if problem is FormatProblem.PREFIX:
+        detail = f"it does not start with '{prefix}_'"
+    elif problem is FormatProblem.LENGTH:
+        detail = f"it has {len(value)} characters, keys have {secret_length(prefix)}"
+    elif problem is FormatProblem.CHARACTERS:
+        detail = "it contains characters that never appear in a key"
+    else:
+        detail = "its checksum does not match (a typo or a truncated copy)"
+    hint = "Copy the key again from where you stored it, exactly as it was shown."
+    if any(ch in value for ch in "?&=/"):
+        hint = f"The key contains URL characters. {QUERY_SYNTAX}"
+    return Rejection(Outcome.MALFORMED, f"The API key is malformed: {detail}.", hint)

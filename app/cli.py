@@ -1,0 +1,276 @@
+"""The ``keyhouse`` command: serve, set up, and manage organizations and keys by hand."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from sqlmodel import select
+
+from app.auth.principal import Caller
+from app.config import Settings
+from app.db import session_scope
+from app.errors import UserError
+from app.keys import service as keys_service
+from app.keys.models import ApiKey, KeyStatus
+from app.migrate import upgrade_to_head
+from app.organizations.models import Organization
+from app.organizations.service import OrganizationCreated, create_organization
+from app.pagination import Cursor
+from app.runtime import Runtime
+from app.timeutil import utcnow
+
+app = typer.Typer(help="keyhouse: issue, scope, verify and meter API keys.", no_args_is_help=True)
+orgs_app = typer.Typer(help="Organizations.", no_args_is_help=True)
+keys_app = typer.Typer(help="An organization's API keys.", no_args_is_help=True)
+app.add_typer(orgs_app, name="orgs")
+app.add_typer(keys_app, name="keys")
+
+console = Console()
+errors = Console(stderr=True)
+T = TypeVar("T")
+
+DEFAULT_ORGANIZATION = "Default organization"
+
+
+def _run(work: Callable[[Runtime], Awaitable[T]]) -> T:
+    """Run ``work`` against a migrated database, without the server's background tasks."""
+
+    async def main() -> T:
+        runtime = Runtime.create(Settings())
+        try:
+            await upgrade_to_head(runtime.engine)
+            return await work(runtime)
+        finally:
+            await runtime.broadcast.close()
+            await runtime.engine.dispose()
+
+    return asyncio.run(main())
+
+
+def _fail(error: UserError) -> typer.Exit:
+    errors.print(f"[red]error[/red] {error.code}: {error.message}")
+    return typer.Exit(code=2)
+
+
+async def _new_organization(runtime: Runtime, name: str) -> OrganizationCreated | UserError:
+    async with session_scope(runtime.sessionmaker) as session:
+        return await create_organization(
+            session,
+            name,
+            catalogue=runtime.catalogue,
+            key_prefix=runtime.settings.key_prefix,
+            broadcast=runtime.broadcast,
+        )
+
+
+def _print_organization(created: OrganizationCreated, *, as_json: bool) -> None:
+    if as_json:
+        typer.echo(
+            json.dumps(
+                {"organizationId": created.organization.id, "apiKey": created.admin_key.secret}
+            )
+        )
+        return
+    console.print(
+        f"Organization [bold]{created.organization.name}[/bold] ({created.organization.id})"
+    )
+    console.print("Admin key (shown once, store it now):")
+    console.print(f"  [bold green]{created.admin_key.secret}[/bold green]", soft_wrap=True)
+
+
+@app.command()
+def init(
+    organization: Annotated[str, typer.Option(help="Name of the first organization.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON only.")] = False,
+) -> None:
+    """Create the database (migrations), an organization and its admin key."""
+    created = _run(lambda runtime: _new_organization(runtime, organization))
+    if isinstance(created, UserError):
+        raise _fail(created)
+    _print_organization(created, as_json=as_json)
+
+
+@orgs_app.command("create")
+def orgs_create(
+    name: str,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON only.")] = False,
+) -> None:
+    """Create a further organization with its own admin key."""
+    created = _run(lambda runtime: _new_organization(runtime, name))
+    if isinstance(created, UserError):
+        raise _fail(created)
+    _print_organization(created, as_json=as_json)
+
+
+def _operator(runtime: Runtime, organization_id: str) -> Caller:
+    # The operator at the console may do anything within the organization it names.
+    return Caller(organization_id=organization_id, scopes=runtime.catalogue.names())
+
+
+async def _require_organization(runtime: Runtime, organization_id: str) -> None:
+    async with runtime.sessionmaker() as session:
+        if await session.get(Organization, organization_id) is None:
+            raise _fail(
+                UserError("NOT_FOUND", "organization", f"No organization {organization_id!r}.")
+            )
+
+
+@keys_app.command("create")
+def keys_create(
+    organization: Annotated[str, typer.Option(help="Organization id.")],
+    name: Annotated[str, typer.Option(help="Key name, unique among live keys.")],
+    scope: Annotated[list[str], typer.Option(help="A scope to grant (repeat the option).")],
+    expires_in_days: Annotated[int | None, typer.Option(help="1 to 3650 days.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON only.")] = False,
+) -> None:
+    """Create a key; its secret is printed once."""
+
+    async def work(runtime: Runtime) -> keys_service.KeyCreated | list[UserError]:
+        await _require_organization(runtime, organization)
+        async with session_scope(runtime.sessionmaker) as session:
+            return await keys_service.create_key(
+                session,
+                _operator(runtime, organization),
+                keys_service.KeyCreate(name=name, scopes=scope, expires_in_days=expires_in_days),
+                catalogue=runtime.catalogue,
+                key_prefix=runtime.settings.key_prefix,
+                broadcast=runtime.broadcast,
+            )
+
+    result = _run(work)
+    if isinstance(result, list):
+        for error in result:
+            errors.print(f"[red]error[/red] {error.code} ({error.field}): {error.message}")
+        raise typer.Exit(code=2)
+    if as_json:
+        typer.echo(json.dumps({"id": result.api_key.id, "apiKey": result.secret}))
+        return
+    console.print(f"Key [bold]{result.api_key.name}[/bold] ({result.api_key.id})")
+    console.print(f"  [bold green]{result.secret}[/bold green]  (shown once)", soft_wrap=True)
+
+
+@keys_app.command("list")
+def keys_list(organization: Annotated[str, typer.Option(help="Organization id.")]) -> None:
+    """List an organization's keys (never their secrets)."""
+
+    async def work(runtime: Runtime) -> list[ApiKey]:
+        await _require_organization(runtime, organization)
+        rows: list[ApiKey] = []
+        cursor = None
+        async with runtime.sessionmaker() as session:
+            while True:
+                page = await keys_service.list_keys(
+                    session,
+                    _operator(runtime, organization),
+                    keys_service.KeyFilter(),
+                    first=100,
+                    after=cursor,
+                    catalogue=runtime.catalogue,
+                )
+                rows.extend(page.keys)
+                if not page.has_next_page:
+                    return rows
+                cursor = Cursor(page.keys[-1].created_at, page.keys[-1].id)
+
+    rows = _run(work)
+    table = Table("id", "name", "hint", "scopes", "status", "created", "expires", "last used")
+    now = utcnow()
+    for row in rows:
+        status = row.status_at(now)
+        table.add_row(
+            row.id,
+            row.name,
+            row.hint,
+            " ".join(row.scopes),
+            f"[red]{status}[/red]" if status is not KeyStatus.ACTIVE else str(status),
+            f"{row.created_at:%Y-%m-%d %H:%M}",
+            "-" if row.expires_at is None else f"{row.expires_at:%Y-%m-%d}",
+            "never" if row.last_used_at is None else f"{row.last_used_at:%Y-%m-%d %H:%M}",
+        )
+    console.print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    organization: Annotated[str, typer.Option(help="Organization id.")],
+    key_id: Annotated[str, typer.Argument(help="The key's id.")],
+) -> None:
+    """Revoke a key, permanently."""
+
+    async def work(runtime: Runtime) -> ApiKey | UserError:
+        async with session_scope(runtime.sessionmaker) as session:
+            return await keys_service.revoke_key(
+                session, _operator(runtime, organization), key_id, broadcast=runtime.broadcast
+            )
+
+    result = _run(work)
+    if isinstance(result, UserError):
+        raise _fail(result)
+    console.print(
+        f"Revoked {result.id} ({result.hint}) at {result.revoked_at:%Y-%m-%d %H:%M:%S} UTC"
+    )
+
+
+@app.command("export-schema")
+def export_schema(
+    output: Annotated[
+        Path | None, typer.Option(help="Write to this file instead of stdout.")
+    ] = None,
+) -> None:
+    """Print the GraphQL schema (SDL); schema.graphql at the root is this output."""
+    from app.graphql import build_schema
+
+    sdl = build_schema(Settings()).as_str() + "\n"
+    if output is None:
+        typer.echo(sdl, nl=False)
+    else:
+        output.write_text(sdl)
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+) -> None:
+    """Run the service. On an empty database, first creates an organization and its admin key."""
+    import uvicorn
+
+    from app.main import create_app
+
+    async def bootstrap(runtime: Runtime) -> OrganizationCreated | UserError | None:
+        async with runtime.sessionmaker() as session:
+            if (await session.exec(select(Organization.id).limit(1))).first() is not None:
+                return None
+        return await _new_organization(runtime, DEFAULT_ORGANIZATION)
+
+    created = _run(bootstrap)
+    if isinstance(created, OrganizationCreated):
+        console.print("[bold]First start:[/bold] created an organization and its admin key.")
+        _print_organization(created, as_json=False)
+    console.print(
+        f"GraphiQL: http://{host}:{port}/graphql  "
+        "(send the key as header X-API-Key in GraphiQL's Headers tab)"
+    )
+    settings = Settings()
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    uvicorn.run(
+        create_app(settings),
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+    )
+
+
+def main() -> None:
+    app()

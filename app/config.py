@@ -1,0 +1,78 @@
+"""Settings, read from ``KEYHOUSE_*`` environment variables."""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Seed 001's scope table: the product scopes a deployment starts with. A deployment replaces them
+# with its own through KEYHOUSE_PRODUCT_SCOPES (a JSON object of name -> description).
+DEFAULT_PRODUCT_SCOPES: dict[str, str] = {
+    "read:charge_points": "Read charge point data and status",
+    "write:charge_points": "Register and update charge points",
+    "read:billing": "View billing records and invoices",
+    "write:billing": "Modify billing configuration",
+    "read:analytics": "Access usage analytics and reports",
+    "write:webhooks": "Create and manage webhook endpoints",
+    "read:sessions": "View charging session history",
+}
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="KEYHOUSE_", extra="ignore")
+
+    database_url: str = "sqlite+aiosqlite:///./keyhouse.db"
+    redis_url: str | None = None
+
+    key_prefix: str = Field(default="kh", pattern=r"^[a-z][a-z0-9]{1,9}$")
+    product_scopes: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_PRODUCT_SCOPES))
+
+    # Per-key rate limit when a key has none of its own.
+    default_rate_limit_requests: int = Field(default=1000, ge=1)
+    default_rate_limit_per_seconds: int = Field(default=60, ge=1)
+
+    # Verification cache. With the Redis revocation broadcast live, entries live this long; the
+    # TTL is only a safety net then. Without a live broadcast (no Redis, or Redis down) the short
+    # TTL bounds how long another instance's revocation can go unseen.
+    cache_ttl_seconds: float = Field(default=60.0, gt=0)
+    cache_ttl_without_broadcast_seconds: float = Field(default=5.0, gt=0)
+    cache_max_entries: int = Field(default=100_000, ge=1)
+    negative_cache_ttl_seconds: float = Field(default=30.0, ge=0)
+    negative_cache_max_entries: int = Field(default=10_000, ge=1)
+    # Concurrent database lookups for keys not in the cache: a flood of well-formed but unknown
+    # keys queues here instead of exhausting the database pool.
+    max_concurrent_key_lookups: int = Field(default=8, ge=1)
+
+    # How often in-memory usage (counts, last_used_at) is written to the database, and how many
+    # distinct buckets may wait in memory before a flush starts early.
+    usage_flush_interval_seconds: float = Field(default=5.0, gt=0)
+    usage_flush_max_buckets: int = Field(default=50_000, ge=1)
+    # How long usage is kept, per granularity. Older buckets are deleted; queries reaching
+    # further back are refused rather than answered with zeros.
+    usage_retention_minute_hours: int = Field(default=72, ge=1)
+    usage_retention_hour_days: int = Field(default=120, ge=1)
+    usage_retention_day_days: int = Field(default=3660, ge=1)
+
+    # When set, /v1/keys/verify and /v1/auth require this token in X-Keyhouse-Service-Token.
+    service_token: str | None = None
+
+    # GraphQL abuse limits.
+    graphql_max_depth: int = Field(default=10, ge=1)
+    graphql_max_tokens: int = Field(default=2000, ge=1)
+    graphql_max_aliases: int = Field(default=15, ge=1)
+
+    log_level: str = "INFO"
+
+    @field_validator("product_scopes")
+    @classmethod
+    def _scopes_not_reserved(cls, value: dict[str, str]) -> dict[str, str]:
+        for name in value:
+            if not name or any(ch.isspace() for ch in name):
+                raise ValueError(f"scope names cannot be empty or contain spaces: {name!r}")
+        return value
+
+    @cached_property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")

@@ -1,0 +1,47 @@
+"""Expected failures: one base class carrying a machine-readable code.
+
+GraphQL exposes ``code`` (and any extra fields) as ``extensions``; anything that is not an
+``AppError`` is masked as INTERNAL before it reaches a client.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+class AppError(Exception):
+    code = "INTERNAL"
+
+    def __init__(self, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.extra = extra
+
+    @property
+    def extensions(self) -> dict[str, Any]:
+        # graphql-core copies an original error's ``extensions`` onto the GraphQL error.
+        return {"code": self.code, **self.extra}
+
+
+class BadUserInput(AppError):
+    code = "BAD_USER_INPUT"
+
+
+class UserErrorCode:
+    """Codes of expected mutation failures (seed 001's error table, plus INVALID_INPUT)."""
+
+    INVALID_INPUT = "INVALID_INPUT"
+    INVALID_SCOPE = "INVALID_SCOPE"
+    NAME_TAKEN = "NAME_TAKEN"
+    NOT_FOUND = "NOT_FOUND"
+    FORBIDDEN = "FORBIDDEN"
+
+
+@dataclass(frozen=True, slots=True)
+class UserError:
+    """An expected failure of a mutation, returned as data (``userErrors``), never raised."""
+
+    code: str
+    field: str | None
+    message: str

@@ -1,0 +1,232 @@
+"""The GraphQL control plane: schema, its abuse limits and error policy, and the HTTP view.
+
+Every request authenticates with an organization's key through the same verification function
+as the data plane (so it spends the key's rate-limit budget and counts as a use). The GraphiQL
+page itself loads without a key.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any, cast
+
+import strawberry
+from graphql import GraphQLError
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.types import Receive, Scope, Send
+from starlette.websockets import WebSocket
+from strawberry.asgi import GraphQL
+from strawberry.extensions import (
+    MaskErrors,
+    MaxAliasesLimiter,
+    MaxTokensLimiter,
+    ParserCache,
+    QueryDepthLimiter,
+    SchemaExtension,
+    ValidationCache,
+)
+from strawberry.http import GraphQLHTTPResponse
+from strawberry.schema.config import StrawberryConfig
+from strawberry.tools import merge_types
+from strawberry.types import ExecutionContext, ExecutionResult
+
+from app.audit.graphql import Query as AuditQuery
+from app.auth.presentation import from_request
+from app.auth.principal import Caller
+from app.config import Settings
+from app.context import Context
+from app.errors import AppError
+from app.keys.graphql import Mutation as KeysMutation
+from app.keys.graphql import Query as KeysQuery
+from app.keys.outcomes import Outcome
+from app.keys.verification import Verification
+from app.organizations.graphql import Mutation as OrganizationsMutation
+from app.organizations.graphql import Query as OrganizationsQuery
+from app.runtime import Runtime
+from app.usage.graphql import Query as UsageQuery
+
+logger = logging.getLogger("app.graphql")
+
+GRAPHQL_RESPONSE_JSON = "application/graphql-response+json"
+OPERATION_LABEL_MAX = 100
+
+Query = merge_types("Query", (OrganizationsQuery, KeysQuery, UsageQuery, AuditQuery))
+Mutation = merge_types("Mutation", (KeysMutation, OrganizationsMutation))
+
+
+def _code_of(error: GraphQLError) -> str | None:
+    code = (error.extensions or {}).get("code")
+    return code if isinstance(code, str) else None
+
+
+def _is_expected(error: GraphQLError) -> bool:
+    """Errors the client may see as they are: ours (with a code) and GraphQL's own
+    (syntax, validation, limits), which carry no original exception."""
+    original = error.original_error
+    return original is None or isinstance(original, (AppError, GraphQLError))
+
+
+class MaskUnexpectedErrors(MaskErrors):
+    """Hides everything but expected errors, and labels what it hides as INTERNAL."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            should_mask_error=lambda error: not _is_expected(error),
+            error_message="Internal server error.",
+        )
+
+    def anonymise_error(self, error: GraphQLError) -> GraphQLError:
+        masked = super().anonymise_error(error)
+        masked.extensions = {"code": "INTERNAL"}
+        return masked
+
+
+class KeyhouseSchema(strawberry.Schema):
+    def process_errors(
+        self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
+    ) -> None:
+        # Expected errors are one line each, without a traceback; request variables are never
+        # logged (they may hold names and ids a customer considers private).
+        for error in errors:
+            path = ".".join(str(p) for p in error.path or ()) or "-"
+            if _is_expected(error):
+                code = _code_of(error) or "BAD_USER_INPUT"
+                logger.info("graphql error %s at %s: %s", code, path, error.message)
+            else:
+                logger.error("graphql internal error at %s", path, exc_info=error.original_error)
+
+
+def build_schema(settings: Settings) -> KeyhouseSchema:
+    # Factories, not instances: Strawberry builds fresh extensions for every request. The parser
+    # and validation caches live at module level, so they survive that.
+    extensions: list[Callable[[], SchemaExtension]] = [
+        lambda: QueryDepthLimiter(max_depth=settings.graphql_max_depth),
+        lambda: MaxTokensLimiter(max_token_count=settings.graphql_max_tokens),
+        lambda: MaxAliasesLimiter(max_alias_count=settings.graphql_max_aliases),
+        lambda: ParserCache(maxsize=256),
+        lambda: ValidationCache(maxsize=256),
+        MaskUnexpectedErrors,
+    ]
+    return KeyhouseSchema(
+        query=Query,
+        mutation=Mutation,
+        extensions=extensions,
+        config=StrawberryConfig(auto_camel_case=True),
+    )
+
+
+class RequestRefused(Exception):
+    """Authentication failed: answered before any GraphQL runs."""
+
+    def __init__(self, verification: Verification) -> None:
+        self.verification = verification
+
+
+def _refusal_code(outcome: Outcome) -> str:
+    return "RATE_LIMITED" if outcome is Outcome.RATE_LIMITED else "UNAUTHORIZED"
+
+
+def refusal_response(verification: Verification) -> JSONResponse:
+    outcome = verification.outcome
+    extensions: dict[str, Any] = {"code": _refusal_code(outcome), "reason": outcome.value}
+    if verification.hint:
+        extensions["hint"] = verification.hint
+    # Rate-limited requests carry Retry-After (from the status headers); refused keys a challenge.
+    headers = {} if verification.ratelimit is None else verification.ratelimit.headers()
+    if outcome is not Outcome.RATE_LIMITED:
+        headers["WWW-Authenticate"] = 'Bearer realm="keyhouse"'
+    body = {"data": None, "errors": [{"message": verification.message, "extensions": extensions}]}
+    return JSONResponse(body, status_code=outcome.http_status, headers=headers)
+
+
+def _wants_graphql_response_json(request: Request) -> bool:
+    accept = request.headers.get("accept", "")
+    position = accept.find(GRAPHQL_RESPONSE_JSON)
+    if position < 0:
+        return False
+    plain = accept.find("application/json")
+    return plain < 0 or position < plain
+
+
+class KeyhouseGraphQL(GraphQL[Context, None]):
+    """Strawberry's ASGI view plus authentication, one transaction per request and
+    ``application/graphql-response+json``."""
+
+    def __init__(self, schema: KeyhouseSchema, runtime: Runtime) -> None:
+        super().__init__(schema, graphql_ide="graphiql", allow_queries_via_get=True)
+        self.runtime = runtime
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            # No subscriptions: refuse websockets rather than accept unauthenticated sessions.
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        try:
+            await super().__call__(scope, receive, send)
+        except RequestRefused as refused:
+            outcome = refused.verification.outcome
+            logger.info("graphql request refused %s: %s", _refusal_code(outcome), outcome.value)
+            await refusal_response(refused.verification)(scope, receive, send)
+
+    async def get_context(
+        self, request: Request | WebSocket, response: Response | WebSocket
+    ) -> Context:
+        # Websockets never get this far (see __call__).
+        assert isinstance(request, Request)
+        assert isinstance(response, Response)
+        return Context(request=request, response=response, runtime=self.runtime)
+
+    async def execute_operation(
+        self,
+        request: Request,
+        request_adapter: Any,
+        request_data: Any,
+        context: Context,
+        root_value: None,
+        sub_response: Response,
+    ) -> ExecutionResult:
+        operation_name = getattr(request_data, "operation_name", None) or "anonymous"
+        verification = await self.runtime.verifier.verify(
+            from_request(request.headers, request.url.query),
+            operation=f"graphql:{operation_name[:OPERATION_LABEL_MAX]}",
+        )
+        if not verification.valid or verification.key is None:
+            raise RequestRefused(verification)
+        context.authenticate(Caller.from_key(verification.key))
+        if verification.ratelimit is not None:
+            sub_response.headers.update(verification.ratelimit.headers())
+        sub_response.headers.update(verification.notice_headers())
+        succeeded = False
+        try:
+            result = await super().execute_operation(
+                request, request_adapter, request_data, context, root_value, sub_response
+            )
+            # Batching and subscriptions are off: the result is one ExecutionResult.
+            assert isinstance(result, ExecutionResult)
+            succeeded = not any(_code_of(e) == "INTERNAL" for e in result.errors or ())
+            return result
+        finally:
+            await context.finish(succeeded=succeeded)
+
+    async def process_result(
+        self, request: Request, result: ExecutionResult
+    ) -> GraphQLHTTPResponse:
+        response = await super().process_result(request, result)
+        for error in response.get("errors") or ():
+            # Parse, validation and limit errors come from graphql-core without a code.
+            extensions = cast(dict[str, Any], error).setdefault("extensions", {})
+            extensions.setdefault("code", "BAD_USER_INPUT")
+        if result.data is None and result.errors and all(e.path is None for e in result.errors):
+            request.state.graphql_request_error = True
+        return response
+
+    async def run(self, request: Request, context: Any = None, root_value: Any = None) -> Response:  # type: ignore[override]
+        response: Response = await super().run(request)
+        if response.media_type == "application/json" and _wants_graphql_response_json(request):
+            # GraphQL over HTTP: with this media type, a request that never executed is a 400.
+            response.headers["content-type"] = GRAPHQL_RESPONSE_JSON
+            if getattr(request.state, "graphql_request_error", False):
+                response.status_code = 400
+        return response

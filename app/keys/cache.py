@@ -1,0 +1,147 @@
+"""The verification cache: key hash -> what verification needs to know about the key.
+
+Invariant: once a key's change (revocation) has committed and been announced, no entry read from
+the database before that change may be served. Every invalidation bumps ``generation``; a lookup
+that started in an older generation does not fill the cache, so a slow read that raced a
+revocation cannot put the revoked key back as valid.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from datetime import datetime
+
+from limits import RateLimitItem
+
+from app.keys.models import ApiKey
+from app.ratelimit import Budget
+
+
+@dataclass(frozen=True, slots=True)
+class Replacement:
+    """The key that replaced a superseded one: what its holder needs to find it (seed 002)."""
+
+    id: str
+    name: str
+    hint: str
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRecord:
+    id: str
+    organization_id: str
+    name: str
+    hint: str
+    scopes: frozenset[str]
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    rate_limit: Budget
+    # expires_at as a Unix timestamp: the hot path compares floats, not datetimes.
+    expires_ts: float | None
+    # Replaced by a newer key: valid (deprecated) until superseded_at, then refused.
+    superseded_at: datetime | None = None
+    superseded_ts: float | None = None
+    replaced_by: Replacement | None = None
+
+    @classmethod
+    def from_row(
+        cls, row: ApiKey, rate_limit: RateLimitItem, replacement: ApiKey | None = None
+    ) -> KeyRecord:
+        return cls(
+            id=row.id,
+            organization_id=row.organization_id,
+            name=row.name,
+            hint=row.hint,
+            scopes=frozenset(row.scopes),
+            expires_at=row.expires_at,
+            revoked_at=row.revoked_at,
+            rate_limit=Budget.of(rate_limit, row.id),
+            expires_ts=None if row.expires_at is None else row.expires_at.timestamp(),
+            superseded_at=row.superseded_at,
+            superseded_ts=None if row.superseded_at is None else row.superseded_at.timestamp(),
+            replaced_by=(
+                None
+                if replacement is None
+                else Replacement(
+                    replacement.id, replacement.name, replacement.hint, replacement.created_at
+                )
+            ),
+        )
+
+
+class KeyCache:
+    def __init__(
+        self, *, max_entries: int, negative_ttl_seconds: float, negative_max_entries: int
+    ) -> None:
+        self._entries: dict[str, tuple[float, KeyRecord]] = {}
+        self._hash_by_id: dict[str, str] = {}
+        # Hashes of well-formed keys the database does not know, so that replaying one random
+        # key does not cost a query per request.
+        self._unknown: OrderedDict[str, float] = OrderedDict()
+        self._max_entries = max_entries
+        self._negative_ttl = negative_ttl_seconds
+        self._negative_max = negative_max_entries
+        self.generation = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key_hash: str, ttl_seconds: float) -> KeyRecord | None:
+        entry = self._entries.get(key_hash)
+        if entry is None:
+            return None
+        loaded_at, record = entry
+        if time.monotonic() - loaded_at > ttl_seconds:
+            self._drop(key_hash)
+            return None
+        return record
+
+    def put(self, key_hash: str, record: KeyRecord, generation: int) -> None:
+        if generation != self.generation:
+            return
+        if len(self._entries) >= self._max_entries:
+            # Dicts keep insertion order: the first entry is the oldest load.
+            self._drop(next(iter(self._entries)))
+        self._entries[key_hash] = (time.monotonic(), record)
+        self._hash_by_id[record.id] = key_hash
+
+    def is_known_unknown(self, key_hash: str) -> bool:
+        expires = self._unknown.get(key_hash)
+        if expires is None:
+            return False
+        if expires < time.monotonic():
+            del self._unknown[key_hash]
+            return False
+        return True
+
+    def remember_unknown(self, key_hash: str, generation: int) -> None:
+        if generation != self.generation or self._negative_ttl <= 0:
+            return
+        self._unknown[key_hash] = time.monotonic() + self._negative_ttl
+        self._unknown.move_to_end(key_hash)
+        while len(self._unknown) > self._negative_max:
+            self._unknown.popitem(last=False)
+
+    def invalidate_key(self, key_id: str) -> None:
+        self.generation += 1
+        key_hash = self._hash_by_id.pop(key_id, None)
+        if key_hash is not None:
+            self._entries.pop(key_hash, None)
+
+    def forget_unknown(self, key_hash: str) -> None:
+        """A key with this hash now exists (it was just created)."""
+        self._unknown.pop(key_hash, None)
+
+    def clear(self) -> None:
+        self.generation += 1
+        self._entries.clear()
+        self._hash_by_id.clear()
+        self._unknown.clear()
+
+    def _drop(self, key_hash: str) -> None:
+        entry = self._entries.pop(key_hash, None)
+        if entry is not None:
+            self._hash_by_id.pop(entry[1].id, None)

@@ -1,0 +1,429 @@
+"""GraphQL for API keys: the keys page, one key, the scope catalogue, create and revoke.
+
+Resolvers read the context, call one service function and map the result; no SQL here.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from datetime import datetime
+from enum import Enum
+from typing import Annotated
+
+import strawberry
+
+from app.auth.permissions import needs
+from app.context import Info
+from app.errors import UserError
+from app.keys import service
+from app.keys.models import ApiKey as ApiKeyRow
+from app.keys.models import KeyStatus
+from app.keys.scopes import READ_ANALYTICS, READ_API_KEYS, WRITE_API_KEYS
+from app.pagination import DEFAULT_PAGE_SIZE, Cursor, check_page_size
+from app.timeutil import utcnow
+from app.usage.graphql import UsageCounts, usage_query
+from app.usage.models import Granularity
+
+logger = logging.getLogger(__name__)
+
+ApiKeyStatus = strawberry.enum(KeyStatus, name="ApiKeyStatus")
+
+
+@strawberry.enum
+class ApiKeyStatusFilter(Enum):
+    ACTIVE = "ACTIVE"
+    REVOKED = "REVOKED"
+    EXPIRED = "EXPIRED"
+    SUPERSEDED = "SUPERSEDED"
+    ALL = "ALL"
+
+
+@strawberry.enum
+class UserErrorCode(Enum):
+    INVALID_INPUT = "INVALID_INPUT"
+    INVALID_SCOPE = "INVALID_SCOPE"
+    NAME_TAKEN = "NAME_TAKEN"
+    NOT_FOUND = "NOT_FOUND"
+    FORBIDDEN = "FORBIDDEN"
+
+
+@strawberry.type(name="UserError", description="An expected failure of a mutation.")
+class UserErrorType:
+    code: UserErrorCode
+    field: str | None = strawberry.field(description="The input field at fault, if any.")
+    message: str
+
+    @classmethod
+    def of(cls, error: UserError) -> UserErrorType:
+        return cls(code=UserErrorCode(error.code), field=error.field, message=error.message)
+
+
+def user_errors(mutation: str, errors: list[UserError]) -> list[UserErrorType]:
+    """The payload's userErrors, each logged as one line (expected: no traceback)."""
+    for error in errors:
+        logger.info("graphql userError %s on %s.%s", error.code, mutation, error.field or "-")
+    return [UserErrorType.of(error) for error in errors]
+
+
+@strawberry.type(description="A permission a key can hold.")
+class Scope:
+    name: str
+    description: str
+
+
+@strawberry.type(description="A request budget: at most `requests` per `perSeconds` seconds.")
+class RateLimit:
+    requests: int
+    per_seconds: int
+    is_default: bool = strawberry.field(
+        description="True when the key has no limit of its own and uses the deployment's."
+    )
+
+
+@strawberry.input
+class RateLimitInput:
+    requests: int = strawberry.field(description="1 to 1,000,000.")
+    per_seconds: int = strawberry.field(description="1 to 86,400.")
+
+
+@strawberry.type(
+    name="ApiKey",
+    description="An API key of your organization. Its secret is shown only once, at creation.",
+)
+class ApiKeyType:
+    id: strawberry.ID = strawberry.field(
+        description="Opaque id: what revokeApiKey takes and verification reports as keyId."
+    )
+    name: str
+    scopes: list[str]
+    hint: str = strawberry.field(
+        description="The key's first and last characters, to recognise it: kh_3fA9…x7Qk."
+    )
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    status: ApiKeyStatus  # type: ignore[valid-type]
+    superseded_at: datetime | None = strawberry.field(
+        description="When a newer key replaced (or replaces, in a grace period) this one."
+    )
+    own_rate_limit: strawberry.Private[service.RateLimit | None]
+    superseded_by_id: strawberry.Private[str | None]
+
+    @strawberry.field(description="Days until the key expires (0 once expired); null if never.")
+    def expires_in_days(self) -> int | None:
+        if self.expires_at is None:
+            return None
+        return max(0, math.ceil((self.expires_at - utcnow()).total_seconds() / 86400))
+
+    @strawberry.field(description="True while a replaced key still works (its grace period).")
+    def deprecated(self) -> bool:
+        return self.superseded_at is not None and self.superseded_at > utcnow()
+
+    @strawberry.field(description="The key that replaced this one (rotation or policy).")
+    async def superseded_by(self, info: Info) -> ApiKeyType | None:
+        if self.superseded_by_id is None:
+            return None
+        row = await info.context.api_key.load(self.superseded_by_id)
+        return None if row is None else ApiKeyType.of(row)
+
+    @strawberry.field(description="The key's request budget, shared by all of its uses.")
+    def rate_limit(self, info: Info) -> RateLimit:
+        if self.own_rate_limit is not None:
+            return RateLimit(
+                requests=self.own_rate_limit.requests,
+                per_seconds=self.own_rate_limit.per_seconds,
+                is_default=False,
+            )
+        settings = info.context.runtime.settings
+        return RateLimit(
+            requests=settings.default_rate_limit_requests,
+            per_seconds=settings.default_rate_limit_per_seconds,
+            is_default=True,
+        )
+
+    @strawberry.field(description="When the key last authenticated a request; null if never.")
+    async def last_used_at(self, info: Info) -> datetime | None:
+        return await info.context.last_used_at.load(str(self.id))
+
+    @strawberry.field(
+        extensions=needs(READ_ANALYTICS),
+        description="How often this key was used over [from, to) (buckets of `granularity`).",
+    )
+    async def usage(
+        self,
+        info: Info,
+        from_: Annotated[datetime, strawberry.argument(name="from")],
+        to: datetime,
+        granularity: Granularity = Granularity.HOUR,
+    ) -> UsageCounts:
+        query = usage_query(info, from_, to, granularity)
+        return UsageCounts.of(await info.context.key_usage.load((str(self.id), query)))
+
+    @classmethod
+    def of(cls, row: ApiKeyRow, now: datetime | None = None) -> ApiKeyType:
+        return cls(
+            id=strawberry.ID(row.id),
+            name=row.name,
+            scopes=row.scopes,
+            hint=row.hint,
+            created_at=row.created_at,
+            expires_at=row.expires_at,
+            revoked_at=row.revoked_at,
+            status=row.status_at(now or utcnow()),
+            superseded_at=row.superseded_at,
+            superseded_by_id=row.superseded_by_key_id,
+            own_rate_limit=(
+                None
+                if row.rate_limit_requests is None or row.rate_limit_per_seconds is None
+                else service.RateLimit(row.rate_limit_requests, row.rate_limit_per_seconds)
+            ),
+        )
+
+
+@strawberry.type
+class PageInfo:
+    has_next_page: bool
+    has_previous_page: bool
+    start_cursor: str | None
+    end_cursor: str | None
+
+
+@strawberry.type
+class ApiKeyEdge:
+    cursor: str
+    node: ApiKeyType
+
+
+@strawberry.type
+class ApiKeyConnection:
+    total_count: int
+    page_info: PageInfo
+    edges: list[ApiKeyEdge]
+
+    @strawberry.field
+    def nodes(self) -> list[ApiKeyType]:
+        return [edge.node for edge in self.edges]
+
+
+@strawberry.input
+class ApiKeyFilter:
+    status: ApiKeyStatusFilter | None = strawberry.UNSET
+    scope: str | None = strawberry.field(
+        default=strawberry.UNSET, description="Only keys holding this scope."
+    )
+    expiring_within_days: int | None = strawberry.field(
+        default=strawberry.UNSET, description="Only active keys expiring within this many days."
+    )
+
+
+@strawberry.input
+class CreateApiKeyInput:
+    name: str = strawberry.field(description="1 to 128 characters, unique among live keys.")
+    scopes: list[str] = strawberry.field(description="At least one; only scopes you hold.")
+    expires_in_days: int | None = strawberry.field(
+        default=None, description="1 to 3650; omit for a key that never expires."
+    )
+    rate_limit: RateLimitInput | None = strawberry.field(
+        default=None, description="Omit to use the deployment's default limit."
+    )
+    idempotency_key: str | None = strawberry.field(
+        default=None,
+        description="Retrying with the same key (within 24 hours) returns the same key and "
+        "secret instead of creating another.",
+    )
+
+
+@strawberry.type
+class CreateApiKeyPayload:
+    api_key: ApiKeyType | None = None
+    secret: str | None = strawberry.field(
+        default=None, description="The key itself. Shown only here, once: store it now."
+    )
+    superseded_api_keys: list[ApiKeyType] = strawberry.field(
+        default_factory=list,
+        description="Keys this one replaces under the single-active-key policy.",
+    )
+    user_errors: list[UserErrorType] = strawberry.field(default_factory=list)
+
+
+@strawberry.input
+class RotateApiKeyInput:
+    id: strawberry.ID
+    grace_period_hours: int = strawberry.field(
+        default=0,
+        description="0 to 720: how long the old secret keeps working (0: stop it now, for a "
+        "leaked key).",
+    )
+    idempotency_key: str | None = strawberry.field(
+        default=None, description="Retrying with the same key returns the same new key."
+    )
+
+
+@strawberry.type
+class RotateApiKeyPayload:
+    api_key: ApiKeyType | None = strawberry.field(default=None, description="The new key.")
+    secret: str | None = strawberry.field(
+        default=None, description="The new key's secret. Shown only here, once."
+    )
+    previous_api_key: ApiKeyType | None = strawberry.field(
+        default=None, description="The rotated key, deprecated until its grace period ends."
+    )
+    user_errors: list[UserErrorType] = strawberry.field(default_factory=list)
+
+
+@strawberry.type
+class RevokeApiKeyPayload:
+    api_key: ApiKeyType | None = None
+    user_errors: list[UserErrorType] = strawberry.field(default_factory=list)
+
+
+def _key_filter(value: ApiKeyFilter | None) -> service.KeyFilter:
+    if value is None:
+        return service.KeyFilter()
+    status = value.status
+    return service.KeyFilter(
+        status=(
+            None
+            if status in (None, strawberry.UNSET, ApiKeyStatusFilter.ALL)
+            else KeyStatus(status.value)
+        ),
+        scope=value.scope or None,
+        expiring_within_days=(
+            None
+            if value.expiring_within_days in (None, strawberry.UNSET)
+            else value.expiring_within_days
+        ),
+    )
+
+
+@strawberry.type
+class Query:
+    @strawberry.field(extensions=needs(READ_API_KEYS), description="Your organization's keys.")
+    async def api_keys(
+        self,
+        info: Info,
+        first: int = DEFAULT_PAGE_SIZE,
+        after: str | None = None,
+        filter: ApiKeyFilter | None = None,
+    ) -> ApiKeyConnection:
+        check_page_size(first)
+        cursor = None if after is None else Cursor.decode(after)
+        async with info.context.db() as session:
+            page = await service.list_keys(
+                session,
+                info.context.caller,
+                _key_filter(filter),
+                first=first,
+                after=cursor,
+                catalogue=info.context.runtime.catalogue,
+            )
+        now = utcnow()
+        edges = [
+            ApiKeyEdge(cursor=Cursor(row.created_at, row.id).encode(), node=ApiKeyType.of(row, now))
+            for row in page.keys
+        ]
+        return ApiKeyConnection(
+            total_count=page.total_count,
+            page_info=PageInfo(
+                has_next_page=page.has_next_page,
+                has_previous_page=cursor is not None,
+                start_cursor=edges[0].cursor if edges else None,
+                end_cursor=edges[-1].cursor if edges else None,
+            ),
+            edges=edges,
+        )
+
+    @strawberry.field(
+        extensions=needs(READ_API_KEYS),
+        description="One of your organization's keys; null if there is no such key.",
+    )
+    async def api_key(self, info: Info, id: strawberry.ID) -> ApiKeyType | None:
+        async with info.context.db() as session:
+            row = await service.get_key(session, info.context.caller, str(id))
+        return None if row is None else ApiKeyType.of(row)
+
+    @strawberry.field(description="Every scope a key can hold.")
+    def scopes(self, info: Info) -> list[Scope]:
+        return [
+            Scope(name=scope.name, description=scope.description)
+            for scope in info.context.runtime.catalogue.all()
+        ]
+
+
+@strawberry.type
+class Mutation:
+    @strawberry.mutation(
+        extensions=needs(WRITE_API_KEYS),
+        description="Create a key. The payload carries its secret, the only time it is shown.",
+    )
+    async def create_api_key(self, info: Info, input: CreateApiKeyInput) -> CreateApiKeyPayload:
+        runtime = info.context.runtime
+        async with info.context.db() as session:
+            result = await service.create_key(
+                session,
+                info.context.caller,
+                service.KeyCreate(
+                    name=input.name,
+                    scopes=input.scopes,
+                    expires_in_days=input.expires_in_days,
+                    rate_limit=(
+                        None
+                        if input.rate_limit is None
+                        else service.RateLimit(
+                            input.rate_limit.requests, input.rate_limit.per_seconds
+                        )
+                    ),
+                    idempotency_key=input.idempotency_key,
+                ),
+                catalogue=runtime.catalogue,
+                key_prefix=runtime.settings.key_prefix,
+                broadcast=runtime.broadcast,
+            )
+        if isinstance(result, list):
+            return CreateApiKeyPayload(user_errors=user_errors("createApiKey", result))
+        return CreateApiKeyPayload(
+            api_key=ApiKeyType.of(result.api_key),
+            secret=result.secret,
+            superseded_api_keys=[ApiKeyType.of(row) for row in result.superseded],
+        )
+
+    @strawberry.mutation(
+        extensions=needs(WRITE_API_KEYS),
+        description="Replace a key's secret: same name, scopes and limits; the old secret keeps "
+        "working for the grace period, then is refused as SUPERSEDED.",
+    )
+    async def rotate_api_key(self, info: Info, input: RotateApiKeyInput) -> RotateApiKeyPayload:
+        runtime = info.context.runtime
+        async with info.context.db() as session:
+            result = await service.rotate_key(
+                session,
+                info.context.caller,
+                service.KeyRotate(
+                    key_id=str(input.id),
+                    grace_period_hours=input.grace_period_hours,
+                    idempotency_key=input.idempotency_key,
+                ),
+                key_prefix=runtime.settings.key_prefix,
+                broadcast=runtime.broadcast,
+            )
+        if isinstance(result, list):
+            return RotateApiKeyPayload(user_errors=user_errors("rotateApiKey", result))
+        return RotateApiKeyPayload(
+            api_key=ApiKeyType.of(result.api_key),
+            secret=result.secret,
+            previous_api_key=ApiKeyType.of(result.previous),
+        )
+
+    @strawberry.mutation(
+        extensions=needs(WRITE_API_KEYS),
+        description="Revoke a key: immediate, permanent and idempotent.",
+    )
+    async def revoke_api_key(self, info: Info, id: strawberry.ID) -> RevokeApiKeyPayload:
+        async with info.context.db() as session:
+            result = await service.revoke_key(
+                session, info.context.caller, str(id), broadcast=info.context.runtime.broadcast
+            )
+        if isinstance(result, UserError):
+            return RevokeApiKeyPayload(user_errors=user_errors("revokeApiKey", [result]))
+        return RevokeApiKeyPayload(api_key=ApiKeyType.of(result))

@@ -1,0 +1,95 @@
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from sqlalchemy import Index, text
+from sqlmodel import Field, SQLModel
+
+from app.db import UTCDateTime
+from app.ids import new_id
+from app.timeutil import utcnow
+
+
+class KeyStatus(StrEnum):
+    ACTIVE = "ACTIVE"
+    REVOKED = "REVOKED"
+    EXPIRED = "EXPIRED"
+    SUPERSEDED = "SUPERSEDED"
+
+
+LIVE_NAME_CONDITION = "revoked_at IS NULL AND superseded_at IS NULL"
+
+
+class ApiKey(SQLModel, table=True):
+    __tablename__ = "api_keys"
+    __table_args__ = (
+        # Names are unique among an organization's keys that are still in play; a revoked or
+        # replaced key's name can be reused (rotation gives the new key the old one's name). The
+        # partial index makes this hold under concurrent creates too.
+        Index(
+            "uq_api_keys_live_name",
+            "organization_id",
+            "name",
+            unique=True,
+            sqlite_where=text(LIVE_NAME_CONDITION),
+            postgresql_where=text(LIVE_NAME_CONDITION),
+        ),
+        Index("ix_api_keys_org_created", "organization_id", "created_at", "id"),
+    )
+
+    id: str = Field(default_factory=lambda: new_id("key"), primary_key=True, max_length=32)
+    organization_id: str = Field(foreign_key="organizations.id", max_length=32)
+    name: str = Field(max_length=128)
+    # Space-separated, sorted: portable across SQLite and PostgreSQL and cheap to filter on.
+    scopes_text: str = Field(max_length=4000)
+    # SHA-256 of the whole secret. Keys carry 190 random bits, so a fast hash is safe here and a
+    # slow password hash would only cost the hot path.
+    key_hash: str = Field(max_length=64, unique=True)
+    hint: str = Field(max_length=40)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    # The key that created this one; None when created from the CLI.
+    created_by_key_id: str | None = Field(default=None, max_length=32)
+    last_used_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    expires_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    revoked_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    # The key's own rate limit (requests per window of seconds); None: the deployment default.
+    rate_limit_requests: int | None = Field(default=None)
+    rate_limit_per_seconds: int | None = Field(default=None)
+    # Replaced by a newer key (rotation, or the single-active-key policy): valid until
+    # superseded_at (the grace period), then refused as SUPERSEDED.
+    superseded_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    superseded_by_key_id: str | None = Field(default=None, max_length=32)
+
+    @property
+    def scopes(self) -> list[str]:
+        return self.scopes_text.split()
+
+    def status_at(self, now: datetime) -> KeyStatus:
+        if self.revoked_at is not None:
+            return KeyStatus.REVOKED
+        if self.superseded_at is not None and self.superseded_at <= now:
+            return KeyStatus.SUPERSEDED
+        if self.expires_at is not None and self.expires_at <= now:
+            return KeyStatus.EXPIRED
+        return KeyStatus.ACTIVE
+
+
+class IdempotencyRecord(SQLModel, table=True):
+    """The outcome of a createApiKey/rotateApiKey sent with an idempotency key (kept 24 hours).
+
+    A client that retries after a timeout gets the same key back, secret included, instead of a
+    second key. The secret is stored sealed with a key derived from the idempotency key, which
+    itself is stored only as a digest: the database alone cannot reveal the secret.
+    """
+
+    __tablename__ = "idempotency_records"
+
+    organization_id: str = Field(primary_key=True, max_length=32)
+    key_digest: str = Field(primary_key=True, max_length=64)
+    operation: str = Field(max_length=32)
+    request_digest: str = Field(max_length=64)
+    api_key_id: str = Field(max_length=32)
+    previous_api_key_id: str | None = Field(default=None, max_length=32)
+    sealed_secret: str = Field(max_length=200)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)

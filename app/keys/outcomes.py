@@ -1,0 +1,61 @@
+"""The one vocabulary of verification outcomes, shared by GraphQL, /v1/keys/verify, /v1/auth
+and usage analytics."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Outcome(StrEnum):
+    VALID = "VALID"
+    # Decided from the request alone, before any lookup.
+    MISSING = "MISSING"
+    MALFORMED = "MALFORMED"
+    LOOKS_LIKE_JWT = "LOOKS_LIKE_JWT"
+    PLACEHOLDER = "PLACEHOLDER"
+    QUOTED = "QUOTED"
+    CONFLICTING = "CONFLICTING"
+    # Decided from the key's record.
+    UNKNOWN = "UNKNOWN"
+    REVOKED = "REVOKED"
+    EXPIRED = "EXPIRED"
+    SUPERSEDED = "SUPERSEDED"
+    INSUFFICIENT_SCOPE = "INSUFFICIENT_SCOPE"
+    RATE_LIMITED = "RATE_LIMITED"
+
+    @property
+    def http_status(self) -> int:
+        if self is Outcome.VALID:
+            return 200
+        if self is Outcome.INSUFFICIENT_SCOPE:
+            return 403
+        if self is Outcome.RATE_LIMITED:
+            return 429
+        return 401
+
+    @property
+    def is_attributable(self) -> bool:
+        """Whether the outcome belongs to a known key (and so to an organization's usage)."""
+        return self in _ATTRIBUTABLE
+
+
+_ATTRIBUTABLE = frozenset(
+    {
+        Outcome.VALID,
+        Outcome.RATE_LIMITED,
+        Outcome.INSUFFICIENT_SCOPE,
+        Outcome.REVOKED,
+        Outcome.EXPIRED,
+        Outcome.SUPERSEDED,
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """Why a key was refused: a code for machines, a message and a hint for the person."""
+
+    outcome: Outcome
+    message: str
+    hint: str

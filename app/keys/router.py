@@ -1,0 +1,186 @@
+"""The data plane: ``POST /v1/keys/verify`` for services, ``GET /v1/auth`` for gateways.
+
+These sit on the provider's hot path, so they are plain Starlette routes calling the verifier
+directly: FastAPI's dependency injection would cost more than the verification itself
+(design.md, "Where the time goes").
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from app.auth.presentation import Presentation, from_forward_auth
+from app.keys.outcomes import Outcome
+from app.keys.verification import KeyVerifier, Verification
+from app.runtime import Runtime
+
+MAX_SCOPES = 20
+MAX_OPERATION_LENGTH = 200
+MAX_SCOPE_NAME_LENGTH = 100
+SERVICE_TOKEN_HEADER = "x-keyhouse-service-token"  # noqa: S105 - a header name
+
+
+class VerifyRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    key: StrictStr
+    scopes: list[StrictStr] = Field(default_factory=list, max_length=MAX_SCOPES)
+    operation: StrictStr | None = Field(default=None, max_length=MAX_OPERATION_LENGTH)
+
+
+def _timestamp(value: Any) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def verification_body(verification: Verification) -> dict[str, Any]:
+    """The verify endpoint's answer; identity fields only for a valid key."""
+    key = verification.key if verification.valid else None
+    ratelimit = verification.ratelimit
+    return {
+        "valid": verification.valid,
+        "code": verification.outcome.value,
+        "message": verification.message,
+        "hint": verification.hint or None,
+        "keyId": None if key is None else key.id,
+        "organizationId": None if key is None else key.organization_id,
+        "scopes": None if key is None else sorted(key.scopes),
+        "expiresAt": None if key is None else _timestamp(key.expires_at),
+        "expiresSoon": verification.expires_soon,
+        # A replaced key in its grace period still works, but its integration should move on.
+        "deprecated": verification.sunset is not None,
+        "sunset": _timestamp(verification.sunset),
+        "replacedBy": None
+        if key is None or key.replaced_by is None
+        else {"name": key.replaced_by.name, "hint": key.replaced_by.hint},
+        "ratelimit": None
+        if ratelimit is None
+        else {"limit": ratelimit.limit, "remaining": ratelimit.remaining, "reset": ratelimit.reset},
+    }
+
+
+def verification_headers(verification: Verification) -> dict[str, str]:
+    """Rate-limit status, plus deprecation and expiry notices for a valid key."""
+    headers = {} if verification.ratelimit is None else verification.ratelimit.headers()
+    headers.update(verification.notice_headers())
+    return headers
+
+
+def _request_error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": "BAD_REQUEST", "message": message}, status_code=status)
+
+
+def _service_token_refusal(runtime: Runtime, request: Request) -> Response | None:
+    expected = runtime.settings.service_token
+    if expected is None:
+        return None
+    presented = request.headers.get(SERVICE_TOKEN_HEADER, "")
+    if hmac.compare_digest(presented.encode(), expected.encode()):
+        return None
+    return JSONResponse(
+        {"error": "SERVICE_TOKEN_REQUIRED", "message": "This endpoint needs the service token."},
+        status_code=401,
+        headers={"WWW-Authenticate": 'KeyhouseServiceToken realm="keyhouse"'},
+    )
+
+
+def _describe(error: ValidationError) -> str:
+    first = error.errors()[0]
+    where = ".".join(str(part) for part in first["loc"]) or "body"
+    return f"{where}: {first['msg']}"
+
+
+def data_plane_routes(runtime: Runtime) -> list[Route]:
+    verifier: KeyVerifier = runtime.verifier
+
+    async def verify_key(request: Request) -> Response:
+        refusal = _service_token_refusal(runtime, request)
+        if refusal is not None:
+            return refusal
+        body = await request.body()
+        try:
+            payload = VerifyRequest.model_validate_json(body)
+        except ValidationError as error:
+            if any(e["type"] == "json_invalid" for e in error.errors()):
+                return _request_error(400, "The body is not valid JSON.")
+            return _request_error(422, f"Invalid verify request: {_describe(error)}")
+        if any(len(scope) > MAX_SCOPE_NAME_LENGTH for scope in payload.scopes):
+            return _request_error(
+                422, f"Scope names have at most {MAX_SCOPE_NAME_LENGTH} characters."
+            )
+        verification = await verifier.verify(
+            Presentation.of(payload.key),
+            required_scopes=payload.scopes,
+            operation=payload.operation or "verify",
+        )
+        return JSONResponse(
+            verification_body(verification), headers=verification_headers(verification)
+        )
+
+    async def forward_auth(request: Request) -> Response:
+        refusal = _service_token_refusal(runtime, request)
+        if refusal is not None:
+            return refusal
+        required = _required_scopes(request)
+        if len(required) > MAX_SCOPES:
+            return _request_error(400, f"At most {MAX_SCOPES} required scopes.")
+        presentation = from_forward_auth(request.headers)
+        method = (
+            request.headers.get("x-original-method")
+            or request.headers.get("x-forwarded-method")
+            or "GET"
+        )
+        # The label never includes the query string: that is where keys travel.
+        operation = f"{method[:10]} {(presentation.url_path or '/')[:MAX_OPERATION_LENGTH]}"
+        verification = await verifier.verify(
+            presentation, required_scopes=required, operation=operation
+        )
+        return forward_auth_response(request, verification)
+
+    return [
+        Route("/v1/keys/verify", verify_key, methods=["POST"]),
+        Route("/v1/auth", forward_auth, methods=["GET", "HEAD"]),
+    ]
+
+
+def _required_scopes(request: Request) -> list[str]:
+    """From ``scope=`` on the auth URL (repeated, or comma/space separated) and
+    ``X-Required-Scopes``."""
+    raw = [*request.query_params.getlist("scope"), request.headers.get("x-required-scopes", "")]
+    return sorted({part for value in raw for part in value.replace(",", " ").split()})
+
+
+def forward_auth_response(request: Request, verification: Verification) -> Response:
+    headers = verification_headers(verification)
+    if verification.valid and verification.key is not None:
+        key = verification.key
+        headers.update(
+            {
+                "X-Api-Key-Id": key.id,
+                "X-Organization-Id": key.organization_id,
+                "X-Api-Key-Scopes": " ".join(sorted(key.scopes)),
+            }
+        )
+        return Response(status_code=200, headers=headers)
+
+    outcome = verification.outcome
+    body = {"code": outcome.value, "message": verification.message, "hint": verification.hint}
+    encoded = json.dumps(body, ensure_ascii=True, separators=(",", ":"))
+    # nginx drops an auth subrequest's body; this header carries it (ASCII, one line) so the
+    # gateway can answer with it. See the README's nginx example.
+    headers["X-Keyhouse-Error"] = encoded
+    headers["X-Keyhouse-Code"] = outcome.value
+    status = outcome.http_status
+    if status == 401:
+        headers["WWW-Authenticate"] = 'Bearer realm="keyhouse"'
+    if outcome is Outcome.RATE_LIMITED and request.query_params.get("ratelimit_status") == "403":
+        # nginx's auth_request passes only 401 and 403 through (anything else becomes a 500);
+        # the example config turns this 403 back into a 429 with Retry-After.
+        status = 403
+    return Response(encoded, status_code=status, headers=headers, media_type="application/json")

@@ -1,0 +1,698 @@
+"""Key management: create, list, read, rotate and revoke an organization's API keys.
+
+Every function takes the session first and the caller second; each one confines itself to the
+caller's organization, so a key of one organization never reads or changes another's keys.
+Functions flush, never commit: the request (or CLI command) owns the transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, case, func, or_
+from sqlalchemy import select as sa_select
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from app.audit.models import AuditAction
+from app.audit.service import record_event
+from app.auth.principal import Caller
+from app.db import after_commit
+from app.errors import BadUserInput, UserError, UserErrorCode
+from app.ids import is_id_of
+from app.keys import idempotency
+from app.keys.broadcast import KeyChangeBroadcast
+from app.keys.models import ApiKey, KeyStatus
+from app.keys.scopes import ScopeCatalogue
+from app.keys.secret import generate_secret, hash_secret, hint_for
+from app.organizations.models import Organization
+from app.pagination import Cursor
+from app.timeutil import utcnow
+
+NAME_MAX_LENGTH = 128
+EXPIRES_IN_DAYS_MAX = 3650
+RATE_LIMIT_REQUESTS_MAX = 1_000_000
+RATE_LIMIT_WINDOW_MAX = 86_400  # a day
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    requests: int
+    per_seconds: int
+
+
+GRACE_HOURS_MAX = 720
+# Rotating a key that never expires under a policy that requires expiry, with no upper bound
+# set, gives the new key this lifetime.
+ROTATION_DEFAULT_DAYS = 90
+
+
+@dataclass(frozen=True, slots=True)
+class KeyCreate:
+    name: str
+    scopes: Sequence[str]
+    expires_in_days: int | None = None
+    rate_limit: RateLimit | None = None
+    idempotency_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class KeyCreated:
+    api_key: ApiKey
+    secret: str  # shown once, never stored (see idempotency.py for retries)
+    superseded: Sequence[ApiKey] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRotate:
+    key_id: str
+    grace_period_hours: int = 0
+    idempotency_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRotated:
+    api_key: ApiKey
+    secret: str
+    previous: ApiKey
+
+
+@dataclass(frozen=True, slots=True)
+class KeyFilter:
+    status: KeyStatus | None = None
+    scope: str | None = None
+    # Active keys that expire within this many days (expiry notices).
+    expiring_within_days: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class KeyPage:
+    keys: list[ApiKey]
+    total_count: int
+    has_next_page: bool
+
+
+@dataclass(frozen=True, slots=True)
+class KeyCounts:
+    total: int
+    active: int
+    revoked: int
+    expired: int
+    superseded: int
+
+
+def _check_create(
+    data: KeyCreate, caller: Caller, catalogue: ScopeCatalogue, policy: Organization
+) -> tuple[str, list[str], list[UserError]]:
+    errors: list[UserError] = []
+    name = data.name.strip()
+    if not name:
+        errors.append(UserError(UserErrorCode.INVALID_INPUT, "name", "Name cannot be empty."))
+    elif len(name) > NAME_MAX_LENGTH:
+        errors.append(
+            UserError(
+                UserErrorCode.INVALID_INPUT,
+                "name",
+                f"Name can have at most {NAME_MAX_LENGTH} characters, got {len(name)}.",
+            )
+        )
+    scopes = sorted(set(data.scopes))
+    unknown = catalogue.unknown(scopes)
+    if not scopes:
+        errors.append(
+            UserError(UserErrorCode.INVALID_SCOPE, "scopes", "Give the key at least one scope.")
+        )
+    elif unknown:
+        errors.append(
+            UserError(
+                UserErrorCode.INVALID_SCOPE,
+                "scopes",
+                f"Unknown scope(s): {', '.join(unknown)}. The `scopes` query lists them all.",
+            )
+        )
+    else:
+        not_held = [scope for scope in scopes if not caller.holds(scope)]
+        if not_held:
+            errors.append(
+                UserError(
+                    UserErrorCode.FORBIDDEN,
+                    "scopes",
+                    f"A key cannot grant scopes it does not hold itself: {', '.join(not_held)}.",
+                )
+            )
+    days = data.expires_in_days
+    if days is not None and not 1 <= days <= EXPIRES_IN_DAYS_MAX:
+        errors.append(
+            UserError(
+                UserErrorCode.INVALID_INPUT,
+                "expiresInDays",
+                f"expiresInDays must be between 1 and {EXPIRES_IN_DAYS_MAX}, got {days}.",
+            )
+        )
+    elif policy.max_expires_in_days is not None and (
+        days is None or days > policy.max_expires_in_days
+    ):
+        errors.append(
+            UserError(
+                UserErrorCode.INVALID_INPUT,
+                "expiresInDays",
+                "The organization's key policy (maxExpiresInDays) limits keys to "
+                f"{policy.max_expires_in_days} days; give expiresInDays of at most that.",
+            )
+        )
+    elif policy.require_expiry and days is None:
+        errors.append(
+            UserError(
+                UserErrorCode.INVALID_INPUT,
+                "expiresInDays",
+                "The organization's key policy (requireExpiry) requires every key to expire; "
+                "give expiresInDays.",
+            )
+        )
+    limit = data.rate_limit
+    if limit is not None and not (
+        1 <= limit.requests <= RATE_LIMIT_REQUESTS_MAX
+        and 1 <= limit.per_seconds <= RATE_LIMIT_WINDOW_MAX
+    ):
+        errors.append(
+            UserError(
+                UserErrorCode.INVALID_INPUT,
+                "rateLimit",
+                f"rateLimit needs 1 to {RATE_LIMIT_REQUESTS_MAX:,} requests per 1 to "
+                f"{RATE_LIMIT_WINDOW_MAX:,} seconds, got {limit.requests} per "
+                f"{limit.per_seconds}.",
+            )
+        )
+    return name, scopes, errors
+
+
+def _name_taken(name: str) -> UserError:
+    return UserError(
+        UserErrorCode.NAME_TAKEN,
+        "name",
+        f"A key named '{name}' already exists in your organization; revoke it or pick "
+        "another name.",
+    )
+
+
+async def _live_name_exists(session: AsyncSession, organization_id: str, name: str) -> bool:
+    statement = select(ApiKey.id).where(
+        col(ApiKey.organization_id) == organization_id,
+        col(ApiKey.name) == name,
+        col(ApiKey.revoked_at).is_(None),
+        col(ApiKey.superseded_at).is_(None),
+    )
+    return (await session.exec(statement)).first() is not None
+
+
+def _idempotency_misuse() -> UserError:
+    return UserError(
+        UserErrorCode.INVALID_INPUT,
+        "idempotencyKey",
+        "This idempotency key was already used for a different request; use a new key for a "
+        "new request.",
+    )
+
+
+def _check_idempotency_key(value: str | None) -> UserError | None:
+    if value is not None and not 1 <= len(value) <= idempotency.MAX_LENGTH:
+        return UserError(
+            UserErrorCode.INVALID_INPUT,
+            "idempotencyKey",
+            f"An idempotency key has 1 to {idempotency.MAX_LENGTH} characters.",
+        )
+    return None
+
+
+async def _insert_key(session: AsyncSession, api_key: ApiKey) -> bool:
+    """Add the key; False if a concurrent request took its name first."""
+    try:
+        # A savepoint: losing a race on the unique name must not undo the caller's transaction.
+        async with session.begin_nested():
+            session.add(api_key)
+    except IntegrityError:
+        return False
+    return True
+
+
+async def _supersede_others(
+    session: AsyncSession,
+    caller: Caller,
+    replacement: ApiKey,
+    *,
+    grace_hours: int,
+    keep: Sequence[str],
+    broadcast: KeyChangeBroadcast,
+) -> list[ApiKey]:
+    """Single-active-key policy: every other active key of the organization is replaced by
+    ``replacement`` after the grace period. The caller's own key is kept (``keep``): a caller
+    never locks itself out."""
+    now = utcnow()
+    statement = select(ApiKey).where(
+        col(ApiKey.organization_id) == caller.organization_id,
+        col(ApiKey.id).not_in([replacement.id, *keep]),
+        _status_condition(KeyStatus.ACTIVE, now),
+        col(ApiKey.superseded_at).is_(None),
+    )
+    superseded = list((await session.exec(statement)).all())
+    effective = now + timedelta(hours=grace_hours)
+    for old in superseded:
+        old.superseded_at = effective
+        old.superseded_by_key_id = replacement.id
+        session.add(old)
+        record_event(
+            session,
+            caller,
+            AuditAction.KEY_SUPERSEDED,
+            api_key_id=old.id,
+            details={
+                "supersededByKeyId": replacement.id,
+                "supersededByHint": replacement.hint,
+                "effectiveAt": effective.isoformat(),
+                "reason": "singleActiveKey policy",
+            },
+        )
+        _announce_after_commit(session, broadcast, old.id)
+    return superseded
+
+
+def _announce_after_commit(
+    session: AsyncSession, broadcast: KeyChangeBroadcast, key_id: str
+) -> None:
+    # Only after the commit: a verification that reloads the key must see the change.
+    after_commit(session, lambda: broadcast.key_changed(key_id))
+
+
+async def create_key(
+    session: AsyncSession,
+    caller: Caller,
+    data: KeyCreate,
+    *,
+    catalogue: ScopeCatalogue,
+    key_prefix: str,
+    broadcast: KeyChangeBroadcast,
+) -> KeyCreated | list[UserError]:
+    policy = await session.get(Organization, caller.organization_id)
+    assert policy is not None, "a caller's organization exists"
+    misuse = _check_idempotency_key(data.idempotency_key)
+    if misuse is not None:
+        return [misuse]
+    digest = idempotency.request_digest(
+        "createApiKey",
+        {
+            "name": data.name,
+            "scopes": sorted(set(data.scopes)),
+            "expiresInDays": data.expires_in_days,
+            "rateLimit": data.rate_limit,
+        },
+    )
+    if data.idempotency_key is not None:
+        replay = await _replay(session, caller, data.idempotency_key, "createApiKey", digest)
+        if replay is not None:
+            if isinstance(replay, UserError):
+                return [replay]
+            api_key, secret, _ = replay
+            return KeyCreated(api_key, secret)
+
+    name, scopes, errors = _check_create(data, caller, catalogue, policy)
+    if errors:
+        return errors
+    if await _live_name_exists(session, caller.organization_id, name):
+        return [_name_taken(name)]
+
+    secret = generate_secret(key_prefix)
+    now = utcnow()
+    api_key = ApiKey(
+        organization_id=caller.organization_id,
+        name=name,
+        scopes_text=" ".join(scopes),
+        key_hash=hash_secret(secret),
+        hint=hint_for(secret, key_prefix),
+        created_at=now,
+        created_by_key_id=caller.key_id,
+        expires_at=(
+            None if data.expires_in_days is None else now + timedelta(days=data.expires_in_days)
+        ),
+        rate_limit_requests=None if data.rate_limit is None else data.rate_limit.requests,
+        rate_limit_per_seconds=None if data.rate_limit is None else data.rate_limit.per_seconds,
+    )
+    if not await _insert_key(session, api_key):
+        return [_name_taken(name)]
+    record_event(
+        session,
+        caller,
+        AuditAction.KEY_CREATED,
+        api_key_id=api_key.id,
+        details={
+            "name": name,
+            "hint": api_key.hint,
+            "scopes": scopes,
+            "expiresAt": api_key.expires_at,
+            "rateLimit": data.rate_limit,
+        },
+    )
+    superseded: list[ApiKey] = []
+    if policy.single_active_key:
+        superseded = await _supersede_others(
+            session,
+            caller,
+            api_key,
+            grace_hours=policy.supersede_grace_hours,
+            keep=[caller.key_id] if caller.key_id else [],
+            broadcast=broadcast,
+        )
+    if data.idempotency_key is not None:
+        idempotency.remember(
+            session,
+            caller,
+            data.idempotency_key,
+            operation="createApiKey",
+            digest=digest,
+            api_key_id=api_key.id,
+            secret=secret,
+        )
+    await session.flush()
+    return KeyCreated(api_key, secret, superseded)
+
+
+async def _replay(
+    session: AsyncSession, caller: Caller, idempotency_key: str, operation: str, digest: str
+) -> tuple[ApiKey, str, ApiKey | None] | UserError | None:
+    """The earlier answer to the same request, an error if the key was used for another
+    request, or None when the key is new."""
+    record = await idempotency.find(session, caller, idempotency_key)
+    if record is None:
+        return None
+    if record.operation != operation or record.request_digest != digest:
+        return _idempotency_misuse()
+    api_key = await session.get(ApiKey, record.api_key_id)
+    secret = idempotency.unseal(record.sealed_secret, idempotency_key)
+    if api_key is None or secret is None:
+        return _idempotency_misuse()
+    previous = (
+        None
+        if record.previous_api_key_id is None
+        else await session.get(ApiKey, record.previous_api_key_id)
+    )
+    return api_key, secret, previous
+
+
+async def get_key(session: AsyncSession, caller: Caller, key_id: str) -> ApiKey | None:
+    """The caller's organization's key with this id; None for any other id, of any shape."""
+    if not is_id_of("key", key_id):
+        return None
+    statement = select(ApiKey).where(
+        col(ApiKey.id) == key_id, col(ApiKey.organization_id) == caller.organization_id
+    )
+    return (await session.exec(statement)).first()
+
+
+async def get_keys(
+    session: AsyncSession, caller: Caller, key_ids: Sequence[str]
+) -> dict[str, ApiKey]:
+    """Many of the caller's organization's keys by id, in one statement."""
+    statement = select(ApiKey).where(
+        col(ApiKey.id).in_(key_ids), col(ApiKey.organization_id) == caller.organization_id
+    )
+    return {row.id: row for row in (await session.exec(statement)).all()}
+
+
+def _status_condition(status: KeyStatus, now: datetime) -> Any:
+    """SQL for ``ApiKey.status_at(now) == status`` (revoked, then superseded, then expired)."""
+    if status is KeyStatus.REVOKED:
+        return col(ApiKey.revoked_at).is_not(None)
+    not_revoked = col(ApiKey.revoked_at).is_(None)
+    if status is KeyStatus.SUPERSEDED:
+        return and_(not_revoked, col(ApiKey.superseded_at) <= now)
+    in_play = and_(
+        not_revoked, or_(col(ApiKey.superseded_at).is_(None), col(ApiKey.superseded_at) > now)
+    )
+    if status is KeyStatus.EXPIRED:
+        return and_(in_play, col(ApiKey.expires_at) <= now)
+    return and_(in_play, or_(col(ApiKey.expires_at).is_(None), col(ApiKey.expires_at) > now))
+
+
+async def list_keys(
+    session: AsyncSession,
+    caller: Caller,
+    key_filter: KeyFilter,
+    *,
+    first: int,
+    after: Cursor | None = None,
+    catalogue: ScopeCatalogue,
+) -> KeyPage:
+    """A page of the organization's keys, newest first."""
+    now = utcnow()
+    conditions: list[Any] = [col(ApiKey.organization_id) == caller.organization_id]
+    if key_filter.status is not None:
+        conditions.append(_status_condition(key_filter.status, now))
+    if key_filter.expiring_within_days is not None:
+        days = key_filter.expiring_within_days
+        if not 0 <= days <= EXPIRES_IN_DAYS_MAX:
+            raise BadUserInput(
+                f"expiringWithinDays must be between 0 and {EXPIRES_IN_DAYS_MAX}, got {days}.",
+                argument="filter.expiringWithinDays",
+            )
+        conditions.append(_status_condition(KeyStatus.ACTIVE, now))
+        conditions.append(col(ApiKey.expires_at) <= now + timedelta(days=days))
+    if key_filter.scope is not None:
+        if key_filter.scope not in catalogue:
+            raise BadUserInput(f"Unknown scope '{key_filter.scope}'.", argument="filter.scope")
+        # scopes_text is space-separated: pad it so every scope is surrounded by spaces.
+        conditions.append(
+            (" " + col(ApiKey.scopes_text) + " ").contains(f" {key_filter.scope} ", autoescape=True)
+        )
+
+    total = (await session.exec(select(func.count()).select_from(ApiKey).where(*conditions))).one()
+
+    page_conditions = list(conditions)
+    if after is not None:
+        page_conditions.append(
+            or_(
+                col(ApiKey.created_at) < after.created_at,
+                and_(col(ApiKey.created_at) == after.created_at, col(ApiKey.id) < after.id),
+            )
+        )
+    statement = (
+        select(ApiKey)
+        .where(*page_conditions)
+        .order_by(col(ApiKey.created_at).desc(), col(ApiKey.id).desc())
+        .limit(first + 1)
+    )
+    rows = list((await session.exec(statement)).all())
+    return KeyPage(keys=rows[:first], total_count=total, has_next_page=len(rows) > first)
+
+
+async def count_keys(session: AsyncSession, caller: Caller) -> KeyCounts:
+    now = utcnow()
+
+    def counted(status: KeyStatus) -> Any:
+        return func.coalesce(func.sum(case((_status_condition(status, now), 1), else_=0)), 0)
+
+    # Five columns: past sqlmodel's typed select overloads, so SQLAlchemy's own.
+    statement = sa_select(
+        func.count(),
+        counted(KeyStatus.ACTIVE),
+        counted(KeyStatus.REVOKED),
+        counted(KeyStatus.EXPIRED),
+        counted(KeyStatus.SUPERSEDED),
+    ).where(col(ApiKey.organization_id) == caller.organization_id)
+    total, active, revoked, expired, superseded = (await session.execute(statement)).one()
+    return KeyCounts(
+        total=total, active=active, revoked=revoked, expired=expired, superseded=superseded
+    )
+
+
+async def count_active_keys(
+    session: AsyncSession, caller: Caller, *, excluding: str | None = None
+) -> int:
+    conditions: list[Any] = [
+        col(ApiKey.organization_id) == caller.organization_id,
+        _status_condition(KeyStatus.ACTIVE, utcnow()),
+        col(ApiKey.superseded_at).is_(None),
+    ]
+    if excluding is not None:
+        conditions.append(col(ApiKey.id) != excluding)
+    statement = select(func.count()).select_from(ApiKey).where(*conditions)
+    return (await session.exec(statement)).one()
+
+
+async def last_used_by_id(session: AsyncSession, key_ids: Sequence[str]) -> dict[str, datetime]:
+    """``last_used_at`` of many keys in one statement (for the per-request DataLoader)."""
+    statement = select(ApiKey.id, ApiKey.last_used_at).where(
+        col(ApiKey.id).in_(key_ids), col(ApiKey.last_used_at).is_not(None)
+    )
+    return {key_id: used for key_id, used in (await session.exec(statement)).all() if used}
+
+
+def _not_found(key_id: str) -> UserError:
+    # The same answer for an unknown id, a malformed one and another organization's key.
+    return UserError(UserErrorCode.NOT_FOUND, "id", f"No API key with id '{key_id[:64]}'.")
+
+
+async def revoke_key(
+    session: AsyncSession, caller: Caller, key_id: str, *, broadcast: KeyChangeBroadcast
+) -> ApiKey | UserError:
+    """Revoke a key, permanently. Revoking a revoked key changes nothing and answers the same."""
+    api_key = await get_key(session, caller, key_id)
+    if api_key is None:
+        return _not_found(key_id)
+    if api_key.revoked_at is None:
+        api_key.revoked_at = utcnow()
+        session.add(api_key)
+        record_event(
+            session,
+            caller,
+            AuditAction.KEY_REVOKED,
+            api_key_id=api_key.id,
+            details={"name": api_key.name, "hint": api_key.hint},
+        )
+        await session.flush()
+        _announce_after_commit(session, broadcast, api_key.id)
+    return api_key
+
+
+def _rotated_lifetime(old: ApiKey, policy: Organization) -> timedelta | None:
+    """The new key lives as long as the old one did, within the organization's policy."""
+    lifetime = None if old.expires_at is None else old.expires_at - old.created_at
+    if policy.max_expires_in_days is not None:
+        bound = timedelta(days=policy.max_expires_in_days)
+        lifetime = bound if lifetime is None else min(lifetime, bound)
+    if lifetime is None and policy.require_expiry:
+        lifetime = timedelta(days=ROTATION_DEFAULT_DAYS)
+    return lifetime
+
+
+async def rotate_key(
+    session: AsyncSession,
+    caller: Caller,
+    data: KeyRotate,
+    *,
+    key_prefix: str,
+    broadcast: KeyChangeBroadcast,
+) -> KeyRotated | list[UserError]:
+    """A new secret with the old key's name, scopes and limits; the old secret keeps working
+    for the grace period (0: it stops at once, for a leaked key), then is SUPERSEDED."""
+    misuse = _check_idempotency_key(data.idempotency_key)
+    if misuse is not None:
+        return [misuse]
+    if not 0 <= data.grace_period_hours <= GRACE_HOURS_MAX:
+        return [
+            UserError(
+                UserErrorCode.INVALID_INPUT,
+                "gracePeriodHours",
+                f"gracePeriodHours must be between 0 and {GRACE_HOURS_MAX}, "
+                f"got {data.grace_period_hours}.",
+            )
+        ]
+    digest = idempotency.request_digest(
+        "rotateApiKey", {"id": data.key_id, "gracePeriodHours": data.grace_period_hours}
+    )
+    if data.idempotency_key is not None:
+        replay = await _replay(session, caller, data.idempotency_key, "rotateApiKey", digest)
+        if replay is not None:
+            if isinstance(replay, UserError):
+                return [replay]
+            api_key, secret, previous = replay
+            assert previous is not None, "a rotation record names the rotated key"
+            return KeyRotated(api_key, secret, previous)
+
+    old = await get_key(session, caller, data.key_id)
+    if old is None:
+        return [_not_found(data.key_id)]
+    now = utcnow()
+    status = old.status_at(now)
+    if status is not KeyStatus.ACTIVE:
+        return [
+            UserError(
+                UserErrorCode.INVALID_INPUT,
+                "id",
+                f"Key '{old.name}' ({old.hint}) is {status.value.lower()} and cannot be rotated; "
+                "create a new key instead.",
+            )
+        ]
+    if old.superseded_at is not None:
+        return [
+            UserError(
+                UserErrorCode.INVALID_INPUT,
+                "id",
+                f"Key '{old.name}' ({old.hint}) was already rotated and stops working at "
+                f"{old.superseded_at.isoformat()}; rotate its replacement instead.",
+            )
+        ]
+    not_held = [scope for scope in old.scopes if not caller.holds(scope)]
+    if not_held:
+        return [
+            UserError(
+                UserErrorCode.FORBIDDEN,
+                "id",
+                f"Rotating this key would grant scopes your key does not hold: "
+                f"{', '.join(not_held)}.",
+            )
+        ]
+    policy = await session.get(Organization, caller.organization_id)
+    assert policy is not None, "a caller's organization exists"
+
+    secret = generate_secret(key_prefix)
+    lifetime = _rotated_lifetime(old, policy)
+    new = ApiKey(
+        organization_id=caller.organization_id,
+        name=old.name,
+        scopes_text=old.scopes_text,
+        key_hash=hash_secret(secret),
+        hint=hint_for(secret, key_prefix),
+        created_at=now,
+        created_by_key_id=caller.key_id,
+        expires_at=None if lifetime is None else now + lifetime,
+        rate_limit_requests=old.rate_limit_requests,
+        rate_limit_per_seconds=old.rate_limit_per_seconds,
+    )
+    sunset = now + timedelta(hours=data.grace_period_hours)
+    # The old key leaves the unique-name index before its successor takes the name.
+    old.superseded_at = sunset
+    old.superseded_by_key_id = new.id
+    session.add(old)
+    await session.flush()
+    if not await _insert_key(session, new):
+        return [_name_taken(old.name)]
+    record_event(
+        session,
+        caller,
+        AuditAction.KEY_ROTATED,
+        api_key_id=old.id,
+        details={
+            "name": old.name,
+            "previousHint": old.hint,
+            "newKeyId": new.id,
+            "newHint": new.hint,
+            "gracePeriodHours": data.grace_period_hours,
+            "oldKeyStopsAt": sunset,
+        },
+    )
+    _announce_after_commit(session, broadcast, old.id)
+    if policy.single_active_key:
+        await _supersede_others(
+            session,
+            caller,
+            new,
+            grace_hours=policy.supersede_grace_hours,
+            keep=[old.id, *([caller.key_id] if caller.key_id else [])],
+            broadcast=broadcast,
+        )
+    if data.idempotency_key is not None:
+        idempotency.remember(
+            session,
+            caller,
+            data.idempotency_key,
+            operation="rotateApiKey",
+            digest=digest,
+            api_key_id=new.id,
+            secret=secret,
+            previous_api_key_id=old.id,
+        )
+    await session.flush()
+    return KeyRotated(new, secret, old)

@@ -1,0 +1,252 @@
+"""Key verification: the one function that decides whether a presented key may be used.
+
+GraphQL authentication, ``POST /v1/keys/verify``, ``GET /v1/auth`` and the in-process FastAPI
+dependency all call :meth:`KeyVerifier.verify`. The order of the steps is the contract:
+
+1. choose the key the request presented and check its shape and checksum (no I/O);
+2. hash it and look it up, cache first (no database round trip on a hit);
+3. revocation, expiry (against the clock, every time) and scopes;
+4. only then the rate limit, so a request refused for any earlier reason spends no budget;
+5. note the use in memory for the batched usage flush.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Collection
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import format_datetime
+
+from limits import RateLimitItem
+from sqlmodel import col, select
+
+from app.auth.presentation import Presentation, choose_key
+from app.config import Settings
+from app.db import SessionMaker
+from app.keys.broadcast import KeyChangeBroadcast
+from app.keys.cache import KeyCache, KeyRecord
+from app.keys.models import ApiKey
+from app.keys.outcomes import Outcome, Rejection
+from app.keys.scopes import ScopeCatalogue
+from app.keys.secret import hash_secret
+from app.metrics import REJECTIONS
+from app.ratelimit import RateLimiter, RateLimitStatus, rate_limit_item
+from app.usage.recorder import UsageRecorder
+
+
+@dataclass(frozen=True, slots=True)
+class Verification:
+    outcome: Outcome
+    message: str
+    hint: str
+    # The key the request presented, once recognised (also when refused as revoked, expired...).
+    key: KeyRecord | None = None
+    ratelimit: RateLimitStatus | None = None
+
+    @property
+    def valid(self) -> bool:
+        return self.outcome is Outcome.VALID
+
+    @property
+    def sunset(self) -> datetime | None:
+        """For a valid key in its grace period after being replaced: when it stops working."""
+        key = self.key
+        return key.superseded_at if self.valid and key is not None else None
+
+    @property
+    def expires_soon(self) -> bool:
+        """A valid key expiring within a week: every answer says so (as GitHub does)."""
+        key = self.key
+        return (
+            self.valid
+            and key is not None
+            and key.expires_ts is not None
+            and key.expires_ts - time.time() <= EXPIRY_NOTICE_SECONDS
+        )
+
+    def notice_headers(self) -> dict[str, str]:
+        """Deprecation (RFC 9745) and Sunset (RFC 8594) for a replaced key still in its grace
+        period; the expiry for a key that expires within a week."""
+        headers: dict[str, str] = {}
+        key = self.key
+        if key is None or not self.valid:
+            return headers
+        if key.superseded_at is not None:
+            since = key.replaced_by.created_at if key.replaced_by else key.superseded_at
+            headers["Deprecation"] = f"@{int(since.timestamp())}"
+            headers["Sunset"] = format_datetime(key.superseded_at, usegmt=True)
+        if self.expires_soon and key.expires_at is not None:
+            headers["X-Api-Key-Expires-At"] = _when(key.expires_at)
+        return headers
+
+
+EXPIRY_NOTICE_SECONDS = 7 * 86400
+
+
+def _when(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class KeyVerifier:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        sessionmaker: SessionMaker,
+        cache: KeyCache,
+        broadcast: KeyChangeBroadcast,
+        limiter: RateLimiter,
+        recorder: UsageRecorder,
+        catalogue: ScopeCatalogue,
+    ) -> None:
+        self._prefix = settings.key_prefix
+        self._sessionmaker = sessionmaker
+        self._cache = cache
+        self._broadcast = broadcast
+        self._limiter = limiter
+        self._recorder = recorder
+        self._catalogue = catalogue
+        self._ttl_live = settings.cache_ttl_seconds
+        self._ttl_fallback = settings.cache_ttl_without_broadcast_seconds
+        self._default_limit = rate_limit_item(
+            settings.default_rate_limit_requests, settings.default_rate_limit_per_seconds
+        )
+        self._lookup_slots = asyncio.Semaphore(settings.max_concurrent_key_lookups)
+
+    async def verify(
+        self,
+        presentation: Presentation,
+        *,
+        required_scopes: Collection[str] = (),
+        operation: str = "",
+    ) -> Verification:
+        chosen = choose_key(presentation, self._prefix)
+        if isinstance(chosen, Rejection):
+            return self._refuse(operation, chosen.outcome, chosen.message, chosen.hint)
+
+        key_hash = hash_secret(chosen)
+        ttl = self._ttl_live if self._broadcast.live else self._ttl_fallback
+        record = self._cache.get(key_hash, ttl)
+        if record is None:
+            record = await self._load(key_hash, ttl)
+            if record is None:
+                return self._refuse(
+                    operation,
+                    Outcome.UNKNOWN,
+                    "This API key does not exist.",
+                    "Check that you copied the whole key; if it was deleted or never issued, "
+                    "create a new one.",
+                )
+
+        now = time.time()
+        if record.revoked_at is not None:
+            return self._refuse(
+                operation,
+                Outcome.REVOKED,
+                f"This API key was revoked at {_when(record.revoked_at)}.",
+                "Revocation is permanent; create a new key and update your integration.",
+                record,
+            )
+        if record.superseded_ts is not None and now >= record.superseded_ts:
+            assert record.superseded_at is not None
+            replaced = record.replaced_by
+            by = "a newer key" if replaced is None else f"key '{replaced.name}' ({replaced.hint})"
+            return self._refuse(
+                operation,
+                Outcome.SUPERSEDED,
+                f"This API key was replaced by {by} at {_when(record.superseded_at)}.",
+                "Use the organization's current key: the dashboard lists each key's hint and "
+                "status, so you can tell which one your integration should hold.",
+                record,
+            )
+        if record.expires_ts is not None and now >= record.expires_ts:
+            assert record.expires_at is not None
+            return self._refuse(
+                operation,
+                Outcome.EXPIRED,
+                f"This API key expired at {_when(record.expires_at)}.",
+                "Create a new key (or rotate this one) and update your integration.",
+                record,
+            )
+        if required_scopes and not record.scopes.issuperset(required_scopes):
+            return self._refuse(
+                operation,
+                Outcome.INSUFFICIENT_SCOPE,
+                self._describe_missing_scopes(required_scopes, record.scopes),
+                "Create a key that holds the scope this request needs.",
+                record,
+            )
+
+        ratelimit = await self._limiter.hit(record.rate_limit)
+        if not ratelimit.allowed:
+            retry_after = ratelimit.retry_after(now)
+            return self._refuse(
+                operation,
+                Outcome.RATE_LIMITED,
+                f"This API key exceeded its rate limit of {ratelimit.limit} requests.",
+                f"Retry after {retry_after} seconds.",
+                record,
+                ratelimit,
+            )
+
+        self._recorder.record(record.id, record.organization_id, operation, Outcome.VALID, now)
+        return Verification(Outcome.VALID, "The API key is valid.", "", record, ratelimit)
+
+    def _refuse(
+        self,
+        operation: str,
+        outcome: Outcome,
+        message: str,
+        hint: str,
+        record: KeyRecord | None = None,
+        ratelimit: RateLimitStatus | None = None,
+    ) -> Verification:
+        REJECTIONS.labels(outcome.value).inc()
+        if record is not None:
+            # A refused use of a known key is part of its organization's usage (seeds 000, 002:
+            # integrations still calling with revoked or replaced keys).
+            self._recorder.record(
+                record.id, record.organization_id, operation, outcome, time.time()
+            )
+        return Verification(outcome, message, hint, record, ratelimit)
+
+    def _describe_missing_scopes(self, required: Collection[str], held: frozenset[str]) -> str:
+        missing = sorted(set(required) - held)
+        unknown = set(self._catalogue.unknown(missing))
+        described = ", ".join(
+            f"'{name}' (not a known scope)" if name in unknown else f"'{name}'" for name in missing
+        )
+        return f"This API key lacks the scope(s) {described}."
+
+    async def _load(self, key_hash: str, ttl: float) -> KeyRecord | None:
+        if self._cache.is_known_unknown(key_hash):
+            return None
+        generation = self._cache.generation
+        async with self._lookup_slots:
+            # While we queued, another request may have loaded the same key.
+            cached = self._cache.get(key_hash, ttl)
+            if cached is not None:
+                return cached
+            async with self._sessionmaker() as session:
+                row = (
+                    await session.exec(select(ApiKey).where(col(ApiKey.key_hash) == key_hash))
+                ).first()
+                # A superseded key's refusal names its replacement (one more query, only then).
+                replacement = (
+                    None
+                    if row is None or row.superseded_by_key_id is None
+                    else await session.get(ApiKey, row.superseded_by_key_id)
+                )
+        if row is None:
+            self._cache.remember_unknown(key_hash, generation)
+            return None
+        record = KeyRecord.from_row(row, self.rate_limit_for(row), replacement)
+        self._cache.put(key_hash, record, generation)
+        return record
+
+    def rate_limit_for(self, row: ApiKey) -> RateLimitItem:
+        if row.rate_limit_requests is None or row.rate_limit_per_seconds is None:
+            return self._default_limit
+        return rate_limit_item(row.rate_limit_requests, row.rate_limit_per_seconds)

@@ -1,0 +1,25 @@
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlmodel import Field, SQLModel
+
+from app.db import UTCDateTime
+from app.ids import new_id
+from app.timeutil import utcnow
+
+
+class Organization(SQLModel, table=True):
+    __tablename__ = "organizations"
+
+    id: str = Field(default_factory=lambda: new_id("org"), primary_key=True, max_length=32)
+    name: str = Field(max_length=128)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+    # Key policy (seed 002). single_active_key: creating a key supersedes the organization's other
+    # active keys (but the caller's own), after supersede_grace_hours.
+    single_active_key: bool = Field(default=False)
+    supersede_grace_hours: int = Field(default=0)
+    # An upper bound on key lifetime, and whether every key must expire at all.
+    max_expires_in_days: int | None = Field(default=None)
+    require_expiry: bool = Field(default=False)

@@ -1,0 +1,117 @@
+"""Per-key rate limits with the ``limits`` library: one budget per key, for all of its uses.
+
+Fixed windows, as ``limits``' FixedWindowRateLimiter counts them (one increment per hit; the
+window's expiry is its reset), but called on the storage directly with a key computed once per
+cached key: the strategy object recomputes the storage key three times per hit, which was most
+of the verification's cost.
+
+Counters live in process memory by default. With Redis configured they live in Redis so that
+every instance spends the same budget; if Redis stops answering, counting falls back to process
+memory (each instance then enforces the limit on its own), says so once in the log and in
+``/readyz``, and tries Redis again a few seconds later.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from limits import RateLimitItem, RateLimitItemPerSecond
+from limits.aio.storage import RedisStorage
+from limits.errors import StorageError
+from limits.storage import MemoryStorage
+
+logger = logging.getLogger(__name__)
+
+REDIS_RETRY_SECONDS = 5.0
+
+
+def rate_limit_item(requests: int, per_seconds: int) -> RateLimitItem:
+    return RateLimitItemPerSecond(requests, per_seconds)
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    """A key's limit and the storage key its counter lives under."""
+
+    item: RateLimitItem
+    counter: str
+
+    @classmethod
+    def of(cls, item: RateLimitItem, key_id: str) -> Budget:
+        return cls(item, item.key_for(key_id))
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimitStatus:
+    allowed: bool
+    limit: int
+    remaining: int
+    reset: int  # Unix time (seconds) when the current window ends
+
+    def retry_after(self, now: float | None = None) -> int:
+        return max(1, int(self.reset - (time.time() if now is None else now) + 0.999))
+
+    def headers(self) -> dict[str, str]:
+        headers = {
+            "X-RateLimit-Limit": str(self.limit),
+            "X-RateLimit-Remaining": str(self.remaining),
+            "X-RateLimit-Reset": str(self.reset),
+        }
+        if not self.allowed:
+            headers["Retry-After"] = str(self.retry_after())
+        return headers
+
+
+class RateLimiter:
+    def __init__(self, redis_url: str | None = None) -> None:
+        # The in-memory counters are synchronous: no I/O, so no reason to pay for coroutines.
+        self._local = MemoryStorage()
+        self._shared: RedisStorage | None = None
+        if redis_url:
+            self._shared = RedisStorage(
+                redis_url.replace("redis://", "async+redis://", 1),
+                implementation="redispy",
+                wrap_exceptions=True,
+                socket_connect_timeout=0.5,
+                socket_timeout=0.5,
+            )
+        self._shared_down_until = 0.0
+
+    @property
+    def backend(self) -> str:
+        """``redis``, ``memory``, or ``memory (redis unavailable)`` while falling back."""
+        if self._shared is None:
+            return "memory"
+        return "memory (redis unavailable)" if self._shared_down_until else "redis"
+
+    async def hit(self, budget: Budget) -> RateLimitStatus:
+        item, counter = budget.item, budget.counter
+        if self._shared is not None and time.monotonic() >= self._shared_down_until:
+            try:
+                count = await self._shared.incr(counter, item.get_expiry())
+                reset = await self._shared.get_expiry(counter)
+            except StorageError as exc:
+                if not self._shared_down_until:
+                    logger.warning(
+                        "rate limit storage unavailable, counting in process memory: %s",
+                        type(exc.storage_error).__name__,
+                    )
+                self._shared_down_until = time.monotonic() + REDIS_RETRY_SECONDS
+            else:
+                if self._shared_down_until:
+                    logger.warning("rate limit storage reachable again, counting in redis")
+                    self._shared_down_until = 0.0
+                return _status(item, count, reset)
+        count = self._local.incr(counter, item.get_expiry())
+        return _status(item, count, self._local.get_expiry(counter))
+
+
+def _status(item: RateLimitItem, count: int, reset: float) -> RateLimitStatus:
+    return RateLimitStatus(
+        allowed=count <= item.amount,
+        limit=item.amount,
+        remaining=max(0, item.amount - count),
+        reset=int(reset),
+    )

@@ -1,0 +1,103 @@
+"""Everything a running keyhouse holds: settings, database, cache, limiter, recorder, verifier.
+
+One ``Runtime`` per process (the web app or a CLI command); tests build their own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.config import Settings
+from app.db import SessionMaker, create_engine, create_sessionmaker
+from app.keys.broadcast import KeyChangeBroadcast
+from app.keys.cache import KeyCache
+from app.keys.scopes import ScopeCatalogue
+from app.keys.verification import KeyVerifier
+from app.ratelimit import RateLimiter
+from app.usage.models import Granularity
+from app.usage.recorder import UsageRecorder
+
+
+def usage_retention(settings: Settings) -> dict[Granularity, timedelta]:
+    return {
+        Granularity.MINUTE: timedelta(hours=settings.usage_retention_minute_hours),
+        Granularity.HOUR: timedelta(days=settings.usage_retention_hour_days),
+        Granularity.DAY: timedelta(days=settings.usage_retention_day_days),
+    }
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    engine: AsyncEngine
+    sessionmaker: SessionMaker
+    catalogue: ScopeCatalogue
+    cache: KeyCache
+    broadcast: KeyChangeBroadcast
+    limiter: RateLimiter
+    recorder: UsageRecorder
+    verifier: KeyVerifier
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    @classmethod
+    def create(cls, settings: Settings) -> Runtime:
+        engine = create_engine(settings.database_url)
+        sessionmaker = create_sessionmaker(engine)
+        catalogue = ScopeCatalogue(settings.product_scopes)
+        cache = KeyCache(
+            max_entries=settings.cache_max_entries,
+            negative_ttl_seconds=settings.negative_cache_ttl_seconds,
+            negative_max_entries=settings.negative_cache_max_entries,
+        )
+        broadcast = KeyChangeBroadcast(cache, settings.redis_url)
+        limiter = RateLimiter(settings.redis_url)
+        recorder = UsageRecorder(
+            sessionmaker,
+            flush_interval_seconds=settings.usage_flush_interval_seconds,
+            max_buckets=settings.usage_flush_max_buckets,
+            retention=usage_retention(settings),
+        )
+        verifier = KeyVerifier(
+            settings=settings,
+            sessionmaker=sessionmaker,
+            cache=cache,
+            broadcast=broadcast,
+            limiter=limiter,
+            recorder=recorder,
+            catalogue=catalogue,
+        )
+        return cls(
+            settings,
+            engine,
+            sessionmaker,
+            catalogue,
+            cache,
+            broadcast,
+            limiter,
+            recorder,
+            verifier,
+        )
+
+    async def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self.broadcast.listen(), name="key-change-broadcast"),
+            asyncio.create_task(self.recorder.run(), name="usage-flush"),
+        ]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+        # What was used since the last flush is written before the process goes away.
+        with contextlib.suppress(Exception):
+            await self.recorder.flush()
+        await self.broadcast.close()
+        await self.engine.dispose()

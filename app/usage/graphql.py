@@ -1,0 +1,212 @@
+"""GraphQL for usage analytics (needs ``read:analytics``).
+
+Each field of ``Usage`` runs one aggregate over the buckets, and only when it is asked for.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import Enum
+from typing import TYPE_CHECKING, Annotated
+
+import strawberry
+
+from app.auth.permissions import needs
+from app.context import Info
+from app.keys.outcomes import Outcome
+from app.keys.scopes import READ_ANALYTICS
+from app.runtime import usage_retention
+from app.timeutil import utcnow
+from app.usage import service
+from app.usage.models import Granularity
+
+if TYPE_CHECKING:
+    from app.keys.graphql import ApiKeyType
+
+# Registers the domain enum itself as a GraphQL enum: resolvers take and return Granularity.
+strawberry.enum(Granularity, name="Granularity")
+
+
+@strawberry.enum(description="What verification answered for a use of a known key.")
+class UsageOutcome(Enum):
+    VALID = "VALID"
+    RATE_LIMITED = "RATE_LIMITED"
+    INSUFFICIENT_SCOPE = "INSUFFICIENT_SCOPE"
+    REVOKED = "REVOKED"
+    EXPIRED = "EXPIRED"
+    SUPERSEDED = "SUPERSEDED"
+
+
+@strawberry.type(description="Uses counted: all of them, the valid ones, the rejected ones.")
+class UsageCounts:
+    requests: int
+    valid: int
+    rejected: int
+
+    @classmethod
+    def of(cls, counts: service.Counts) -> UsageCounts:
+        return cls(requests=counts.requests, valid=counts.valid, rejected=counts.rejected)
+
+
+@strawberry.type
+class UsagePoint:
+    start: datetime
+    requests: int
+    valid: int
+    rejected: int
+
+
+@strawberry.type
+class KeyUsage:
+    api_key_id: strawberry.Private[str]
+    requests: int
+    valid: int
+    rejected: int
+
+    @strawberry.field
+    async def api_key(
+        self, info: Info
+    ) -> Annotated[ApiKeyType, strawberry.lazy("app.keys.graphql")] | None:
+        from app.keys.graphql import ApiKeyType
+
+        row = await info.context.api_key.load(self.api_key_id)
+        return None if row is None else ApiKeyType.of(row)
+
+    @strawberry.field(description="When the key last authenticated a request.")
+    async def last_used_at(self, info: Info) -> datetime | None:
+        return await info.context.last_used_at.load(self.api_key_id)
+
+
+@strawberry.type
+class OperationUsage:
+    operation: str
+    requests: int
+    valid: int
+    rejected: int
+
+
+@strawberry.type
+class OutcomeUsage:
+    outcome: UsageOutcome
+    requests: int
+
+
+@strawberry.type(description="Usage of your organization's keys over [from, to).")
+class Usage:
+    query: strawberry.Private[service.UsageQuery]
+
+    @strawberry.field
+    async def totals(self, info: Info) -> UsageCounts:
+        async with info.context.db() as session:
+            counts = await service.totals(session, info.context.caller, self.query)
+        return UsageCounts.of(counts)
+
+    @strawberry.field(description="One point per step, zero-filled, UTC.")
+    async def series(self, info: Info) -> list[UsagePoint]:
+        async with info.context.db() as session:
+            points = await service.series(session, info.context.caller, self.query)
+        return [
+            UsagePoint(
+                start=point.start,
+                requests=point.counts.requests,
+                valid=point.counts.valid,
+                rejected=point.counts.rejected,
+            )
+            for point in points
+        ]
+
+    @strawberry.field(description="The most used keys first (at most 100).")
+    async def by_key(self, info: Info, first: int = 10) -> list[KeyUsage]:
+        service.check_breakdown_size(first)
+        async with info.context.db() as session:
+            shares = await service.by_key(session, info.context.caller, self.query, first=first)
+        return [
+            KeyUsage(
+                api_key_id=share.label,
+                requests=share.counts.requests,
+                valid=share.counts.valid,
+                rejected=share.counts.rejected,
+            )
+            for share in shares
+        ]
+
+    @strawberry.field(description="The most used operations first (at most 100).")
+    async def by_operation(self, info: Info, first: int = 10) -> list[OperationUsage]:
+        service.check_breakdown_size(first)
+        async with info.context.db() as session:
+            shares = await service.by_operation(
+                session, info.context.caller, self.query, first=first
+            )
+        return [
+            OperationUsage(
+                operation=share.label,
+                requests=share.counts.requests,
+                valid=share.counts.valid,
+                rejected=share.counts.rejected,
+            )
+            for share in shares
+        ]
+
+    @strawberry.field
+    async def by_outcome(self, info: Info) -> list[OutcomeUsage]:
+        async with info.context.db() as session:
+            shares = await service.by_outcome(session, info.context.caller, self.query)
+        return [
+            OutcomeUsage(outcome=UsageOutcome(share.label), requests=share.counts.requests)
+            for share in shares
+        ]
+
+
+def usage_query(
+    info: Info,
+    start: datetime,
+    end: datetime,
+    granularity: Granularity,
+    *,
+    api_key_id: str | None = None,
+    operation: str | None = None,
+    outcome: UsageOutcome | None = None,
+) -> service.UsageQuery:
+    """Checks the range against the span limits and what is retained (BAD_USER_INPUT)."""
+    retention = usage_retention(info.context.runtime.settings)[granularity]
+    return service.check_query(
+        service.UsageQuery(
+            start=start,
+            end=end,
+            granularity=granularity,
+            api_key_id=api_key_id,
+            operation=operation,
+            outcome=None if outcome is None else Outcome(outcome.value),
+        ),
+        retention=retention,
+        now=utcnow(),
+    )
+
+
+@strawberry.type
+class Query:
+    @strawberry.field(
+        extensions=needs(READ_ANALYTICS),
+        description="How your organization's keys were used over [from, to).",
+    )
+    def usage(
+        self,
+        info: Info,
+        from_: Annotated[datetime, strawberry.argument(name="from")],
+        to: datetime,
+        granularity: Granularity,
+        api_key_id: strawberry.ID | None = None,
+        operation: str | None = None,
+        outcome: UsageOutcome | None = None,
+    ) -> Usage:
+        return Usage(
+            query=usage_query(
+                info,
+                from_,
+                to,
+                granularity,
+                api_key_id=None if api_key_id is None else str(api_key_id),
+                operation=operation,
+                outcome=outcome,
+            )
+        )

@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from sqlalchemy import BigInteger, Column, Index, PrimaryKeyConstraint
+from sqlmodel import Field, SQLModel
+
+from app.db import UTCDateTime
+
+
+class Granularity(StrEnum):
+    MINUTE = "MINUTE"
+    HOUR = "HOUR"
+    DAY = "DAY"
+
+    @property
+    def seconds(self) -> int:
+        return _SECONDS[self]
+
+
+_SECONDS = {Granularity.MINUTE: 60, Granularity.HOUR: 3600, Granularity.DAY: 86400}
+
+OPERATION_MAX_LENGTH = 200
+
+
+class UsageBucket(SQLModel, table=True):
+    """How often one key was used for one operation with one outcome in one time bucket.
+
+    Pre-aggregated, never one row per request. Every flush adds its counts to the minute, hour
+    and day bucket at once (``count = count + excluded.count``), so instances flushing the same
+    bucket concurrently never lose each other's counts.
+    """
+
+    __tablename__ = "usage_buckets"
+    __table_args__ = (
+        PrimaryKeyConstraint("granularity", "bucket_start", "api_key_id", "operation", "outcome"),
+        Index("ix_usage_org_range", "organization_id", "granularity", "bucket_start"),
+        Index("ix_usage_key_range", "api_key_id", "granularity", "bucket_start"),
+    )
+
+    granularity: str = Field(max_length=6)
+    bucket_start: datetime = Field(sa_type=UTCDateTime)
+    api_key_id: str = Field(max_length=32)
+    organization_id: str = Field(max_length=32)
+    operation: str = Field(max_length=OPERATION_MAX_LENGTH)
+    outcome: str = Field(max_length=20)
+    count: int = Field(sa_column=Column(BigInteger, nullable=False))

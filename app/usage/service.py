@@ -1,0 +1,209 @@
+"""Usage analytics: totals, zero-filled series and breakdowns over the pre-aggregated buckets.
+
+Every query is confined to the caller's organization; asking about another organization's key
+answers with nothing, exactly as for a key that does not exist.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import ColumnElement, case, func, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from app.auth.principal import Caller
+from app.errors import BadUserInput
+from app.keys.outcomes import Outcome
+from app.timeutil import as_utc
+from app.usage.models import OPERATION_MAX_LENGTH, Granularity, UsageBucket
+
+MAX_SPAN = {
+    Granularity.MINUTE: timedelta(hours=24),
+    Granularity.HOUR: timedelta(days=90),
+    Granularity.DAY: timedelta(days=3650),
+}
+MAX_BREAKDOWN = 100
+_buckets = UsageBucket.metadata.tables["usage_buckets"]
+
+
+@dataclass(frozen=True, slots=True)
+class UsageQuery:
+    start: datetime
+    end: datetime
+    granularity: Granularity
+    api_key_id: str | None = None
+    operation: str | None = None
+    outcome: Outcome | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Counts:
+    requests: int = 0
+    valid: int = 0
+
+    @property
+    def rejected(self) -> int:
+        return self.requests - self.valid
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesPoint:
+    start: datetime
+    counts: Counts
+
+
+@dataclass(frozen=True, slots=True)
+class Share:
+    """One row of a breakdown: a key id, an operation label or an outcome, with its counts."""
+
+    label: str
+    counts: Counts
+
+
+def floor_to(moment: datetime, granularity: Granularity) -> datetime:
+    seconds = int(as_utc(moment).timestamp())
+    return datetime.fromtimestamp(seconds - seconds % granularity.seconds, UTC)
+
+
+def check_query(query: UsageQuery, *, retention: timedelta, now: datetime) -> UsageQuery:
+    """The query with ``start`` floored to its granularity, or a clear BAD_USER_INPUT."""
+    start, end = as_utc(query.start), as_utc(query.end)
+    granularity = query.granularity
+    if start >= end:
+        raise BadUserInput("'from' must be before 'to'.", argument="from")
+    if end - start > MAX_SPAN[granularity]:
+        raise BadUserInput(
+            f"{granularity.value} usage can be asked for at most {_span(MAX_SPAN[granularity])} "
+            "at a time; use a coarser granularity or a shorter range.",
+            argument="to",
+        )
+    earliest = floor_to(now - retention, granularity)
+    if start < earliest:
+        raise BadUserInput(
+            f"{granularity.value} usage is kept for {_span(retention)}: the earliest available "
+            f"bucket starts at {earliest.isoformat()}. Use a later 'from' or a coarser "
+            "granularity.",
+            argument="from",
+        )
+    if query.operation is not None and len(query.operation) > OPERATION_MAX_LENGTH:
+        raise BadUserInput(
+            f"'operation' has at most {OPERATION_MAX_LENGTH} characters.", argument="operation"
+        )
+    return UsageQuery(
+        start=floor_to(start, granularity),
+        end=end,
+        granularity=granularity,
+        api_key_id=query.api_key_id,
+        operation=query.operation,
+        outcome=query.outcome,
+    )
+
+
+def check_breakdown_size(first: int) -> int:
+    if not 1 <= first <= MAX_BREAKDOWN:
+        raise BadUserInput(
+            f"'first' must be between 1 and {MAX_BREAKDOWN}, got {first}.", argument="first"
+        )
+    return first
+
+
+def _span(span: timedelta) -> str:
+    if span.days >= 2:
+        return f"{span.days} days"
+    return f"{int(span.total_seconds() // 3600)} hours"
+
+
+def _conditions(caller: Caller, query: UsageQuery) -> list[ColumnElement[bool]]:
+    conditions = [
+        _buckets.c.organization_id == caller.organization_id,
+        _buckets.c.granularity == query.granularity.value,
+        _buckets.c.bucket_start >= query.start,
+        _buckets.c.bucket_start < query.end,
+    ]
+    if query.api_key_id is not None:
+        conditions.append(_buckets.c.api_key_id == query.api_key_id)
+    if query.operation is not None:
+        conditions.append(_buckets.c.operation == query.operation)
+    if query.outcome is not None:
+        conditions.append(_buckets.c.outcome == query.outcome.value)
+    return conditions
+
+
+_REQUESTS = func.coalesce(func.sum(_buckets.c["count"]), 0)
+_VALID = func.coalesce(
+    func.sum(case((_buckets.c.outcome == Outcome.VALID.value, _buckets.c["count"]), else_=0)), 0
+)
+
+
+def _counts(row: Any) -> Counts:
+    return Counts(requests=int(row.requests), valid=int(row.valid))
+
+
+async def totals(session: AsyncSession, caller: Caller, query: UsageQuery) -> Counts:
+    statement = select(_REQUESTS.label("requests"), _VALID.label("valid")).where(
+        *_conditions(caller, query)
+    )
+    return _counts((await session.execute(statement)).one())
+
+
+async def series(session: AsyncSession, caller: Caller, query: UsageQuery) -> list[SeriesPoint]:
+    """One point per step in [start, end), zero where nothing happened."""
+    statement = (
+        select(_buckets.c.bucket_start, _REQUESTS.label("requests"), _VALID.label("valid"))
+        .where(*_conditions(caller, query))
+        .group_by(_buckets.c.bucket_start)
+    )
+    found = {as_utc(row.bucket_start): _counts(row) for row in await session.execute(statement)}
+    step = timedelta(seconds=query.granularity.seconds)
+    points: list[SeriesPoint] = []
+    moment = query.start
+    while moment < query.end:
+        points.append(SeriesPoint(moment, found.get(moment, Counts())))
+        moment += step
+    return points
+
+
+async def _breakdown(
+    session: AsyncSession, caller: Caller, query: UsageQuery, column: Any, first: int | None
+) -> list[Share]:
+    requests = _REQUESTS.label("requests")
+    statement = (
+        select(column.label("label"), requests, _VALID.label("valid"))
+        .where(*_conditions(caller, query))
+        .group_by(column)
+        .order_by(requests.desc(), column)
+    )
+    if first is not None:
+        statement = statement.limit(first)
+    return [Share(row.label, _counts(row)) for row in await session.execute(statement)]
+
+
+async def by_key(
+    session: AsyncSession, caller: Caller, query: UsageQuery, *, first: int
+) -> list[Share]:
+    return await _breakdown(session, caller, query, _buckets.c.api_key_id, first)
+
+
+async def by_operation(
+    session: AsyncSession, caller: Caller, query: UsageQuery, *, first: int
+) -> list[Share]:
+    return await _breakdown(session, caller, query, _buckets.c.operation, first)
+
+
+async def by_outcome(session: AsyncSession, caller: Caller, query: UsageQuery) -> list[Share]:
+    return await _breakdown(session, caller, query, _buckets.c.outcome, None)
+
+
+async def totals_by_key(
+    session: AsyncSession, caller: Caller, query: UsageQuery, key_ids: Sequence[str]
+) -> dict[str, Counts]:
+    """Totals of many keys over one range in one statement (for the per-request DataLoader)."""
+    statement = (
+        select(_buckets.c.api_key_id, _REQUESTS.label("requests"), _VALID.label("valid"))
+        .where(*_conditions(caller, query), _buckets.c.api_key_id.in_(key_ids))
+        .group_by(_buckets.c.api_key_id)
+    )
+    return {row.api_key_id: _counts(row) for row in await session.execute(statement)}

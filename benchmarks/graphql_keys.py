@@ -1,0 +1,313 @@
+"""The dashboard's keys page over GraphQL (issue 2's benchmark).
+
+    .venv/bin/python benchmarks/graphql_keys.py
+
+In one run, each server on one uvicorn worker over loopback, measured with wrk (32 connections,
+2 threads, a short warm-up, then 10 s):
+
+* a stock Strawberry app answering ``{ __typename }`` (benchmarks/stock_graphql.py: plain
+  ``strawberry.asgi.GraphQL``, no extensions, no caches), the baseline;
+* keyhouse's keys-page query (``apiKeys(first: 50)`` with ``lastUsedAt``) against an organization
+  of 1,000 keys, authenticated with ``X-API-Key``;
+* for reference, keyhouse answering ``{ __typename }`` with the same key: authentication plus
+  keyhouse's GraphQL stack, without the keys page's database work.
+
+Prints a table and the issue's target, and writes benchmarks/results/graphql_keys.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import asdict
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from common import (
+    HUGE_RATE_LIMIT,
+    MEASUREMENT_HEADERS,
+    MEASUREMENT_LEGEND,
+    BenchmarkError,
+    LoadSettings,
+    Measurement,
+    Server,
+    Tenant,
+    check_clean,
+    cpu_ratio,
+    http_request,
+    install_signal_handlers,
+    keyhouse_env,
+    keyhouse_init,
+    measure,
+    measurement_rows,
+    percent,
+    print_table,
+    require_wrk,
+    throughput_ratio,
+    uvicorn_server,
+    verdict,
+    wrap,
+    write_results,
+    write_wrk_script,
+)
+
+from app.auth.principal import Caller
+from app.config import Settings
+from app.db import session_scope
+from app.keys import service as keys_service
+from app.runtime import Runtime
+from app.timeutil import utcnow
+
+KEYS = 1000
+PAGE_SIZE = 50
+MIN_RATIO = 0.50  # the issue's target: keys page >= 50% of the stock app's throughput
+
+KEYS_PAGE_QUERY = (
+    """query KeysPage {
+  apiKeys(first: %d) {
+    totalCount
+    edges {
+      cursor
+      node { id name hint scopes status createdAt lastUsedAt expiresAt }
+    }
+  }
+}"""
+    % PAGE_SIZE
+)  # noqa: UP031 - a GraphQL document full of braces
+
+TYPENAME_QUERY = "{ __typename }"
+SEED_SCOPES = (
+    ("read:charge_points",),
+    ("read:charge_points", "read:sessions"),
+    ("read:billing", "read:analytics"),
+    ("write:charge_points", "read:charge_points", "write:webhooks"),
+)
+
+
+async def seed_keys(database_url: str, tenant: Tenant, count: int) -> None:
+    """``count`` keys through the service layer, in one transaction: a quarter expire, half have
+    been used (``last_used_at`` set), scopes vary."""
+    settings = Settings(
+        database_url=database_url,
+        redis_url=None,
+        default_rate_limit_requests=HUGE_RATE_LIMIT,
+        default_rate_limit_per_seconds=1,
+    )
+    runtime = Runtime.create(settings)
+    caller = Caller(tenant.organization_id, runtime.catalogue.names())
+    now = utcnow()
+    try:
+        async with session_scope(runtime.sessionmaker) as session:
+            for number in range(count):
+                created = await keys_service.create_key(
+                    session,
+                    caller,
+                    keys_service.KeyCreate(
+                        name=f"bench key {number:04d}",
+                        scopes=SEED_SCOPES[number % len(SEED_SCOPES)],
+                        expires_in_days=365 if number % 4 == 0 else None,
+                    ),
+                    catalogue=runtime.catalogue,
+                    key_prefix=runtime.settings.key_prefix,
+                    broadcast=runtime.broadcast,
+                )
+                if not isinstance(created, keys_service.KeyCreated):
+                    raise BenchmarkError(f"could not create a key: {created}")
+                if number % 2 == 0:
+                    created.api_key.last_used_at = now - timedelta(minutes=number)
+                    session.add(created.api_key)
+    finally:
+        await runtime.broadcast.close()
+        await runtime.engine.dispose()
+
+
+def graphql_body(query: str) -> str:
+    return json.dumps({"query": query})
+
+
+def post_graphql(server: Server, path: str, body: str, key: str | None) -> dict[str, Any]:
+    headers = {"Content-Type": "application/json"}
+    if key is not None:
+        headers["X-API-Key"] = key
+    status, _, raw = http_request(
+        server.url(path), method="POST", body=body.encode(), headers=headers
+    )
+    answer: dict[str, Any] = json.loads(raw)
+    if status != 200 or answer.get("errors"):
+        raise BenchmarkError(f"{server.name} {path}: HTTP {status}: {raw[:500]!r}")
+    return answer
+
+
+def check_keys_page(server: Server, body: str, key: str) -> None:
+    connection = post_graphql(server, "/graphql", body, key)["data"]["apiKeys"]
+    edges = connection["edges"]
+    if connection["totalCount"] != KEYS or len(edges) != PAGE_SIZE:
+        raise BenchmarkError(
+            f"keys page: totalCount {connection['totalCount']}, {len(edges)} edges; "
+            f"expected {KEYS} and {PAGE_SIZE}"
+        )
+    if not any(edge["node"]["lastUsedAt"] for edge in edges):
+        raise BenchmarkError("keys page: no key on the page has lastUsedAt")
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per target")
+    parser.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds per target")
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--no-reference",
+        action="store_true",
+        help="skip the keyhouse { __typename } reference row",
+    )
+    parser.add_argument("--strict", action="store_true", help="exit 1 when the target is missed")
+    return parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace, workdir: Path) -> tuple[list[Measurement], dict[str, Any]]:
+    load = LoadSettings(args.connections, args.threads, args.duration, args.warmup)
+    env = keyhouse_env(workdir / "bench.db")
+    print("Setting up keyhouse (keyhouse init --organization Bench --json) ...", flush=True)
+    tenant = keyhouse_init(env)
+    started = time.monotonic()
+    # The admin key from init is the 1,000th.
+    asyncio.run(seed_keys(env["KEYHOUSE_DATABASE_URL"], tenant, KEYS - 1))
+    seconds = time.monotonic() - started
+    print(f"Created {KEYS - 1} more keys through the service layer in {seconds:.1f}s", flush=True)
+
+    print(
+        f"HTTP: wrk -t{load.threads} -c{load.connections}, one uvicorn worker each, loopback",
+        flush=True,
+    )
+    typename_body = graphql_body(TYPENAME_QUERY)
+    keys_body = graphql_body(KEYS_PAGE_QUERY)
+    json_headers = {"Content-Type": "application/json"}
+    stock_script = write_wrk_script(
+        workdir / "stock.lua", method="POST", body=typename_body, headers=json_headers
+    )
+    keyed_headers = {**json_headers, "X-API-Key": tenant.api_key}
+    keys_script = write_wrk_script(
+        workdir / "keys.lua", method="POST", body=keys_body, headers=keyed_headers
+    )
+    typename_script = write_wrk_script(
+        workdir / "typename.lua", method="POST", body=typename_body, headers=keyed_headers
+    )
+
+    measurements: list[Measurement] = []
+    with uvicorn_server(
+        "stock-strawberry",
+        ["stock_graphql:app", "--app-dir", str(Path(__file__).parent)],
+        log_dir=workdir,
+    ) as stock:
+        post_graphql(stock, "/", typename_body, None)
+        measurements.append(
+            measure("stock Strawberry { __typename }", stock, "/", load=load, script=stock_script)
+        )
+
+    with uvicorn_server(
+        "keyhouse",
+        ["app.main:create_app", "--factory"],
+        env=env,
+        log_dir=workdir,
+        ready_path="/healthz",
+    ) as keyhouse:
+        check_keys_page(keyhouse, keys_body, tenant.api_key)
+        measurements.append(
+            measure(
+                f"keyhouse keys page (first: {PAGE_SIZE}, {KEYS:,} keys)",
+                keyhouse,
+                "/graphql",
+                load=load,
+                script=keys_script,
+            )
+        )
+        if not args.no_reference:
+            post_graphql(keyhouse, "/graphql", typename_body, tenant.api_key)
+            measurements.append(
+                measure(
+                    "keyhouse { __typename } (reference)",
+                    keyhouse,
+                    "/graphql",
+                    load=load,
+                    script=typename_script,
+                )
+            )
+        # Still answered after the load (not rate limited, not refused).
+        check_keys_page(keyhouse, keys_body, tenant.api_key)
+
+    for measurement in measurements:
+        check_clean(measurement)
+    stock_m, keys_m = measurements[0], measurements[1]
+    ratio = throughput_ratio(keys_m, stock_m)
+    targets = [
+        {
+            "target": "keys page req/s >= 50% of stock Strawberry",
+            "value": f"{ratio:.0%}",
+            "passed": ratio >= MIN_RATIO,
+        }
+    ]
+    ratios: dict[str, float] = {"keysPage/stock": ratio}
+    cpu_ratios = {"keysPage/stock": cpu_ratio(keys_m, stock_m)}
+    if len(measurements) > 2:
+        ratios["keyhouseTypename/stock"] = throughput_ratio(measurements[2], stock_m)
+        cpu_ratios["keyhouseTypename/stock"] = cpu_ratio(measurements[2], stock_m)
+    return measurements, {
+        "load": asdict(load),
+        "keys": KEYS,
+        "pageSize": PAGE_SIZE,
+        "seedSeconds": seconds,
+        "query": KEYS_PAGE_QUERY,
+        "measurements": [m.as_json() for m in measurements],
+        "ratios": ratios,
+        "cpuRatios": cpu_ratios,
+        "targets": targets,
+        "passed": all(t["passed"] for t in targets),
+    }
+
+
+def report(results: dict[str, Any], measurements: list[Measurement]) -> None:
+    print()
+    print_table(MEASUREMENT_HEADERS, measurement_rows(measurements))
+    print(wrap(MEASUREMENT_LEGEND))
+    print()
+    ratios, cpu = results["ratios"], results["cpuRatios"]
+    print("req/s ratios: " + ", ".join(f"{name} = {value:.0%}" for name, value in ratios.items()))
+    print(
+        wrap(
+            "CPU-time ratios (the baseline's server CPU per request / the target's; what the req/s"
+            " ratio would be with a core to itself): "
+            + ", ".join(f"{name} = {percent(value)}" for name, value in cpu.items())
+        )
+    )
+    print()
+    print_table(
+        ["issue 2 target", "measured", "verdict"],
+        [[t["target"], t["value"], verdict(t["passed"])] for t in results["targets"]],
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    require_wrk()
+    install_signal_handlers()
+    try:
+        with tempfile.TemporaryDirectory(prefix="keyhouse-bench-graphql-") as tmp:
+            measurements, results = run(args, Path(tmp))
+    except BenchmarkError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    report(results, measurements)
+    path = write_results("graphql_keys", results)
+    print(f"\nResults: {path}")
+    return 1 if args.strict and not results["passed"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

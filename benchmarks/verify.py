@@ -1,0 +1,326 @@
+"""Key verification throughput and latency (issue 3's benchmark).
+
+    .venv/bin/python benchmarks/verify.py
+
+In one run, each server on one uvicorn worker over loopback, measured with wrk (32 connections,
+2 threads, a short warm-up, then 10 s):
+
+* a bare Starlette route returning a small JSON body (benchmarks/bare_app.py), the baseline;
+* keyhouse ``POST /v1/keys/verify`` with a valid, cached key;
+* keyhouse ``GET /v1/auth`` with the key in ``X-API-Key``;
+
+plus the in-process verification function (``KeyVerifier.verify``) on a cached key. Prints a table
+and the issue's targets, and writes benchmarks/results/verify.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from common import (
+    HUGE_RATE_LIMIT,
+    MEASUREMENT_HEADERS,
+    MEASUREMENT_LEGEND,
+    BenchmarkError,
+    LoadSettings,
+    Measurement,
+    Server,
+    check_clean,
+    cpu_ratio,
+    http_request,
+    install_signal_handlers,
+    keyhouse_env,
+    keyhouse_init,
+    measure,
+    measurement_rows,
+    percent,
+    print_table,
+    require_wrk,
+    throughput_ratio,
+    uvicorn_server,
+    verdict,
+    wrap,
+    write_results,
+    write_wrk_script,
+)
+from sqlalchemy import event
+
+from app.auth.presentation import Presentation
+from app.config import Settings
+from app.runtime import Runtime
+
+SCOPE = "read:charge_points"
+OPERATION = "bench"
+
+# The issue's targets.
+VERIFY_MIN_RATIO = 0.70
+VERIFY_MAX_P99_MS = 5.0
+IN_PROCESS_MAX_US = 10.0
+
+
+@dataclass(frozen=True)
+class InProcess:
+    calls: int
+    batch_size: int
+    median_batch_mean_us: float
+    min_batch_mean_us: float
+    individual_median_us: float
+    individual_p99_us: float
+    database_statements: int
+
+
+async def measure_in_process(database_url: str, secret: str, calls: int) -> InProcess:
+    """``await runtime.verifier.verify(...)`` on a cached key, as the web app runs it."""
+    settings = Settings(
+        database_url=database_url,
+        redis_url=None,
+        default_rate_limit_requests=HUGE_RATE_LIMIT,
+        default_rate_limit_per_seconds=1,
+    )
+    runtime = Runtime.create(settings)
+    await runtime.start()
+    statements = 0
+
+    def count(*_: Any) -> None:
+        nonlocal statements
+        statements += 1
+
+    try:
+        verifier = runtime.verifier
+        scopes = [SCOPE]
+        first = await verifier.verify(
+            Presentation.of(secret), required_scopes=scopes, operation=OPERATION
+        )
+        if not first.valid:
+            raise BenchmarkError(f"in-process verification refused the key: {first.outcome}")
+        for _ in range(10_000):  # warm-up
+            await verifier.verify(
+                Presentation.of(secret), required_scopes=scopes, operation=OPERATION
+            )
+        # As the app does after start-up (app/main.py): long-lived objects out of the collector.
+        gc.collect()
+        gc.freeze()
+        event.listen(runtime.engine.sync_engine, "before_cursor_execute", count)
+        try:
+            batch_size = 1000
+            batch_means: list[float] = []
+            for _ in range(max(1, calls // batch_size)):
+                started = time.perf_counter_ns()
+                for _ in range(batch_size):
+                    await verifier.verify(
+                        Presentation.of(secret), required_scopes=scopes, operation=OPERATION
+                    )
+                batch_means.append((time.perf_counter_ns() - started) / batch_size / 1000)
+            individual: list[int] = []
+            for _ in range(min(calls, 50_000)):
+                started = time.perf_counter_ns()
+                await verifier.verify(
+                    Presentation.of(secret), required_scopes=scopes, operation=OPERATION
+                )
+                individual.append(time.perf_counter_ns() - started)
+        finally:
+            event.remove(runtime.engine.sync_engine, "before_cursor_execute", count)
+            gc.unfreeze()
+        last = await verifier.verify(
+            Presentation.of(secret), required_scopes=scopes, operation=OPERATION
+        )
+        if not last.valid:
+            raise BenchmarkError(f"in-process verification ended refused: {last.outcome}")
+    finally:
+        await runtime.stop()
+    individual.sort()
+    return InProcess(
+        calls=len(batch_means) * batch_size,
+        batch_size=batch_size,
+        median_batch_mean_us=statistics.median(batch_means),
+        min_batch_mean_us=min(batch_means),
+        individual_median_us=statistics.median(individual) / 1000,
+        individual_p99_us=individual[int(len(individual) * 0.99)] / 1000,
+        database_statements=statements,
+    )
+
+
+def check_verify_answer(server: Server, body: str) -> None:
+    status, _, raw = http_request(
+        server.url("/v1/keys/verify"),
+        method="POST",
+        body=body.encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    answer = json.loads(raw)
+    if status != 200 or answer.get("valid") is not True:
+        raise BenchmarkError(f"/v1/keys/verify did not accept the key: {status} {answer}")
+
+
+def check_auth_answer(server: Server, url: str, secret: str) -> None:
+    status, headers, raw = http_request(url, headers={"X-API-Key": secret})
+    if status != 200:
+        raise BenchmarkError(f"/v1/auth refused the key: {status} {raw!r}")
+    if "x-api-key-id" not in headers:
+        raise BenchmarkError(f"/v1/auth answered without X-Api-Key-Id: {headers}")
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per target")
+    parser.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds per target")
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--calls", type=int, default=200_000, help="in-process verify calls")
+    parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
+    return parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace, workdir: Path) -> tuple[list[Measurement], dict[str, Any]]:
+    load = LoadSettings(args.connections, args.threads, args.duration, args.warmup)
+    env = keyhouse_env(workdir / "bench.db")
+    print("Setting up keyhouse (keyhouse init --organization Bench --json) ...", flush=True)
+    tenant = keyhouse_init(env)
+
+    print(f"In-process KeyVerifier.verify, {args.calls:,} calls on a cached key ...", flush=True)
+    in_process = asyncio.run(
+        measure_in_process(env["KEYHOUSE_DATABASE_URL"], tenant.api_key, args.calls)
+    )
+
+    print(
+        f"HTTP: wrk -t{load.threads} -c{load.connections}, one uvicorn worker each, loopback",
+        flush=True,
+    )
+    measurements: list[Measurement] = []
+    with uvicorn_server(
+        "bare", ["bare_app:app", "--app-dir", str(Path(__file__).parent)], log_dir=workdir
+    ) as bare:
+        measurements.append(measure("bare Starlette JSON route", bare, "/", load=load))
+
+    verify_body = json.dumps({"key": tenant.api_key, "scopes": [SCOPE], "operation": OPERATION})
+    verify_script = write_wrk_script(
+        workdir / "verify.lua",
+        method="POST",
+        body=verify_body,
+        headers={"Content-Type": "application/json"},
+    )
+    auth_script = write_wrk_script(
+        workdir / "auth.lua", method="GET", headers={"X-API-Key": tenant.api_key}
+    )
+    with uvicorn_server(
+        "keyhouse",
+        ["app.main:create_app", "--factory"],
+        env=env,
+        log_dir=workdir,
+        ready_path="/healthz",
+    ) as keyhouse:
+        auth_path = f"/v1/auth?scope={SCOPE}"
+        auth_url = keyhouse.url(auth_path)
+        check_verify_answer(keyhouse, verify_body)
+        check_auth_answer(keyhouse, auth_url, tenant.api_key)
+        measurements.append(
+            measure(
+                "POST /v1/keys/verify", keyhouse, "/v1/keys/verify", load=load, script=verify_script
+            )
+        )
+        measurements.append(
+            measure("GET /v1/auth", keyhouse, auth_path, load=load, script=auth_script)
+        )
+        # Still accepted after the load: the numbers are for valid answers, not refusals.
+        check_verify_answer(keyhouse, verify_body)
+        check_auth_answer(keyhouse, auth_url, tenant.api_key)
+
+    for measurement in measurements:
+        check_clean(measurement)
+    bare_m, verify_m, auth_m = measurements
+    verify_ratio = throughput_ratio(verify_m, bare_m)
+    auth_ratio = throughput_ratio(auth_m, bare_m)
+    targets = [
+        {
+            "target": "verify req/s >= 70% of bare",
+            "value": f"{verify_ratio:.0%}",
+            "passed": verify_ratio >= VERIFY_MIN_RATIO,
+        },
+        {
+            "target": f"verify p99 < {VERIFY_MAX_P99_MS:g} ms at {load.connections} connections",
+            "value": f"{verify_m.result.p99_ms:.2f} ms",
+            "passed": verify_m.result.p99_ms < VERIFY_MAX_P99_MS,
+        },
+        {
+            "target": f"in-process verify < {IN_PROCESS_MAX_US:g} us (median)",
+            "value": f"{in_process.median_batch_mean_us:.2f} us",
+            "passed": in_process.median_batch_mean_us < IN_PROCESS_MAX_US,
+        },
+    ]
+    return measurements, {
+        "load": asdict(load),
+        "measurements": [m.as_json() for m in measurements],
+        "ratios": {"verify/bare": verify_ratio, "auth/bare": auth_ratio},
+        "cpuRatios": {
+            "verify/bare": cpu_ratio(verify_m, bare_m),
+            "auth/bare": cpu_ratio(auth_m, bare_m),
+        },
+        "inProcess": asdict(in_process),
+        "targets": targets,
+        "passed": all(t["passed"] for t in targets),
+    }
+
+
+def report(results: dict[str, Any], measurements: list[Measurement]) -> None:
+    print()
+    print_table(MEASUREMENT_HEADERS, measurement_rows(measurements))
+    print(wrap(MEASUREMENT_LEGEND))
+    print()
+    ratios, cpu = results["ratios"], results["cpuRatios"]
+    print(
+        f"req/s ratios: verify/bare = {ratios['verify/bare']:.0%}, "
+        f"auth/bare = {ratios['auth/bare']:.0%}"
+    )
+    print(
+        "CPU-time ratios (bare's server CPU per request / the target's; what the req/s ratio "
+        f"would be with a core to itself): verify/bare = {percent(cpu['verify/bare'])}, "
+        f"auth/bare = {percent(cpu['auth/bare'])}"
+    )
+    in_process = results["inProcess"]
+    print(
+        wrap(
+            f"in-process KeyVerifier.verify (cached key, {in_process['calls']:,} calls): "
+            f"median of {in_process['batch_size']}-call batch means "
+            f"{in_process['median_batch_mean_us']:.2f} us (best batch "
+            f"{in_process['min_batch_mean_us']:.2f} us); single calls timed one by one: median "
+            f"{in_process['individual_median_us']:.2f} us, p99 "
+            f"{in_process['individual_p99_us']:.2f} us; database statements during the loop: "
+            f"{in_process['database_statements']}"
+        )
+    )
+    print()
+    print_table(
+        ["issue 3 target", "measured", "verdict"],
+        [[t["target"], t["value"], verdict(t["passed"])] for t in results["targets"]],
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    require_wrk()
+    install_signal_handlers()
+    try:
+        with tempfile.TemporaryDirectory(prefix="keyhouse-bench-verify-") as tmp:
+            measurements, results = run(args, Path(tmp))
+    except BenchmarkError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    report(results, measurements)
+    path = write_results("verify", results)
+    print(f"\nResults: {path}")
+    return 1 if args.strict and not results["passed"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,166 @@
+"""Fixtures: every database test runs on SQLite and on PostgreSQL.
+
+PostgreSQL and Redis tests skip with a reason when the server does not answer (a laptop without
+them), and fail instead when KEYHOUSE_TEST_REQUIRE_SERVICES=1 (set by .ci/run).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import shutil
+import socket
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from app.config import Settings
+from app.db import create_engine
+from app.main import create_app
+from app.migrate import upgrade_to_head
+from app.runtime import Runtime
+from tests.support import Tenant, make_tenant
+
+POSTGRES_URL = os.environ.get(
+    "KEYHOUSE_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+)
+REDIS_URL = os.environ.get("KEYHOUSE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+REQUIRE_SERVICES = os.environ.get("KEYHOUSE_TEST_REQUIRE_SERVICES") == "1"
+
+
+def _answers(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def require_server(name: str, host: str, port: int) -> None:
+    if _answers(host, port):
+        return
+    reason = f"{name} does not answer on {host}:{port}"
+    if REQUIRE_SERVICES:
+        pytest.fail(f"{reason} (KEYHOUSE_TEST_REQUIRE_SERVICES=1: this must not be skipped)")
+    pytest.skip(reason)
+
+
+def require_postgres() -> None:
+    require_server("PostgreSQL", "127.0.0.1", 5432)
+
+
+def require_redis() -> None:
+    require_server("Redis", "127.0.0.1", 6379)
+
+
+async def _admin(url: str, *statements: str) -> None:
+    from sqlalchemy import text
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    engine = create_async_engine(url, isolation_level="AUTOCOMMIT")
+    async with engine.connect() as connection:
+        for statement in statements:
+            await connection.execute(text(statement))
+    await engine.dispose()
+
+
+async def _create_postgres(url: str) -> None:
+    engine = create_engine(url)
+    await upgrade_to_head(engine)
+    await engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A migrated SQLite file, copied for each test (faster than migrating every time)."""
+    path = tmp_path_factory.mktemp("template") / "keyhouse.db"
+    engine = create_engine(f"sqlite+aiosqlite:///{path}")
+
+    async def migrate() -> None:
+        await upgrade_to_head(engine)
+        await engine.dispose()
+
+    asyncio.run(migrate())
+    return path
+
+
+@pytest.fixture(scope="session")
+def postgres_migrated() -> Iterator[str]:
+    """A database of this test run's own on the PostgreSQL server (created from ``test``), so
+    concurrent runs never touch each other's tables; dropped at the end."""
+    require_postgres()
+    name = f"keyhouse_test_{os.getpid()}_{secrets.token_hex(3)}"
+    base, _, _ = POSTGRES_URL.rpartition("/")
+    asyncio.run(_admin(POSTGRES_URL, f'CREATE DATABASE "{name}"'))
+    try:
+        url = f"{base}/{name}"
+        asyncio.run(_create_postgres(url))
+        yield url
+    finally:
+        asyncio.run(_admin(POSTGRES_URL, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        template: Path = request.getfixturevalue("sqlite_template")
+        path = tmp_path / "keyhouse.db"
+        shutil.copy(template, path)
+        return f"sqlite+aiosqlite:///{path}"
+    url: str = request.getfixturevalue("postgres_migrated")
+    return url
+
+
+@pytest.fixture
+def settings(database_url: str) -> Settings:
+    # Background flushes would make statement counts and snapshots racy; tests flush by hand.
+    return Settings(database_url=database_url, usage_flush_interval_seconds=3600)
+
+
+@pytest.fixture
+async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
+    runtime = Runtime.create(settings)
+    if not settings.is_sqlite:
+        from sqlalchemy import text
+
+        async with runtime.engine.begin() as connection:
+            await connection.execute(
+                text("TRUNCATE usage_buckets, api_keys, organizations CASCADE")
+            )
+    yield runtime
+    await runtime.engine.dispose()
+
+
+@pytest.fixture
+async def app(runtime: Runtime) -> AsyncIterator[FastAPI]:
+    application = create_app(runtime=runtime)
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://keyhouse.test") as client:
+        yield client
+
+
+@pytest.fixture
+async def tenant(runtime: Runtime) -> Tenant:
+    """An organization and its admin key (every scope)."""
+    return await make_tenant(runtime, "Acme")
+
+
+@pytest.fixture
+async def other_tenant(runtime: Runtime) -> Tenant:
+    return await make_tenant(runtime, "Globex")
+
+
+@pytest.fixture
+def redis_url() -> str:
+    require_redis()
+    return REDIS_URL

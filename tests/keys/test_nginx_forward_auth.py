@@ -1,0 +1,490 @@
+"""A real nginx in front of a tiny upstream, asking keyhouse (``GET /v1/auth``) about every request.
+
+The nginx configuration is deploy/nginx/keyhouse.conf, the README's example, with only its
+placeholders filled in. keyhouse runs as ``keyhouse serve`` on a SQLite file set up by
+``keyhouse init`` and ``keyhouse keys create``, with a default rate limit of 5 requests per
+minute. The upstream echoes what it received, so the tests see which identity headers reached it
+and that the client's key did not.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import string
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from app.keys.secret import generate_secret
+from tests.conftest import REQUIRE_SERVICES
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[2]
+NGINX_TEMPLATE = ROOT / "deploy" / "nginx" / "keyhouse.conf"
+RATE_LIMIT = 5
+STARTUP_SECONDS = 20.0
+STOP_SECONDS = 5.0
+
+
+# --- processes -----------------------------------------------------------------------------
+
+
+def nginx_binary() -> str:
+    found = shutil.which("nginx") or (
+        "/usr/sbin/nginx" if os.access("/usr/sbin/nginx", os.X_OK) else None
+    )
+    if found is not None:
+        return found
+    reason = "nginx is not installed (Debian package: nginx)"
+    if REQUIRE_SERVICES:
+        pytest.fail(f"{reason} (KEYHOUSE_TEST_REQUIRE_SERVICES=1: this must not be skipped)")
+    pytest.skip(reason)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def keyhouse_command() -> list[str]:
+    script = Path(sys.executable).with_name("keyhouse")
+    if script.exists():
+        return [str(script)]
+    return [sys.executable, "-c", "from app.cli import main; main()"]
+
+
+def keyhouse_env(database: Path) -> dict[str, str]:
+    # Nothing from the developer's own KEYHOUSE_* settings (Redis, a service token...) leaks in.
+    env = {name: value for name, value in os.environ.items() if not name.startswith("KEYHOUSE_")}
+    env.update(
+        KEYHOUSE_DATABASE_URL=f"sqlite+aiosqlite:///{database}",
+        KEYHOUSE_DEFAULT_RATE_LIMIT_REQUESTS=str(RATE_LIMIT),
+        KEYHOUSE_DEFAULT_RATE_LIMIT_PER_SECONDS="60",
+        KEYHOUSE_LOG_LEVEL="WARNING",
+    )
+    return env
+
+
+def keyhouse_json(env: dict[str, str], *args: str) -> dict[str, str]:
+    done = subprocess.run(
+        [*keyhouse_command(), *args, "--json"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, f"keyhouse {' '.join(args)}: {done.stderr}"
+    result: dict[str, str] = json.loads(done.stdout)
+    return result
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=STOP_SECONDS)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=STOP_SECONDS)
+
+
+@contextmanager
+def started(command: list[str], log: Path, **kwargs: Any) -> Iterator[subprocess.Popen[bytes]]:
+    """A process with its output in ``log``, stopped (SIGTERM, then SIGKILL) on exit."""
+    with log.open("wb") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, **kwargs)
+    try:
+        yield process
+    finally:
+        stop(process)
+
+
+def wait_until(ready: Any, process: subprocess.Popen[bytes], what: str, log: Path) -> None:
+    deadline = time.monotonic() + STARTUP_SECONDS
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"{what} exited with {process.returncode}:\n{log.read_text()}")
+        if ready():
+            return
+        time.sleep(0.05)
+    pytest.fail(f"{what} did not start within {STARTUP_SECONDS:g}s:\n{log.read_text()}")
+
+
+def answers(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def healthy(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/healthz", timeout=0.5, trust_env=False).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+# --- the upstream: echoes what it received --------------------------------------------------
+
+
+class EchoServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), EchoHandler)
+        self.seen: list[dict[str, Any]] = []
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.server_address[1]}"
+
+
+class EchoHandler(BaseHTTPRequestHandler):
+    server: EchoServer
+
+    def _echo(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length).decode() if length else ""
+        seen = {
+            "method": self.command,
+            "path": self.path,
+            "headers": {name.lower(): value for name, value in self.headers.items()},
+            "body": body,
+        }
+        self.server.seen.append(seen)
+        payload = json.dumps(seen).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    # http.server's names for the handlers of each method.
+    do_GET = _echo  # noqa: N815
+    do_POST = _echo  # noqa: N815
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@contextmanager
+def echo_upstream() -> Iterator[EchoServer]:
+    server = EchoServer()
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        thread.join(timeout=STOP_SECONDS)
+        server.server_close()
+
+
+# --- nginx ------------------------------------------------------------------------------------
+
+
+def render_site(listen: str, keyhouse: str, upstream: str) -> str:
+    """deploy/nginx/keyhouse.conf with its ${listen}, ${keyhouse} and ${upstream} filled in.
+
+    ``safe_substitute`` leaves nginx's own ``$variables`` alone; the check below catches a
+    misspelt placeholder."""
+    site = string.Template(NGINX_TEMPLATE.read_text()).safe_substitute(
+        listen=listen, keyhouse=keyhouse, upstream=upstream
+    )
+    config = "\n".join(line for line in site.splitlines() if not line.lstrip().startswith("#"))
+    assert "${" not in config, "a placeholder in deploy/nginx/keyhouse.conf was not filled in"
+    return site
+
+
+@contextmanager
+def running_nginx(prefix: Path, keyhouse: str, upstream: str) -> Iterator[str]:
+    """nginx with the example site, on its own port, logs and temp files under ``prefix``."""
+    binary = nginx_binary()
+    prefix.mkdir()
+    port = free_port()
+    site = prefix / "keyhouse.conf"
+    site.write_text(render_site(f"127.0.0.1:{port}", keyhouse, upstream))
+    temp = "\n".join(
+        f"    {kind}_temp_path {prefix / kind};"
+        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
+    # As root, workers would run as nobody and could not reach pytest's private temp dirs.
+    user = "user root;" if os.geteuid() == 0 else ""
+    main = prefix / "nginx.conf"
+    main.write_text(
+        f"""{user}
+worker_processes 1;
+pid {prefix / "nginx.pid"};
+error_log {prefix / "error.log"} info;
+events {{
+    worker_connections 64;
+}}
+http {{
+    access_log {prefix / "access.log"};
+{temp}
+    include {site};
+}}
+"""
+    )
+    log = prefix / "nginx.out"
+    command = [
+        binary,
+        "-p",
+        str(prefix),
+        "-c",
+        str(main),
+        "-e",
+        str(prefix / "error.log"),
+        "-g",
+        "daemon off;",
+    ]
+    with started(command, log) as process:
+        wait_until(lambda: answers(port), process, "nginx", prefix / "error.log")
+        yield f"http://127.0.0.1:{port}"
+
+
+# --- the stack ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Stack:
+    gateway: httpx.Client  # nginx
+    upstream: EchoServer
+    organization_id: str
+    admin_key: str
+    reader_key: str  # read:charge_points
+    reader_key_id: str
+    billing_key: str  # read:billing only
+    throttled_key: str  # read:charge_points, used by the rate-limit test alone
+    throttled_key_id: str
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    nginx_binary()  # skip (or fail) before doing any work
+    tmp = tmp_path_factory.mktemp("nginx_forward_auth")
+    env = keyhouse_env(tmp / "keyhouse.db")
+
+    initial = keyhouse_json(env, "init", "--organization", "Acme")
+    organization = initial["organizationId"]
+
+    def create(name: str, *scopes: str) -> dict[str, str]:
+        options = [item for scope in scopes for item in ("--scope", scope)]
+        return keyhouse_json(
+            env, "keys", "create", "--organization", organization, "--name", name, *options
+        )
+
+    reader = create("reader", "read:charge_points")
+    billing = create("billing", "read:billing")
+    throttled = create("throttled", "read:charge_points")
+
+    with ExitStack() as stack:
+        port = free_port()
+        log = tmp / "keyhouse.log"
+        keyhouse = stack.enter_context(
+            started(
+                [*keyhouse_command(), "serve", "--host", "127.0.0.1", "--port", str(port)],
+                log,
+                env=env,
+                cwd=ROOT,
+            )
+        )
+        url = f"http://127.0.0.1:{port}"
+        wait_until(lambda: healthy(url), keyhouse, "keyhouse serve", log)
+
+        upstream = stack.enter_context(echo_upstream())
+        gateway_url = stack.enter_context(
+            running_nginx(tmp / "nginx", f"127.0.0.1:{port}", upstream.address)
+        )
+        gateway = stack.enter_context(
+            httpx.Client(base_url=gateway_url, timeout=10, trust_env=False)
+        )
+        yield Stack(
+            gateway=gateway,
+            upstream=upstream,
+            organization_id=organization,
+            admin_key=initial["apiKey"],
+            reader_key=reader["apiKey"],
+            reader_key_id=reader["id"],
+            billing_key=billing["apiKey"],
+            throttled_key=throttled["apiKey"],
+            throttled_key_id=throttled["id"],
+        )
+
+
+# --- helpers --------------------------------------------------------------------------------
+
+
+def upstream_saw(response: httpx.Response) -> dict[str, Any]:
+    assert response.status_code == 200, response.text
+    seen: dict[str, Any] = response.json()
+    return seen
+
+
+def assert_refused(
+    stack: Stack, response: httpx.Response, status: int, code: str, seen_before: int
+) -> dict[str, Any]:
+    """nginx's answer carries keyhouse's explanation as a JSON body, and the API never saw it."""
+    assert response.status_code == status, response.text
+    assert response.headers["Content-Type"].startswith("application/json")
+    body: dict[str, Any] = response.json()
+    assert body["code"] == code
+    assert body["message"]
+    assert body["hint"]
+    # The header that carried it from keyhouse to nginx stays between them.
+    assert "X-Keyhouse-Error" not in response.headers
+    assert len(stack.upstream.seen) == seen_before
+    return body
+
+
+# --- allowed --------------------------------------------------------------------------------
+
+
+def test_a_valid_key_reaches_the_upstream_with_its_identity(stack: Stack) -> None:
+    response = stack.gateway.get(
+        "/charge_points",
+        params={"output": "json"},
+        # A client cannot pass itself off as another key.
+        headers={"X-API-Key": stack.reader_key, "X-Api-Key-Id": "key_forged"},
+    )
+
+    seen = upstream_saw(response)
+    assert seen["path"] == "/charge_points?output=json"
+    assert seen["headers"]["x-api-key-id"] == stack.reader_key_id
+    assert seen["headers"]["x-organization-id"] == stack.organization_id
+    assert seen["headers"]["x-api-key-scopes"] == "read:charge_points"
+    assert "x-api-key" not in seen["headers"]  # the secret stays at the gateway
+    assert response.headers["X-RateLimit-Limit"] == str(RATE_LIMIT)
+    assert int(response.headers["X-RateLimit-Remaining"]) < RATE_LIMIT
+
+
+def test_a_bearer_key_is_accepted_and_not_passed_on(stack: Stack) -> None:
+    response = stack.gateway.get(
+        "/charge_points", headers={"Authorization": f"Bearer {stack.reader_key}"}
+    )
+
+    seen = upstream_saw(response)
+    assert seen["headers"]["x-api-key-id"] == stack.reader_key_id
+    assert "authorization" not in seen["headers"]
+
+
+def test_a_key_in_the_query_string_is_accepted(stack: Stack) -> None:
+    # nginx sends the original URI (X-Original-URI); keyhouse finds the key in its query.
+    response = stack.gateway.get("/charge_points", params={"key": stack.admin_key})
+
+    seen = upstream_saw(response)
+    assert seen["headers"]["x-organization-id"] == stack.organization_id
+    assert seen["headers"]["x-api-key-id"].startswith("key_")
+    assert "read:charge_points" in seen["headers"]["x-api-key-scopes"].split()
+
+
+def test_the_request_body_reaches_the_upstream_intact(stack: Stack) -> None:
+    # The auth subrequest goes without the body; the API still gets all of it.
+    payload = {"name": "CP-1", "connectors": list(range(100))}
+    response = stack.gateway.post(
+        "/charge_points", json=payload, headers={"X-API-Key": stack.reader_key}
+    )
+
+    seen = upstream_saw(response)
+    assert seen["method"] == "POST"
+    assert json.loads(seen["body"]) == payload
+
+
+# --- unauthorized and forbidden -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "headers", "code"),
+    [
+        pytest.param("/charge_points", {}, "MISSING", id="missing"),
+        # The key pasted into the path never arrives; the hint explains '?' and '&'.
+        pytest.param("/charge_points/key/abc&output=json", {}, "MISSING", id="key-in-path"),
+        pytest.param("/charge_points", {"X-API-Key": "kh_nope"}, "MALFORMED", id="malformed"),
+        pytest.param(
+            "/charge_points", {"Authorization": "Bearer eyJhbGciOiJIUzI1NiJ9.e30.c2ln"},
+            "LOOKS_LIKE_JWT", id="jwt",
+        ),
+        pytest.param(
+            "/charge_points", {"X-API-Key": generate_secret("kh")}, "UNKNOWN", id="unknown"
+        ),
+    ],
+)  # fmt: skip
+def test_a_request_without_a_usable_key_gets_401_with_the_reason(
+    stack: Stack, path: str, headers: dict[str, str], code: str
+) -> None:
+    seen_before = len(stack.upstream.seen)
+
+    response = stack.gateway.get(path, headers=headers)
+
+    body = assert_refused(stack, response, 401, code, seen_before)
+    assert response.headers["WWW-Authenticate"].startswith("Bearer")
+    if path.endswith("&output=json"):
+        assert "'?'" in body["hint"]
+
+
+def test_a_key_without_the_scope_gets_403(stack: Stack) -> None:
+    seen_before = len(stack.upstream.seen)
+
+    response = stack.gateway.get("/charge_points", headers={"X-API-Key": stack.billing_key})
+
+    body = assert_refused(stack, response, 403, "INSUFFICIENT_SCOPE", seen_before)
+    assert "read:charge_points" in body["message"]
+    assert "Retry-After" not in response.headers
+
+
+# --- rate limited ---------------------------------------------------------------------------
+
+
+def test_a_rate_limited_key_gets_429_with_retry_after_through_nginx(stack: Stack) -> None:
+    headers = {"X-API-Key": stack.throttled_key}
+    for used in range(1, RATE_LIMIT + 1):
+        response = stack.gateway.get("/charge_points", headers=headers)
+        assert upstream_saw(response)["headers"]["x-api-key-id"] == stack.throttled_key_id
+        assert response.headers["X-RateLimit-Remaining"] == str(RATE_LIMIT - used)
+    seen_before = len(stack.upstream.seen)
+
+    response = stack.gateway.get("/charge_points", headers=headers)
+
+    body = assert_refused(stack, response, 429, "RATE_LIMITED", seen_before)
+    assert 1 <= int(response.headers["Retry-After"]) <= 60
+    assert body["hint"].startswith("Retry after")
+    assert response.headers["X-RateLimit-Limit"] == str(RATE_LIMIT)
+    assert response.headers["X-RateLimit-Remaining"] == "0"
+    # Another key of the same organization has its own budget.
+    assert stack.gateway.get("/", headers={"X-API-Key": stack.reader_key}).status_code == 200
+
+
+# --- keyhouse unreachable -------------------------------------------------------------------
+
+
+def test_nginx_fails_closed_with_503_when_keyhouse_does_not_answer(tmp_path: Path) -> None:
+    with (
+        echo_upstream() as upstream,
+        running_nginx(tmp_path / "nginx", f"127.0.0.1:{free_port()}", upstream.address) as url,
+        httpx.Client(base_url=url, timeout=10, trust_env=False) as gateway,
+    ):
+        response = gateway.get("/charge_points", headers={"X-API-Key": generate_secret("kh")})
+
+        assert response.status_code == 503, response.text
+        assert response.json()["code"] == "AUTH_UNAVAILABLE"
+        assert response.headers["Retry-After"] == "5"
+        assert upstream.seen == []

@@ -1,0 +1,140 @@
+"""Factories and helpers shared by the tests. Factories return saved objects."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from sqlalchemy import event, text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.auth.principal import Caller
+from app.db import session_scope
+from app.keys import service as keys_service
+from app.organizations.service import OrganizationCreated, create_organization
+from app.runtime import Runtime
+
+
+@dataclass(frozen=True)
+class Tenant:
+    organization_id: str
+    admin_key: str
+    admin_key_id: str
+
+
+@dataclass(frozen=True)
+class IssuedKey:
+    id: str
+    secret: str
+    hint: str
+
+
+async def make_tenant(runtime: Runtime, name: str) -> Tenant:
+    async with session_scope(runtime.sessionmaker) as session:
+        created = await create_organization(
+            session,
+            name,
+            catalogue=runtime.catalogue,
+            key_prefix=runtime.settings.key_prefix,
+            broadcast=runtime.broadcast,
+        )
+    assert isinstance(created, OrganizationCreated)
+    return Tenant(created.organization.id, created.admin_key.secret, created.admin_key.api_key.id)
+
+
+async def make_key(
+    runtime: Runtime,
+    tenant: Tenant,
+    name: str,
+    scopes: Sequence[str] = ("read:charge_points",),
+    *,
+    expires_in_days: int | None = None,
+) -> IssuedKey:
+    caller = Caller(tenant.organization_id, runtime.catalogue.names())
+    async with session_scope(runtime.sessionmaker) as session:
+        created = await keys_service.create_key(
+            session,
+            caller,
+            keys_service.KeyCreate(name=name, scopes=scopes, expires_in_days=expires_in_days),
+            catalogue=runtime.catalogue,
+            key_prefix=runtime.settings.key_prefix,
+            broadcast=runtime.broadcast,
+        )
+    assert isinstance(created, keys_service.KeyCreated), created
+    return IssuedKey(created.api_key.id, created.secret, created.api_key.hint)
+
+
+@dataclass
+class GraphQLResult:
+    response: httpx.Response
+    body: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def data(self) -> Any:
+        return self.body.get("data")
+
+    @property
+    def errors(self) -> list[dict[str, Any]]:
+        return list(self.body.get("errors") or [])
+
+    @property
+    def error_codes(self) -> list[str]:
+        return [e.get("extensions", {}).get("code") for e in self.errors]
+
+
+async def gql(
+    client: httpx.AsyncClient,
+    query: str,
+    variables: dict[str, Any] | None = None,
+    *,
+    key: str | None,
+    operation_name: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> GraphQLResult:
+    sent_headers = dict(headers or {})
+    if key is not None:
+        sent_headers["X-API-Key"] = key
+    payload: dict[str, Any] = {"query": query}
+    if variables is not None:
+        payload["variables"] = variables
+    if operation_name is not None:
+        payload["operationName"] = operation_name
+    response = await client.post("/graphql", json=payload, headers=sent_headers)
+    return GraphQLResult(response, response.json())
+
+
+async def snapshot(runtime: Runtime) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of every keyhouse table, to show that a rejected request changed nothing."""
+    tables = ["organizations", "api_keys", "usage_buckets"]
+    result: dict[str, list[tuple[Any, ...]]] = {}
+    async with runtime.engine.connect() as connection:
+        for table in tables:
+            rows = (await connection.execute(text(f"SELECT * FROM {table}"))).all()
+            result[table] = sorted((tuple(row) for row in rows), key=repr)
+    return result
+
+
+@dataclass
+class StatementLog:
+    statements: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.statements)
+
+
+@contextmanager
+def count_statements(engine: AsyncEngine) -> Iterator[StatementLog]:
+    """Every SQL statement sent through ``engine`` inside the block (database round trips)."""
+    log = StatementLog()
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        log.statements.append(statement)
+
+    event.listen(engine.sync_engine, "before_cursor_execute", record)
+    try:
+        yield log
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", record)
