@@ -12,8 +12,8 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import DateTime, event
-from sqlalchemy.engine import Dialect
+from sqlalchemy import DateTime, Executable, event
+from sqlalchemy.engine import Dialect, Result
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.types import TypeDecorator
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -59,6 +59,15 @@ def create_engine(database_url: str) -> AsyncEngine:
 
 def create_sessionmaker(engine: AsyncEngine) -> SessionMaker:
     return async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
+
+
+async def execute_core(session: AsyncSession, statement: Executable) -> Result[*tuple[Any, ...]]:
+    """Run a Core statement (aggregates, several labelled columns) in the session's transaction.
+
+    sqlmodel's ``exec`` is typed for its own selects only, and its ``execute`` warns.
+    """
+    connection = await session.connection()
+    return await connection.execute(statement)
 
 
 def after_commit(session: AsyncSession, hook: AfterCommit) -> None:

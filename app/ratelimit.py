@@ -16,9 +16,12 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from typing import cast
 
+import redis.asyncio as redis
 from limits import RateLimitItem, RateLimitItemPerSecond
 from limits.aio.storage import RedisStorage
+from limits.aio.storage.redis.redispy import RedispyBridge
 from limits.errors import StorageError
 from limits.storage import MemoryStorage
 
@@ -106,6 +109,12 @@ class RateLimiter:
                 return _status(item, count, reset)
         count = self._local.incr(counter, item.get_expiry())
         return _status(item, count, self._local.get_expiry(counter))
+
+    async def close(self) -> None:
+        """Close the Redis connection pool (``limits`` offers no close of its own)."""
+        if self._shared is not None and isinstance(self._shared.bridge, RedispyBridge):
+            connection = cast(redis.Redis, self._shared.bridge.get_connection())
+            await connection.aclose()
 
 
 def _status(item: RateLimitItem, count: int, reset: float) -> RateLimitStatus:

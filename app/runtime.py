@@ -100,4 +100,5 @@ class Runtime:
         with contextlib.suppress(Exception):
             await self.recorder.flush()
         await self.broadcast.close()
+        await self.limiter.close()
         await self.engine.dispose()

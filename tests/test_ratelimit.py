@@ -10,10 +10,8 @@ import uuid
 import warnings
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import cast
 
 import pytest
-import redis.asyncio as redis
 
 from app import ratelimit
 from app.config import Settings
@@ -28,8 +26,7 @@ MakeLimiter = Callable[[str], RateLimiter]
 
 @pytest.fixture
 async def make_limiter() -> AsyncIterator[MakeLimiter]:
-    """Redis-backed limiters whose connections are closed after the test (RateLimiter itself
-    has no way to close them)."""
+    """Redis-backed limiters whose connections are closed after the test."""
     made: list[RateLimiter] = []
 
     def make(url: str) -> RateLimiter:
@@ -39,9 +36,7 @@ async def make_limiter() -> AsyncIterator[MakeLimiter]:
 
     yield make
     for limiter in made:
-        shared = limiter._shared
-        assert shared is not None
-        await cast(redis.Redis, shared.bridge.get_connection()).aclose()
+        await limiter.close()
 
 
 def budget(requests: int, per_seconds: int) -> Budget:

@@ -21,7 +21,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from app.audit.models import AuditAction
 from app.audit.service import record_event
 from app.auth.principal import Caller
-from app.db import after_commit
+from app.db import after_commit, execute_core
 from app.errors import BadUserInput, UserError, UserErrorCode
 from app.ids import is_id_of
 from app.keys import idempotency
@@ -501,7 +501,7 @@ async def count_keys(session: AsyncSession, caller: Caller) -> KeyCounts:
         counted(KeyStatus.EXPIRED),
         counted(KeyStatus.SUPERSEDED),
     ).where(col(ApiKey.organization_id) == caller.organization_id)
-    total, active, revoked, expired, superseded = (await session.execute(statement)).one()
+    total, active, revoked, expired, superseded = (await execute_core(session, statement)).one()
     return KeyCounts(
         total=total, active=active, revoked=revoked, expired=expired, superseded=superseded
     )

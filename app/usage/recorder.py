@@ -38,6 +38,16 @@ UPSERT_CHUNK = 20_000
 PRUNE_EVERY_SECONDS = 3600.0
 
 
+def _conflict_key(row: dict[str, Any]) -> tuple[str, datetime, str, str, str]:
+    return (
+        row["granularity"],
+        row["bucket_start"],
+        row["api_key_id"],
+        row["operation"],
+        row["outcome"],
+    )
+
+
 class UsageRecorder:
     def __init__(
         self,
@@ -64,7 +74,8 @@ class UsageRecorder:
         """Count one use of a key (any outcome attributable to it). Never does I/O."""
         # Outcome is a str enum: the member itself is the key (no .value lookup on the hot path).
         self._counts[(int(at // 60), key_id, organization_id, operation, outcome)] += 1
-        if outcome is Outcome.VALID:
+        # The latest use wins even if the wall clock stepped back between two uses.
+        if outcome is Outcome.VALID and at > self._last_used.get(key_id, 0.0):
             self._last_used[key_id] = at
         if len(self._counts) >= self._max_buckets and self._early_flush is None:
             self._early_flush = asyncio.get_running_loop().create_task(self._flush_early())
@@ -145,7 +156,9 @@ class UsageRecorder:
             index_elements=["granularity", "bucket_start", "api_key_id", "operation", "outcome"],
             set_={"count": table.c["count"] + insert.excluded["count"]},
         )
-        rows = list(self._rows(counts))
+        # One canonical row order for every instance: two flushes of the same buckets that took
+        # their row locks in opposite orders would deadlock on PostgreSQL.
+        rows = sorted(self._rows(counts), key=_conflict_key)
         for offset in range(0, len(rows), UPSERT_CHUNK):
             await connection.execute(statement, rows[offset : offset + UPSERT_CHUNK])
 
@@ -166,7 +179,7 @@ class UsageRecorder:
             statement,
             [
                 {"key_id": key_id, "used_at": datetime.fromtimestamp(at, UTC)}
-                for key_id, at in last_used.items()
+                for key_id, at in sorted(last_used.items())  # canonical lock order, as above
             ],
         )
 
@@ -177,13 +190,13 @@ class UsageRecorder:
         deleted = 0
         async with self._sessionmaker() as session:
             for granularity, kept in self._retention.items():
-                result = await session.execute(
+                result = await session.exec(
                     delete(table).where(
                         table.c.granularity == granularity.value,
                         table.c.bucket_start < now - kept,
                     )
                 )
-                deleted += result.rowcount or 0  # type: ignore[attr-defined]
+                deleted += result.rowcount or 0
             await session.commit()
         return deleted
 

@@ -15,6 +15,7 @@ from sqlalchemy import ColumnElement, case, func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.auth.principal import Caller
+from app.db import execute_core
 from app.errors import BadUserInput
 from app.keys.outcomes import Outcome
 from app.timeutil import as_utc
@@ -146,7 +147,7 @@ async def totals(session: AsyncSession, caller: Caller, query: UsageQuery) -> Co
     statement = select(_REQUESTS.label("requests"), _VALID.label("valid")).where(
         *_conditions(caller, query)
     )
-    return _counts((await session.execute(statement)).one())
+    return _counts((await execute_core(session, statement)).one())
 
 
 async def series(session: AsyncSession, caller: Caller, query: UsageQuery) -> list[SeriesPoint]:
@@ -156,7 +157,8 @@ async def series(session: AsyncSession, caller: Caller, query: UsageQuery) -> li
         .where(*_conditions(caller, query))
         .group_by(_buckets.c.bucket_start)
     )
-    found = {as_utc(row.bucket_start): _counts(row) for row in await session.execute(statement)}
+    rows = await execute_core(session, statement)
+    found = {as_utc(row.bucket_start): _counts(row) for row in rows}
     step = timedelta(seconds=query.granularity.seconds)
     points: list[SeriesPoint] = []
     moment = query.start
@@ -178,7 +180,7 @@ async def _breakdown(
     )
     if first is not None:
         statement = statement.limit(first)
-    return [Share(row.label, _counts(row)) for row in await session.execute(statement)]
+    return [Share(row.label, _counts(row)) for row in await execute_core(session, statement)]
 
 
 async def by_key(
@@ -206,4 +208,4 @@ async def totals_by_key(
         .where(*_conditions(caller, query), _buckets.c.api_key_id.in_(key_ids))
         .group_by(_buckets.c.api_key_id)
     )
-    return {row.api_key_id: _counts(row) for row in await session.execute(statement)}
+    return {row.api_key_id: _counts(row) for row in await execute_core(session, statement)}

@@ -11,9 +11,9 @@ import httpx
 import pytest
 from sqlalchemy import text
 
-from app.keys import service
 from app.auth.principal import Caller
 from app.db import session_scope
+from app.keys import service
 from app.keys.secret import generate_secret
 from app.runtime import Runtime
 from tests.support import IssuedKey, Tenant, gql, make_key
@@ -30,9 +30,10 @@ mutation Revoke($id: ID!) {
 async def auth(
     client: httpx.AsyncClient,
     headers: dict[str, str] | None = None,
-    params: dict[str, Any] | list[tuple[str, str]] | None = None,
+    params: dict[str, str] | list[tuple[str, str]] | None = None,
 ) -> httpx.Response:
-    return await client.get(AUTH, headers=headers or {}, params=params)
+    pairs = params.items() if isinstance(params, dict) else params or []
+    return await client.get(AUTH, headers=headers or {}, params=tuple(pairs))
 
 
 def assert_refused(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
@@ -339,9 +340,7 @@ async def test_insufficient_scope_spends_no_rate_limit_budget(
     assert response.headers["X-RateLimit-Remaining"] == "1"
 
 
-async def test_head_request_is_answered_like_get(
-    client: httpx.AsyncClient, key: IssuedKey
-) -> None:
+async def test_head_request_is_answered_like_get(client: httpx.AsyncClient, key: IssuedKey) -> None:
     response = await client.head(AUTH, headers={"X-API-Key": key.secret})
 
     assert response.status_code == 200
@@ -364,11 +363,15 @@ async def test_usage_operation_is_the_original_method_and_path_without_the_query
 
     async with runtime.engine.connect() as connection:
         operations = (
-            await connection.execute(
-                text("SELECT DISTINCT operation FROM usage_buckets WHERE api_key_id = :id"),
-                {"id": key.id},
+            (
+                await connection.execute(
+                    text("SELECT DISTINCT operation FROM usage_buckets WHERE api_key_id = :id"),
+                    {"id": key.id},
+                )
             )
-        ).scalars().all()
+            .scalars()
+            .all()
+        )
     assert operations == ["POST /v3/poi"]
 
 

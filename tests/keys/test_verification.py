@@ -145,9 +145,7 @@ async def test_key_with_a_bad_checksum_makes_no_database_round_trip(
 # --- revocation and the cache ------------------------------------------------------------------
 
 
-async def test_revocation_invalidates_the_cache_at_commit(
-    runtime: Runtime, tenant: Tenant
-) -> None:
+async def test_revocation_invalidates_the_cache_at_commit(runtime: Runtime, tenant: Tenant) -> None:
     key = await make_key(runtime, tenant, "to revoke")
     assert await verify(runtime, key.secret) is Outcome.VALID  # now cached
 
@@ -177,12 +175,15 @@ async def test_revocation_that_rolls_back_leaves_the_key_valid_and_cached(
     key = await make_key(runtime, tenant, "kept")
     assert await verify(runtime, key.secret) is Outcome.VALID  # now cached
 
-    with pytest.raises(RuntimeError, match="abandon"):
+    async def revoke_then_abandon() -> None:
         async with session_scope(runtime.sessionmaker) as session:
             await service.revoke_key(
                 session, admin(runtime, tenant), key.id, broadcast=runtime.broadcast
             )
             raise RuntimeError("abandon the unit of work")
+
+    with pytest.raises(RuntimeError, match="abandon"):
+        await revoke_then_abandon()
 
     with count_statements(runtime.engine) as log:
         assert await verify(runtime, key.secret) is Outcome.VALID
@@ -259,9 +260,7 @@ async def test_lookup_that_raced_a_revocation_does_not_cache_the_stale_record(
 # --- rate limits -------------------------------------------------------------------------------
 
 
-async def test_key_rate_limit_set_at_creation_is_honoured(
-    runtime: Runtime, tenant: Tenant
-) -> None:
+async def test_key_rate_limit_set_at_creation_is_honoured(runtime: Runtime, tenant: Tenant) -> None:
     key = await key_with_rate_limit(runtime, tenant, requests=2)
 
     outcomes = [await verify(runtime, key.secret) for _ in range(3)]
@@ -404,4 +403,3 @@ async def test_batch_of_valid_verifications_writes_last_used_once_per_key(
     writes = [s for s in log.statements if s.lstrip().upper().startswith("UPDATE")]
 
     assert len(writes) == 1, log.statements
-

@@ -166,7 +166,10 @@ async def test_truncated_key_is_malformed_and_says_how_long_keys_are(
 
 
 async def test_jwt_is_recognised_as_a_jwt(client: httpx.AsyncClient) -> None:
-    jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U"
+    jwt = (
+        "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0"
+        ".dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U"
+    )
 
     assert_rejected(await verify(client, jwt), "LOOKS_LIKE_JWT")
 
@@ -293,7 +296,9 @@ async def test_rejection_for_an_earlier_reason_spends_no_rate_limit_budget(
         rateLimit={"requests": 3, "perSeconds": 60},
     )
     for _ in range(5):
-        assert_rejected(await verify(client, created["secret"], ["write:billing"]), "INSUFFICIENT_SCOPE")
+        assert_rejected(
+            await verify(client, created["secret"], ["write:billing"]), "INSUFFICIENT_SCOPE"
+        )
 
     body = (await verify(client, created["secret"])).json()
 
