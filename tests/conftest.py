@@ -129,7 +129,10 @@ async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
 
         async with runtime.engine.begin() as connection:
             await connection.execute(
-                text("TRUNCATE usage_buckets, api_keys, organizations CASCADE")
+                text(
+                    "TRUNCATE audit_events, idempotency_records, usage_buckets, api_keys,"
+                    " organizations CASCADE"
+                )
             )
     yield runtime
     await runtime.engine.dispose()
