@@ -13,13 +13,31 @@ from sqlalchemy import text
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from app.config import Settings
 from app.graphql import KeyhouseGraphQL, build_schema
-from app.keys.router import data_plane_routes
+from app.keys.router import DataPlaneRoute, data_plane_routes
 from app.runtime import Runtime
 
 logger = logging.getLogger(__name__)
+
+
+class KeyhouseApp(FastAPI):
+    """FastAPI, with the data-plane paths answered before its middleware stack and router.
+
+    Everything else (GraphQL, health, metrics) goes through FastAPI as usual.
+    """
+
+    data_plane: dict[str, DataPlaneRoute]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            route = self.data_plane.get(scope["path"])
+            if route is not None:
+                await route(scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
 
 
 def create_app(settings: Settings | None = None, *, runtime: Runtime | None = None) -> FastAPI:
@@ -37,8 +55,17 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         finally:
             await runtime.stop()
 
-    app = FastAPI(title="keyhouse", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app = KeyhouseApp(
+        title="keyhouse",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+        # No OpenTelemetry here: keeps FastAPI from checking for providers on every request.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
+    )
     app.state.runtime = runtime
+    app.data_plane = data_plane_routes(runtime)
 
     graphql_app = KeyhouseGraphQL(build_schema(runtime.settings), runtime)
 
@@ -81,7 +108,6 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),
-            *data_plane_routes(runtime),
         ]
     )
     return app

@@ -5,7 +5,11 @@ window's expiry is its reset), but called on the storage directly with a key com
 cached key: the strategy object recomputes the storage key three times per hit, which was most
 of the verification's cost.
 
-Counters live in process memory by default. With Redis configured they live in Redis so that
+Counters live in process memory by default, in :class:`LocalWindows`: the same fixed windows as
+``limits``' MemoryStorage, without its per-key lock and expiry timer thread (an event loop has one
+thread), which cost more than the rest of a cached verification (benchmarks/verify.py).
+
+With Redis configured they live in Redis so that
 every instance spends the same budget; if Redis stops answering, counting falls back to process
 memory (each instance then enforces the limit on its own), says so once in the log and in
 ``/readyz``, and tries Redis again a few seconds later.
@@ -23,7 +27,6 @@ from limits import RateLimitItem, RateLimitItemPerSecond
 from limits.aio.storage import RedisStorage
 from limits.aio.storage.redis.redispy import RedispyBridge
 from limits.errors import StorageError
-from limits.storage import MemoryStorage
 
 logger = logging.getLogger(__name__)
 
@@ -67,10 +70,43 @@ class RateLimitStatus:
         return headers
 
 
+class LocalWindows:
+    """Fixed-window counters in process memory, for one event loop's thread.
+
+    Each counter remembers when its window ends; a hit after that starts a new window. Ended
+    windows are swept out once the table has grown by half since the last sweep, so memory
+    stays proportional to the keys used within one window.
+    """
+
+    def __init__(self) -> None:
+        self._windows: dict[str, tuple[float, int]] = {}  # counter -> (window end, hits)
+        self._sweep_at = 1024
+
+    def incr(self, counter: str, expiry: float) -> tuple[int, float]:
+        """Count a hit; returns the hits in the current window and when the window ends."""
+        now = time.time()
+        window = self._windows.get(counter)
+        if window is None or window[0] <= now:
+            if len(self._windows) >= self._sweep_at:
+                self._sweep(now)
+            window = (now + expiry, 1)
+        else:
+            window = (window[0], window[1] + 1)
+        self._windows[counter] = window
+        return window[1], window[0]
+
+    def _sweep(self, now: float) -> None:
+        self._windows = {c: w for c, w in self._windows.items() if w[0] > now}
+        self._sweep_at = max(1024, len(self._windows) * 3 // 2)
+
+    def __len__(self) -> int:
+        return len(self._windows)
+
+
 class RateLimiter:
     def __init__(self, redis_url: str | None = None) -> None:
         # The in-memory counters are synchronous: no I/O, so no reason to pay for coroutines.
-        self._local = MemoryStorage()
+        self._local = LocalWindows()
         self._shared: RedisStorage | None = None
         if redis_url:
             self._shared = RedisStorage(
@@ -107,8 +143,8 @@ class RateLimiter:
                     logger.warning("rate limit storage reachable again, counting in redis")
                     self._shared_down_until = 0.0
                 return _status(item, count, reset)
-        count = self._local.incr(counter, item.get_expiry())
-        return _status(item, count, self._local.get_expiry(counter))
+        count, reset = self._local.incr(counter, item.get_expiry())
+        return _status(item, count, reset)
 
     async def close(self) -> None:
         """Close the Redis connection pool (``limits`` offers no close of its own)."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -21,6 +22,10 @@ from app.keys.verification import KeyVerifier
 from app.ratelimit import RateLimiter
 from app.usage.models import Granularity
 from app.usage.recorder import UsageRecorder
+
+logger = logging.getLogger(__name__)
+
+STOP_TIMEOUT_SECONDS = 5.0
 
 
 def usage_retention(settings: Settings) -> dict[Granularity, timedelta]:
@@ -90,11 +95,14 @@ class Runtime:
         ]
 
     async def stop(self) -> None:
+        self.broadcast.stop_listening()
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if self._tasks:
+            # Bounded: a task that swallowed its cancellation must not hang the shutdown.
+            _, stuck = await asyncio.wait(self._tasks, timeout=STOP_TIMEOUT_SECONDS)
+            for task in stuck:
+                logger.warning("background task %s did not stop in time", task.get_name())
         self._tasks = []
         # What was used since the last flush is written before the process goes away.
         with contextlib.suppress(Exception):

@@ -81,6 +81,43 @@ async def test_refused_hit_reports_when_to_retry() -> None:
     assert int(headers["X-RateLimit-Reset"]) <= int(time.time()) + 31
 
 
+class FakeClock:
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.now = 1_800_000_000.0
+        monkeypatch.setattr("app.ratelimit.time.time", lambda: self.now)
+
+
+async def test_a_new_window_starts_when_the_last_one_ended(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = FakeClock(monkeypatch)
+    limiter = RateLimiter()
+    key = budget(2, 60)
+    first_window = [await limiter.hit(key) for _ in range(3)]
+
+    clock.now += 60
+    next_window = await limiter.hit(key)
+
+    assert [status.allowed for status in first_window] == [True, True, False]
+    assert first_window[0].reset == int(clock.now)
+    assert next_window.allowed
+    assert next_window.remaining == 1
+    assert next_window.reset == int(clock.now + 60)
+
+
+def test_local_windows_forget_ended_windows_as_the_table_grows(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = FakeClock(monkeypatch)
+    windows = ratelimit.LocalWindows()
+    for number in range(1000):
+        windows.incr(f"old_{number}", 10)
+    clock.now += 11
+
+    for number in range(2000):
+        windows.incr(f"new_{number}", 10)
+
+    assert len(windows) == 2000, "the 1,000 ended windows were swept out"
+
+
 @pytest.mark.redis
 async def test_limiters_on_one_redis_share_one_budget(
     redis_url: str, make_limiter: MakeLimiter
@@ -152,7 +189,7 @@ async def test_redis_down_is_logged_once_however_often_it_is_retried(
 
 @pytest.mark.redis
 async def test_stopping_the_runtime_closes_the_rate_limit_redis_connection(
-    redis_url: str, tmp_path: Path
+    redis_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     settings = Settings(database_url=f"sqlite+aiosqlite:///{tmp_path}/k.db", redis_url=redis_url)
     runtime = Runtime.create(settings)
@@ -162,6 +199,7 @@ async def test_stopping_the_runtime_closes_the_rate_limit_redis_connection(
 
     await runtime.stop()
 
+    assert "did not stop in time" not in caplog.text
     # An unclosed redis connection says so when it is collected.
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -37,6 +37,7 @@ class KeyChangeBroadcast:
                 redis_url, socket_connect_timeout=0.5, health_check_interval=2
             )
         self.live = False
+        self._stopping = False
 
     @property
     def configured(self) -> bool:
@@ -58,7 +59,7 @@ class KeyChangeBroadcast:
         """Subscribe until cancelled, reconnecting when Redis goes away."""
         if self._subscriber is None:
             return
-        while True:
+        while not self._stopping:
             try:
                 async with self._subscriber.pubsub() as pubsub:
                     await pubsub.subscribe(CHANNEL)
@@ -67,13 +68,18 @@ class KeyChangeBroadcast:
                     if not self.live:
                         logger.info("key change broadcast live")
                     self.live = True
-                    while True:
+                    # The flag as well as cancellation: redis-py can swallow a cancellation
+                    # that arrives during get_message's own timeout, and just return None.
+                    while not self._stopping:
                         message = await pubsub.get_message(
                             ignore_subscribe_messages=True, timeout=1.0
                         )
                         if message is not None and self._cache is not None:
                             self._cache.invalidate_key(message["data"].decode())
             except (RedisError, OSError) as exc:
+                # A read interrupted by stopping is not an outage: no reconnecting.
+                if self._stopping:
+                    return
                 if self.live:
                     logger.warning(
                         "key change broadcast lost (%s); using the short cache TTL",
@@ -81,6 +87,10 @@ class KeyChangeBroadcast:
                     )
                 self.live = False
                 await asyncio.sleep(RECONNECT_SECONDS)
+
+    def stop_listening(self) -> None:
+        """Let :meth:`listen` end instead of reconnecting (call before cancelling it)."""
+        self._stopping = True
 
     async def ping(self) -> bool:
         if self._client is None:
