@@ -7,6 +7,7 @@ revocation) is queued with :func:`after_commit`.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -40,8 +41,17 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 
 def create_engine(database_url: str) -> AsyncEngine:
+    # hide_parameters: a failed statement's error (logged with its traceback) never shows its
+    # parameters, which hold key hashes and what requests sent.
     if database_url.startswith("sqlite"):
-        engine = create_async_engine(database_url, connect_args={"timeout": 30})
+        # aiosqlite logs every statement with its parameters (key hashes among them) at DEBUG.
+        # Like SQLAlchemy for its own loggers: quiet unless the operator configured it.
+        driver_logger = logging.getLogger("aiosqlite")
+        if driver_logger.level == logging.NOTSET:
+            driver_logger.setLevel(logging.INFO)
+        engine = create_async_engine(
+            database_url, connect_args={"timeout": 30}, hide_parameters=True
+        )
 
         @event.listens_for(engine.sync_engine, "connect")
         def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -53,8 +63,19 @@ def create_engine(database_url: str) -> AsyncEngine:
             cursor.execute("PRAGMA busy_timeout=30000")
             cursor.close()
 
+        @event.listens_for(engine.sync_engine, "savepoint")
+        def _begin_before_savepoint(connection: Any, _name: str) -> None:
+            # The sqlite3 driver opens a transaction before DML only, not before SAVEPOINT: a
+            # savepoint that comes first is a transaction of its own, and releasing it commits,
+            # whatever the enclosing unit of work does afterwards (a key would survive a failed
+            # createApiKey). Open the transaction first.
+            if not connection.connection.driver_connection.in_transaction:
+                connection.exec_driver_sql("BEGIN")
+
         return engine
-    return create_async_engine(database_url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+    return create_async_engine(
+        database_url, pool_size=10, max_overflow=10, pool_pre_ping=True, hide_parameters=True
+    )
 
 
 def create_sessionmaker(engine: AsyncEngine) -> SessionMaker:

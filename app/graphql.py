@@ -8,6 +8,7 @@ page itself loads without a key.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -83,6 +84,23 @@ class MaskUnexpectedErrors(MaskErrors):
         return masked
 
 
+_VARIABLE_ERROR = re.compile(r"Variable '\$\w+'")
+
+
+def _loggable(error: GraphQLError) -> str:
+    """What an expected error's log line says: never a value the request sent. Our messages
+    quote the input (a page size, a scope name), so ours are logged by their extensions
+    (``argument``, ``requiredScope``); graphql-core's messages come from the document, except
+    variable coercion errors, which quote the variable's value."""
+    if error.original_error is not None:
+        extensions = error.extensions or {}
+        return " ".join(f"{k}={v}" for k, v in extensions.items() if k != "code") or "-"
+    variable = _VARIABLE_ERROR.match(error.message)
+    if variable is not None:
+        return f"{variable.group(0)} has an invalid value."
+    return error.message
+
+
 class KeyhouseSchema(strawberry.Schema):
     def process_errors(
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
@@ -93,7 +111,7 @@ class KeyhouseSchema(strawberry.Schema):
             path = ".".join(str(p) for p in error.path or ()) or "-"
             if _is_expected(error):
                 code = _code_of(error) or "BAD_USER_INPUT"
-                logger.info("graphql error %s at %s: %s", code, path, error.message)
+                logger.info("graphql error %s at %s: %s", code, path, _loggable(error))
             else:
                 logger.error("graphql internal error at %s", path, exc_info=error.original_error)
 
