@@ -6,12 +6,16 @@ import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, TypeVar
 
 import typer
 from rich.console import Console
-from rich.table import Table
+from rich.markup import escape
+from rich.table import Column, Table
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 from sqlmodel import select
 
 from app.auth.principal import Caller
@@ -20,7 +24,7 @@ from app.db import session_scope
 from app.errors import UserError
 from app.keys import service as keys_service
 from app.keys.models import ApiKey, KeyStatus
-from app.migrate import upgrade_to_head
+from app.migrate import setup_lock, upgrade_to_head
 from app.organizations.models import Organization
 from app.organizations.service import OrganizationCreated, create_organization
 from app.pagination import Cursor
@@ -34,7 +38,9 @@ app.add_typer(orgs_app, name="orgs")
 app.add_typer(keys_app, name="keys")
 
 console = Console()
-errors = Console(stderr=True)
+# Messages name user input (key names, scopes): printed escaped, never as Rich markup, and on one
+# line however narrow the terminal, so that scripts can read them.
+errors = Console(stderr=True, soft_wrap=True)
 T = TypeVar("T")
 
 DEFAULT_ORGANIZATION = "Default organization"
@@ -44,9 +50,20 @@ def _run(work: Callable[[Runtime], Awaitable[T]]) -> T:
     """Run ``work`` against a migrated database, without the server's background tasks."""
 
     async def main() -> T:
-        runtime = Runtime.create(Settings())
+        settings = Settings()
+        runtime = Runtime.create(settings)
         try:
-            await upgrade_to_head(runtime.engine)
+            try:
+                await upgrade_to_head(runtime.engine)
+            except (OSError, DBAPIError) as error:
+                # A wrong KEYHOUSE_DATABASE_URL: say which database and why, not a traceback.
+                reason = error.orig if isinstance(error, DBAPIError) else error
+                where = make_url(settings.database_url).render_as_string(hide_password=True)
+                errors.print(
+                    f"[red]error[/red] cannot open the database {escape(where)} "
+                    f"(KEYHOUSE_DATABASE_URL): {escape(str(reason).splitlines()[0])}"
+                )
+                raise typer.Exit(code=1) from None
             return await work(runtime)
         finally:
             await runtime.broadcast.close()
@@ -56,7 +73,7 @@ def _run(work: Callable[[Runtime], Awaitable[T]]) -> T:
 
 
 def _fail(error: UserError) -> typer.Exit:
-    errors.print(f"[red]error[/red] {error.code}: {error.message}")
+    errors.print(f"[red]error[/red] {error.code}: {escape(error.message)}")
     return typer.Exit(code=2)
 
 
@@ -80,7 +97,7 @@ def _print_organization(created: OrganizationCreated, *, as_json: bool) -> None:
         )
         return
     console.print(
-        f"Organization [bold]{created.organization.name}[/bold] ({created.organization.id})"
+        f"Organization [bold]{escape(created.organization.name)}[/bold] ({created.organization.id})"
     )
     console.print("Admin key (shown once, store it now):")
     console.print(f"  [bold green]{created.admin_key.secret}[/bold green]", soft_wrap=True)
@@ -148,17 +165,20 @@ def keys_create(
     result = _run(work)
     if isinstance(result, list):
         for error in result:
-            errors.print(f"[red]error[/red] {error.code} ({error.field}): {error.message}")
+            errors.print(f"[red]error[/red] {error.code} ({error.field}): {escape(error.message)}")
         raise typer.Exit(code=2)
     if as_json:
         typer.echo(json.dumps({"id": result.api_key.id, "apiKey": result.secret}))
         return
-    console.print(f"Key [bold]{result.api_key.name}[/bold] ({result.api_key.id})")
+    console.print(f"Key [bold]{escape(result.api_key.name)}[/bold] ({result.api_key.id})")
     console.print(f"  [bold green]{result.secret}[/bold green]  (shown once)", soft_wrap=True)
 
 
 @keys_app.command("list")
-def keys_list(organization: Annotated[str, typer.Option(help="Organization id.")]) -> None:
+def keys_list(
+    organization: Annotated[str, typer.Option(help="Organization id.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON only.")] = False,
+) -> None:
     """List an organization's keys (never their secrets)."""
 
     async def work(runtime: Runtime) -> list[ApiKey]:
@@ -181,13 +201,26 @@ def keys_list(organization: Annotated[str, typer.Option(help="Organization id.")
                 cursor = Cursor(page.keys[-1].created_at, page.keys[-1].id)
 
     rows = _run(work)
-    table = Table("id", "name", "hint", "scopes", "status", "created", "expires", "last used")
     now = utcnow()
+    if as_json:
+        typer.echo(json.dumps([_key_json(row, now) for row in rows]))
+        return
+    # Ids and hints are what `keys revoke` and a user need whole: never cut short.
+    table = Table(
+        Column("id", no_wrap=True),
+        "name",
+        Column("hint", no_wrap=True),
+        "scopes",
+        "status",
+        "created",
+        "expires",
+        "last used",
+    )
     for row in rows:
         status = row.status_at(now)
         table.add_row(
             row.id,
-            row.name,
+            escape(row.name),
             row.hint,
             " ".join(row.scopes),
             f"[red]{status}[/red]" if status is not KeyStatus.ACTIVE else str(status),
@@ -195,7 +228,26 @@ def keys_list(organization: Annotated[str, typer.Option(help="Organization id.")
             "-" if row.expires_at is None else f"{row.expires_at:%Y-%m-%d}",
             "never" if row.last_used_at is None else f"{row.last_used_at:%Y-%m-%d %H:%M}",
         )
-    console.print(table)
+    # Piped or redirected output has no terminal width to fit (Rich would assume 80 columns and
+    # cut ids short): print the table whole.
+    (console if console.is_terminal else Console(width=1000)).print(table)
+
+
+def _key_json(row: ApiKey, now: datetime) -> dict[str, object]:
+    def moment(value: datetime | None) -> str | None:
+        return None if value is None else value.isoformat()
+
+    return {
+        "id": row.id,
+        "name": row.name,
+        "hint": row.hint,
+        "scopes": list(row.scopes),
+        "status": str(row.status_at(now)),
+        "createdAt": moment(row.created_at),
+        "expiresAt": moment(row.expires_at),
+        "revokedAt": moment(row.revoked_at),
+        "lastUsedAt": moment(row.last_used_at),
+    }
 
 
 @keys_app.command("revoke")
@@ -246,10 +298,12 @@ def serve(
     from app.main import create_app
 
     async def bootstrap(runtime: Runtime) -> OrganizationCreated | UserError | None:
-        async with runtime.sessionmaker() as session:
-            if (await session.exec(select(Organization.id).limit(1))).first() is not None:
-                return None
-        return await _new_organization(runtime, DEFAULT_ORGANIZATION)
+        # Instances started together on an empty database create one first organization.
+        async with setup_lock(runtime.engine):
+            async with runtime.sessionmaker() as session:
+                if (await session.exec(select(Organization.id).limit(1))).first() is not None:
+                    return None
+            return await _new_organization(runtime, DEFAULT_ORGANIZATION)
 
     created = _run(bootstrap)
     if isinstance(created, OrganizationCreated):

@@ -12,6 +12,7 @@ import secrets
 import shutil
 import socket
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -88,20 +89,26 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
-def postgres_migrated() -> Iterator[str]:
-    """A database of this test run's own on the PostgreSQL server (created from ``test``), so
-    concurrent runs never touch each other's tables; dropped at the end."""
+@contextmanager
+def fresh_postgres_database() -> Iterator[str]:
+    """An empty database of its own on the PostgreSQL server (created from ``test``), so that
+    concurrent runs and other tests never touch its tables; dropped on exit."""
     require_postgres()
     name = f"keyhouse_test_{os.getpid()}_{secrets.token_hex(3)}"
     base, _, _ = POSTGRES_URL.rpartition("/")
     asyncio.run(_admin(POSTGRES_URL, f'CREATE DATABASE "{name}"'))
     try:
-        url = f"{base}/{name}"
-        asyncio.run(_create_postgres(url))
-        yield url
+        yield f"{base}/{name}"
     finally:
         asyncio.run(_admin(POSTGRES_URL, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(scope="session")
+def postgres_migrated() -> Iterator[str]:
+    """A migrated database of this test run's own, shared by its PostgreSQL tests."""
+    with fresh_postgres_database() as url:
+        asyncio.run(_create_postgres(url))
+        yield url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

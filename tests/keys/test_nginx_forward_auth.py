@@ -12,12 +12,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import string
-import subprocess
-import sys
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -30,14 +26,23 @@ import pytest
 
 from app.keys.secret import generate_secret
 from tests.conftest import REQUIRE_SERVICES
+from tests.processes import (
+    STOP_SECONDS,
+    answers,
+    environment_without_settings,
+    free_port,
+    healthy,
+    keyhouse_command,
+    keyhouse_json,
+    started,
+    wait_until,
+)
 
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
 NGINX_TEMPLATE = ROOT / "deploy" / "nginx" / "keyhouse.conf"
 RATE_LIMIT = 5
-STARTUP_SECONDS = 20.0
-STOP_SECONDS = 5.0
 
 
 # --- processes -----------------------------------------------------------------------------
@@ -55,23 +60,9 @@ def nginx_binary() -> str:
     pytest.skip(reason)
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def keyhouse_command() -> list[str]:
-    script = Path(sys.executable).with_name("keyhouse")
-    if script.exists():
-        return [str(script)]
-    return [sys.executable, "-c", "from app.cli import main; main()"]
-
-
 def keyhouse_env(database: Path) -> dict[str, str]:
     # Nothing from the developer's own KEYHOUSE_* settings (Redis, a service token...) leaks in.
-    env = {name: value for name, value in os.environ.items() if not name.startswith("KEYHOUSE_")}
+    env = environment_without_settings()
     env.update(
         KEYHOUSE_DATABASE_URL=f"sqlite+aiosqlite:///{database}",
         KEYHOUSE_DEFAULT_RATE_LIMIT_REQUESTS=str(RATE_LIMIT),
@@ -79,68 +70,6 @@ def keyhouse_env(database: Path) -> dict[str, str]:
         KEYHOUSE_LOG_LEVEL="WARNING",
     )
     return env
-
-
-def keyhouse_json(env: dict[str, str], *args: str) -> dict[str, str]:
-    done = subprocess.run(
-        [*keyhouse_command(), *args, "--json"],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, f"keyhouse {' '.join(args)}: {done.stderr}"
-    result: dict[str, str] = json.loads(done.stdout)
-    return result
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=STOP_SECONDS)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=STOP_SECONDS)
-
-
-@contextmanager
-def started(command: list[str], log: Path, **kwargs: Any) -> Iterator[subprocess.Popen[bytes]]:
-    """A process with its output in ``log``, stopped (SIGTERM, then SIGKILL) on exit."""
-    with log.open("wb") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, **kwargs)
-    try:
-        yield process
-    finally:
-        stop(process)
-
-
-def wait_until(ready: Any, process: subprocess.Popen[bytes], what: str, log: Path) -> None:
-    deadline = time.monotonic() + STARTUP_SECONDS
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"{what} exited with {process.returncode}:\n{log.read_text()}")
-        if ready():
-            return
-        time.sleep(0.05)
-    pytest.fail(f"{what} did not start within {STARTUP_SECONDS:g}s:\n{log.read_text()}")
-
-
-def answers(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
-def healthy(url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/healthz", timeout=0.5, trust_env=False).status_code == 200
-    except httpx.TransportError:
-        return False
 
 
 # --- the upstream: echoes what it received --------------------------------------------------
@@ -488,3 +417,16 @@ def test_nginx_fails_closed_with_503_when_keyhouse_does_not_answer(tmp_path: Pat
         assert response.json()["code"] == "AUTH_UNAVAILABLE"
         assert response.headers["Retry-After"] == "5"
         assert upstream.seen == []
+
+
+def test_the_readme_shows_the_tested_configuration() -> None:
+    """The README's nginx example is deploy/nginx/keyhouse.conf without its comment lines."""
+    readme = (ROOT / "README.md").read_text()
+    shown = readme.split("```nginx\n", 1)[1].split("\n```", 1)[0]
+    tested = [
+        line
+        for line in NGINX_TEMPLATE.read_text().splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
+
+    assert [line for line in shown.splitlines() if line.strip()] == tested
