@@ -12,9 +12,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, case, func, or_
+from sqlalchemy import and_, case, func, or_, update
 from sqlalchemy import select as sa_select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -239,6 +240,10 @@ async def _insert_key(session: AsyncSession, api_key: ApiKey) -> bool:
     return True
 
 
+# Oldest first: the order a creation reports the keys it superseded in, and a replay too.
+_SUPERSEDED_ORDER = (col(ApiKey.created_at), col(ApiKey.id))
+
+
 async def _supersede_others(
     session: AsyncSession,
     caller: Caller,
@@ -252,11 +257,15 @@ async def _supersede_others(
     ``replacement`` after the grace period. The caller's own key is kept (``keep``): a caller
     never locks itself out."""
     now = utcnow()
-    statement = select(ApiKey).where(
-        col(ApiKey.organization_id) == caller.organization_id,
-        col(ApiKey.id).not_in([replacement.id, *keep]),
-        _status_condition(KeyStatus.ACTIVE, now),
-        col(ApiKey.superseded_at).is_(None),
+    statement = (
+        select(ApiKey)
+        .where(
+            col(ApiKey.organization_id) == caller.organization_id,
+            col(ApiKey.id).not_in([replacement.id, *keep]),
+            _status_condition(KeyStatus.ACTIVE, now),
+            col(ApiKey.superseded_at).is_(None),
+        )
+        .order_by(*_SUPERSEDED_ORDER)
     )
     superseded = list((await session.exec(statement)).all())
     effective = now + timedelta(hours=grace_hours)
@@ -278,6 +287,19 @@ async def _supersede_others(
         )
         _announce_after_commit(session, broadcast, old.id)
     return superseded
+
+
+async def _superseded_by(session: AsyncSession, caller: Caller, key_id: str) -> list[ApiKey]:
+    """The keys the single-active-key policy replaced with this one (for a replayed answer)."""
+    statement = (
+        select(ApiKey)
+        .where(
+            col(ApiKey.organization_id) == caller.organization_id,
+            col(ApiKey.superseded_by_key_id) == key_id,
+        )
+        .order_by(*_SUPERSEDED_ORDER)
+    )
+    return list((await session.exec(statement)).all())
 
 
 def _announce_after_commit(
@@ -310,19 +332,17 @@ async def create_key(
             "rateLimit": data.rate_limit,
         },
     )
-    if data.idempotency_key is not None:
-        replay = await _replay(session, caller, data.idempotency_key, "createApiKey", digest)
-        if replay is not None:
-            if isinstance(replay, UserError):
-                return [replay]
-            api_key, secret, _ = replay
-            return KeyCreated(api_key, secret)
+    replayed = await _replayed_creation(session, caller, data.idempotency_key, digest)
+    if replayed is not None:
+        return replayed
 
     name, scopes, errors = _check_create(data, caller, catalogue, policy)
     if errors:
         return errors
     if await _live_name_exists(session, caller.organization_id, name):
-        return [_name_taken(name)]
+        # Taken by this very request sent twice (a retry while the first was in flight)?
+        taken_by_first = await _replayed_creation(session, caller, data.idempotency_key, digest)
+        return taken_by_first or [_name_taken(name)]
 
     secret = generate_secret(key_prefix)
     now = utcnow()
@@ -341,7 +361,8 @@ async def create_key(
         rate_limit_per_seconds=None if data.rate_limit is None else data.rate_limit.per_seconds,
     )
     if not await _insert_key(session, api_key):
-        return [_name_taken(name)]
+        taken_by_first = await _replayed_creation(session, caller, data.idempotency_key, digest)
+        return taken_by_first or [_name_taken(name)]
     record_event(
         session,
         caller,
@@ -377,6 +398,36 @@ async def create_key(
         )
     await session.flush()
     return KeyCreated(api_key, secret, superseded)
+
+
+async def _replayed_creation(
+    session: AsyncSession, caller: Caller, idempotency_key: str | None, digest: str
+) -> KeyCreated | list[UserError] | None:
+    if idempotency_key is None:
+        return None
+    replay = await _replay(session, caller, idempotency_key, "createApiKey", digest)
+    if replay is None:
+        return None
+    if isinstance(replay, UserError):
+        return [replay]
+    api_key, secret, _ = replay
+    # The same answer as the first time: the keys that creation superseded, too.
+    return KeyCreated(api_key, secret, await _superseded_by(session, caller, api_key.id))
+
+
+async def _replayed_rotation(
+    session: AsyncSession, caller: Caller, idempotency_key: str | None, digest: str
+) -> KeyRotated | list[UserError] | None:
+    if idempotency_key is None:
+        return None
+    replay = await _replay(session, caller, idempotency_key, "rotateApiKey", digest)
+    if replay is None:
+        return None
+    if isinstance(replay, UserError):
+        return [replay]
+    api_key, secret, previous = replay
+    assert previous is not None, "a rotation record names the rotated key"
+    return KeyRotated(api_key, secret, previous)
 
 
 async def _replay(
@@ -556,6 +607,25 @@ async def revoke_key(
     return api_key
 
 
+async def _claim_for_rotation(
+    session: AsyncSession, old: ApiKey, new_id: str, sunset: datetime
+) -> bool:
+    """Mark ``old`` as replaced by ``new_id`` only if it is still in play, in one statement: a
+    concurrent rotation or revocation of the same key is noticed instead of overwritten. The old
+    key leaves the unique-name index before its successor takes the name."""
+    result = await session.exec(
+        update(ApiKey)
+        .where(
+            col(ApiKey.id) == old.id,
+            col(ApiKey.revoked_at).is_(None),
+            col(ApiKey.superseded_at).is_(None),
+        )
+        .values(superseded_at=sunset, superseded_by_key_id=new_id)
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount == 1
+
+
 def _rotated_lifetime(old: ApiKey, policy: Organization) -> timedelta | None:
     """The new key lives as long as the old one did, within the organization's policy."""
     lifetime = None if old.expires_at is None else old.expires_at - old.created_at
@@ -592,14 +662,9 @@ async def rotate_key(
     digest = idempotency.request_digest(
         "rotateApiKey", {"id": data.key_id, "gracePeriodHours": data.grace_period_hours}
     )
-    if data.idempotency_key is not None:
-        replay = await _replay(session, caller, data.idempotency_key, "rotateApiKey", digest)
-        if replay is not None:
-            if isinstance(replay, UserError):
-                return [replay]
-            api_key, secret, previous = replay
-            assert previous is not None, "a rotation record names the rotated key"
-            return KeyRotated(api_key, secret, previous)
+    replayed = await _replayed_rotation(session, caller, data.idempotency_key, digest)
+    if replayed is not None:
+        return replayed
 
     old = await get_key(session, caller, data.key_id)
     if old is None:
@@ -652,13 +717,29 @@ async def rotate_key(
         rate_limit_per_seconds=old.rate_limit_per_seconds,
     )
     sunset = now + timedelta(hours=data.grace_period_hours)
-    # The old key leaves the unique-name index before its successor takes the name.
-    old.superseded_at = sunset
-    old.superseded_by_key_id = new.id
-    session.add(old)
-    await session.flush()
-    if not await _insert_key(session, new):
+    try:
+        # One savepoint: a name taken meanwhile must not leave the old key marked as replaced.
+        async with session.begin_nested():
+            claimed = await _claim_for_rotation(session, old, new.id, sunset)
+            if claimed:
+                session.add(new)
+    except IntegrityError:
         return [_name_taken(old.name)]
+    if not claimed:
+        # Rotated (or revoked) by a concurrent request: if it was this very request sent twice
+        # (a retry while the first was in flight), the first one's answer.
+        await session.refresh(old)
+        first = await _replayed_rotation(session, caller, data.idempotency_key, digest)
+        return first or [
+            UserError(
+                UserErrorCode.INVALID_INPUT,
+                "id",
+                f"Key '{old.name}' ({old.hint}) was just rotated or revoked by another request; "
+                "reload the key to see its state.",
+            )
+        ]
+    set_committed_value(old, "superseded_at", sunset)
+    set_committed_value(old, "superseded_by_key_id", new.id)
     record_event(
         session,
         caller,
