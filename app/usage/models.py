@@ -35,7 +35,17 @@ class UsageBucket(SQLModel, table=True):
     __tablename__ = "usage_buckets"
     __table_args__ = (
         PrimaryKeyConstraint("granularity", "bucket_start", "api_key_id", "operation", "outcome"),
-        Index("ix_usage_org_range", "organization_id", "granularity", "bucket_start"),
+        # Covering: usage queries read the index alone (migration 0005).
+        Index(
+            "ix_usage_org_range",
+            "organization_id",
+            "granularity",
+            "bucket_start",
+            "outcome",
+            "api_key_id",
+            "operation",
+            "count",
+        ),
         Index("ix_usage_key_range", "api_key_id", "granularity", "bucket_start"),
     )
 

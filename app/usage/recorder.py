@@ -38,16 +38,6 @@ UPSERT_CHUNK = 20_000
 PRUNE_EVERY_SECONDS = 3600.0
 
 
-def _conflict_key(row: dict[str, Any]) -> tuple[str, datetime, str, str, str]:
-    return (
-        row["granularity"],
-        row["bucket_start"],
-        row["api_key_id"],
-        row["operation"],
-        row["outcome"],
-    )
-
-
 class UsageRecorder:
     def __init__(
         self,
@@ -121,26 +111,41 @@ class UsageRecorder:
                 raise
 
     def _rows(self, counts: dict[BucketKey, int]) -> Iterable[dict[str, Any]]:
+        """The minute, hour and day rows of ``counts``, each granularity in one canonical order.
+
+        Every instance writes its rows in the same order, (granularity, start, key, operation,
+        outcome): two flushes of the same buckets that took their row locks in opposite orders
+        would deadlock on PostgreSQL. (A key belongs to one organization, so ordering by the
+        organization id as well changes nothing.)
+        """
         now = time.time()
         for granularity in Granularity:
             per_minute = granularity.seconds // 60
             retained = self._retention.get(granularity)
             oldest = -1 if retained is None else int((now - retained.total_seconds()) // 60)
-            merged: defaultdict[BucketKey, int] = defaultdict(int)
-            for (minute, key_id, org_id, operation, outcome), count in counts.items():
-                if minute < oldest:
-                    continue  # older than this granularity keeps: it would be pruned at once
-                start = minute - minute % per_minute
-                merged[(start, key_id, org_id, operation, outcome)] += count
-            for (start, key_id, org_id, operation, outcome), count in merged.items():
+            # Older than this granularity keeps: it would be pruned at once.
+            if per_minute == 1:
+                merged = {bucket: n for bucket, n in counts.items() if bucket[0] >= oldest}
+            else:
+                merged = defaultdict(int)
+                for (minute, key_id, org_id, operation, outcome), count in counts.items():
+                    if minute >= oldest:
+                        start = minute - minute % per_minute
+                        merged[(start, key_id, org_id, operation, outcome)] += count
+            starts: dict[int, datetime] = {}
+            for bucket in sorted(merged):
+                start, key_id, org_id, operation, outcome = bucket
+                when = starts.get(start)
+                if when is None:
+                    when = starts[start] = datetime.fromtimestamp(start * 60, UTC)
                 yield {
                     "granularity": granularity.value,
-                    "bucket_start": datetime.fromtimestamp(start * 60, UTC),
+                    "bucket_start": when,
                     "api_key_id": key_id,
                     "organization_id": org_id,
                     "operation": operation[:OPERATION_MAX_LENGTH],
                     "outcome": outcome,
-                    "count": count,
+                    "count": merged[bucket],
                 }
 
     async def _write_counts(
@@ -156,9 +161,7 @@ class UsageRecorder:
             index_elements=["granularity", "bucket_start", "api_key_id", "operation", "outcome"],
             set_={"count": table.c["count"] + insert.excluded["count"]},
         )
-        # One canonical row order for every instance: two flushes of the same buckets that took
-        # their row locks in opposite orders would deadlock on PostgreSQL.
-        rows = sorted(self._rows(counts), key=_conflict_key)
+        rows = list(self._rows(counts))
         for offset in range(0, len(rows), UPSERT_CHUNK):
             await connection.execute(statement, rows[offset : offset + UPSERT_CHUNK])
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, case, func, select
+from sqlalchemy import ColumnElement, and_, case, func, or_, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.auth.principal import Caller
@@ -117,12 +117,56 @@ def _span(span: timedelta) -> str:
     return f"{int(span.total_seconds() // 3600)} hours"
 
 
-def _conditions(caller: Caller, query: UsageQuery) -> list[ColumnElement[bool]]:
+def ceil_to(moment: datetime, granularity: Granularity) -> datetime:
+    floored = floor_to(moment, granularity)
+    return floored if floored == moment else floored + timedelta(seconds=granularity.seconds)
+
+
+# Totals and breakdowns do not need the requested granularity: any set of buckets that covers
+# the range exactly gives the same sums. Whole days are read from DAY buckets and whole hours
+# from HOUR buckets, the finer buckets only at the edges: a 30-day HOUR question reads ~30 DAY
+# rows per key and label instead of ~720 HOUR rows (benchmarks/usage.py).
+_COARSER = {
+    Granularity.MINUTE: (Granularity.HOUR, Granularity.DAY),
+    Granularity.HOUR: (Granularity.DAY,),
+    Granularity.DAY: (),
+}
+
+
+def tiles(query: UsageQuery) -> list[tuple[Granularity, datetime, datetime]]:
+    """Buckets that cover exactly the ``query.granularity`` buckets starting in [start, end),
+    as (granularity, first bucket start, end), coarsest in the middle."""
+    start, end = query.start, ceil_to(query.end, query.granularity)
+    coarser = _COARSER[query.granularity]
+    if not coarser:
+        return [(query.granularity, start, end)]
+    middle = coarser[0]
+    inner_start, inner_end = ceil_to(start, middle), floor_to(end, middle)
+    if inner_start >= inner_end:
+        return [(query.granularity, start, end)]
+    edges = [(query.granularity, start, inner_start), (query.granularity, inner_end, end)]
+    inner = tiles(UsageQuery(inner_start, inner_end, middle))
+    return [tile for tile in (*inner, *edges) if tile[1] < tile[2]]
+
+
+def _conditions(
+    caller: Caller, query: UsageQuery, *, coarsest: bool = False
+) -> list[ColumnElement[bool]]:
+    """The caller's buckets in the query's range: of its granularity (for a series), or the
+    coarsest exact cover of the range (for sums)."""
+    ranges = tiles(query) if coarsest else [(query.granularity, query.start, query.end)]
     conditions = [
         _buckets.c.organization_id == caller.organization_id,
-        _buckets.c.granularity == query.granularity.value,
-        _buckets.c.bucket_start >= query.start,
-        _buckets.c.bucket_start < query.end,
+        or_(
+            *(
+                and_(
+                    _buckets.c.granularity == granularity.value,
+                    _buckets.c.bucket_start >= start,
+                    _buckets.c.bucket_start < end,
+                )
+                for granularity, start, end in ranges
+            )
+        ),
     ]
     if query.api_key_id is not None:
         conditions.append(_buckets.c.api_key_id == query.api_key_id)
@@ -145,7 +189,7 @@ def _counts(row: Any) -> Counts:
 
 async def totals(session: AsyncSession, caller: Caller, query: UsageQuery) -> Counts:
     statement = select(_REQUESTS.label("requests"), _VALID.label("valid")).where(
-        *_conditions(caller, query)
+        *_conditions(caller, query, coarsest=True)
     )
     return _counts((await execute_core(session, statement)).one())
 
@@ -174,7 +218,7 @@ async def _breakdown(
     requests = _REQUESTS.label("requests")
     statement = (
         select(column.label("label"), requests, _VALID.label("valid"))
-        .where(*_conditions(caller, query))
+        .where(*_conditions(caller, query, coarsest=True))
         .group_by(column)
         .order_by(requests.desc(), column)
     )
@@ -205,7 +249,7 @@ async def totals_by_key(
     """Totals of many keys over one range in one statement (for the per-request DataLoader)."""
     statement = (
         select(_buckets.c.api_key_id, _REQUESTS.label("requests"), _VALID.label("valid"))
-        .where(*_conditions(caller, query), _buckets.c.api_key_id.in_(key_ids))
+        .where(*_conditions(caller, query, coarsest=True), _buckets.c.api_key_id.in_(key_ids))
         .group_by(_buckets.c.api_key_id)
     )
     return {row.api_key_id: _counts(row) for row in await execute_core(session, statement)}

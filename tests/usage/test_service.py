@@ -1,0 +1,101 @@
+"""Sums over a range read the coarsest buckets that cover it exactly, and agree with the series."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from app.auth.principal import Caller
+from app.db import session_scope
+from app.keys.outcomes import Outcome
+from app.runtime import Runtime
+from app.usage import service
+from app.usage.models import Granularity
+from app.usage.service import UsageQuery, tiles
+from tests.support import Tenant
+
+DAY, HOUR, MINUTE = Granularity.DAY, Granularity.HOUR, Granularity.MINUTE
+
+
+def at(text: str) -> datetime:
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
+def test_whole_days_of_an_hour_range_come_from_day_buckets() -> None:
+    query = UsageQuery(at("2026-10-01 13:00"), at("2026-10-04 05:30"), HOUR)
+
+    assert tiles(query) == [
+        (DAY, at("2026-10-02 00:00"), at("2026-10-04 00:00")),
+        (HOUR, at("2026-10-01 13:00"), at("2026-10-02 00:00")),
+        # The bucket 05:00 starts before `to` (05:30): it is part of the range, as in the series.
+        (HOUR, at("2026-10-04 00:00"), at("2026-10-04 06:00")),
+    ]
+
+
+def test_a_minute_range_reads_whole_hours_from_hour_buckets() -> None:
+    query = UsageQuery(at("2026-10-01 13:58"), at("2026-10-01 16:02"), MINUTE)
+
+    assert tiles(query) == [
+        (HOUR, at("2026-10-01 14:00"), at("2026-10-01 16:00")),
+        (MINUTE, at("2026-10-01 13:58"), at("2026-10-01 14:00")),
+        (MINUTE, at("2026-10-01 16:00"), at("2026-10-01 16:02")),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "granularity"),
+    [
+        ("2026-10-01 13:00", "2026-10-01 20:00", HOUR),  # no whole day inside
+        ("2026-10-01 00:00", "2026-10-03 00:00", DAY),  # nothing coarser than a day
+        ("2026-10-01 13:58", "2026-10-01 14:30", MINUTE),  # no whole hour inside
+    ],
+)
+def test_a_range_without_a_whole_coarser_bucket_is_read_as_asked(
+    start: str, end: str, granularity: Granularity
+) -> None:
+    query = UsageQuery(at(start), at(end), granularity)
+
+    assert tiles(query) == [(granularity, at(start), at(end))]
+
+
+async def test_totals_and_breakdowns_equal_the_sum_of_the_series(
+    runtime: Runtime, tenant: Tenant
+) -> None:
+    # Uses over the last two days, at random minutes, with two operations and two outcomes.
+    generator = random.Random(20261123)
+    now = datetime.now(UTC)
+    for _ in range(600):
+        moment = now - timedelta(minutes=generator.randrange(1, 2 * 24 * 60))
+        runtime.recorder.record(
+            tenant.admin_key_id,
+            tenant.organization_id,
+            generator.choice(["GET /a", "GET /b"]),
+            generator.choice([Outcome.VALID, Outcome.RATE_LIMITED]),
+            moment.timestamp(),
+        )
+    await runtime.recorder.flush()
+    caller = Caller(tenant.organization_id, runtime.catalogue.names(), tenant.admin_key_id)
+    coarser_read: set[Granularity] = set()
+
+    for granularity, span in ((HOUR, timedelta(hours=47)), (MINUTE, timedelta(hours=23))):
+        for _ in range(5):
+            start = now - span + timedelta(minutes=generator.randrange(0, 60))
+            end = start + timedelta(
+                minutes=generator.randrange(61, int(span.total_seconds() // 60))
+            )
+            query = UsageQuery(service.floor_to(start, granularity), end, granularity)
+            coarser_read.update(tile[0] for tile in tiles(query) if tile[0] is not granularity)
+            async with session_scope(runtime.sessionmaker) as session:
+                series = await service.series(session, caller, query)
+                totals = await service.totals(session, caller, query)
+                by_operation = await service.by_operation(session, caller, query, first=10)
+                by_outcome = await service.by_outcome(session, caller, query)
+
+            expected = sum(point.counts.requests for point in series)
+            assert totals.requests == expected, (granularity, start, end)
+            assert totals.valid == sum(point.counts.valid for point in series)
+            assert sum(share.counts.requests for share in by_operation) == expected
+            assert sum(share.counts.requests for share in by_outcome) == expected
+    assert coarser_read == {DAY, HOUR}, "some ranges were read from coarser buckets"
