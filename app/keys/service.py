@@ -637,6 +637,26 @@ def _rotated_lifetime(old: ApiKey, policy: Organization) -> timedelta | None:
     return lifetime
 
 
+def _unrotatable(old: ApiKey, now: datetime) -> UserError | None:
+    """Why ``old`` cannot be rotated: revoked, expired or already replaced."""
+    status = old.status_at(now)
+    if status is not KeyStatus.ACTIVE:
+        return UserError(
+            UserErrorCode.INVALID_INPUT,
+            "id",
+            f"Key '{old.name}' ({old.hint}) is {status.value.lower()} and cannot be rotated; "
+            "create a new key instead.",
+        )
+    if old.superseded_at is not None:
+        return UserError(
+            UserErrorCode.INVALID_INPUT,
+            "id",
+            f"Key '{old.name}' ({old.hint}) was already rotated and stops working at "
+            f"{old.superseded_at.isoformat()}; rotate its replacement instead.",
+        )
+    return None
+
+
 async def rotate_key(
     session: AsyncSession,
     caller: Caller,
@@ -670,25 +690,11 @@ async def rotate_key(
     if old is None:
         return [_not_found(data.key_id)]
     now = utcnow()
-    status = old.status_at(now)
-    if status is not KeyStatus.ACTIVE:
-        return [
-            UserError(
-                UserErrorCode.INVALID_INPUT,
-                "id",
-                f"Key '{old.name}' ({old.hint}) is {status.value.lower()} and cannot be rotated; "
-                "create a new key instead.",
-            )
-        ]
-    if old.superseded_at is not None:
-        return [
-            UserError(
-                UserErrorCode.INVALID_INPUT,
-                "id",
-                f"Key '{old.name}' ({old.hint}) was already rotated and stops working at "
-                f"{old.superseded_at.isoformat()}; rotate its replacement instead.",
-            )
-        ]
+    unrotatable = _unrotatable(old, now)
+    if unrotatable is not None:
+        # The same request sent twice: the first may have committed since the check above.
+        first = await _replayed_rotation(session, caller, data.idempotency_key, digest)
+        return first or [unrotatable]
     not_held = [scope for scope in old.scopes if not caller.holds(scope)]
     if not_held:
         return [
