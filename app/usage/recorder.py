@@ -17,7 +17,7 @@ import contextlib
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -28,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from app.db import SessionMaker
 from app.keys.models import ApiKey
 from app.keys.outcomes import Outcome
-from app.usage.models import OPERATION_MAX_LENGTH, Granularity, UsageBucket
+from app.usage.models import BUCKET_KEY, OPERATION_MAX_LENGTH, Granularity, UsageBucket
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +36,11 @@ logger = logging.getLogger(__name__)
 BucketKey = tuple[int, str, str, str, str]
 UPSERT_CHUNK = 20_000
 PRUNE_EVERY_SECONDS = 3600.0
+
+
+def _primary_key_order(bucket: BucketKey) -> tuple[str, int, str, str, str]:
+    start, key_id, organization_id, operation, outcome = bucket
+    return organization_id, start, key_id, operation, outcome
 
 
 class UsageRecorder:
@@ -110,13 +115,15 @@ class UsageRecorder:
                 )
                 raise
 
-    def _rows(self, counts: dict[BucketKey, int]) -> Iterable[dict[str, Any]]:
-        """The minute, hour and day rows of ``counts``, each granularity in one canonical order.
+    def _rows(
+        self, counts: dict[BucketKey, int], bucket_start: Callable[[datetime], Any]
+    ) -> Iterable[dict[str, Any]]:
+        """The minute, hour and day rows of ``counts``, each granularity in one canonical order,
+        with ``bucket_start`` already converted for the driver by ``bucket_start``.
 
-        Every instance writes its rows in the same order, (granularity, start, key, operation,
-        outcome): two flushes of the same buckets that took their row locks in opposite orders
-        would deadlock on PostgreSQL. (A key belongs to one organization, so ordering by the
-        organization id as well changes nothing.)
+        Every instance writes its rows in the same order, the primary key's (BUCKET_KEY): two
+        flushes of the same buckets that took their row locks in opposite orders would deadlock
+        on PostgreSQL, and rows in key order land next to each other in SQLite's B-tree.
         """
         now = time.time()
         for granularity in Granularity:
@@ -132,19 +139,20 @@ class UsageRecorder:
                     if minute >= oldest:
                         start = minute - minute % per_minute
                         merged[(start, key_id, org_id, operation, outcome)] += count
-            starts: dict[int, datetime] = {}
-            for bucket in sorted(merged):
+            name = granularity.value
+            starts: dict[int, Any] = {}
+            for bucket in sorted(merged, key=_primary_key_order):
                 start, key_id, org_id, operation, outcome = bucket
                 when = starts.get(start)
                 if when is None:
-                    when = starts[start] = datetime.fromtimestamp(start * 60, UTC)
+                    when = starts[start] = bucket_start(datetime.fromtimestamp(start * 60, UTC))
                 yield {
-                    "granularity": granularity.value,
+                    "granularity": name,
                     "bucket_start": when,
                     "api_key_id": key_id,
                     "organization_id": org_id,
                     "operation": operation[:OPERATION_MAX_LENGTH],
-                    "outcome": outcome,
+                    "outcome": str(outcome),
                     "count": merged[bucket],
                 }
 
@@ -154,16 +162,25 @@ class UsageRecorder:
         if not counts:
             return
         table: Table = UsageBucket.metadata.tables["usage_buckets"]
-        dialect = connection.dialect.name
-        insert = postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
+        dialect = connection.dialect
+        insert = postgresql.insert(table) if dialect.name == "postgresql" else sqlite.insert(table)
         # count = count + excluded.count: concurrent flushes of one bucket add up.
         statement = insert.on_conflict_do_update(
-            index_elements=["granularity", "bucket_start", "api_key_id", "operation", "outcome"],
+            index_elements=list(BUCKET_KEY),
             set_={"count": table.c["count"] + insert.excluded["count"]},
         )
-        rows = list(self._rows(counts))
+        # Hundreds of thousands of rows per flush: SQLAlchemy's per-row parameter processing
+        # cost as much as the database's work. The statement is compiled once and its rows go to
+        # the driver as tuples, the bucket start converted by the column type's own bind
+        # processor once per distinct start (benchmarks/usage.py).
+        compiled = statement.compile(dialect=dialect)
+        sql, order = str(compiled), compiled.positiontup
+        assert order is not None, "both drivers take positional parameters"
+        column_type = table.c.bucket_start.type.dialect_impl(dialect)
+        convert = column_type.bind_processor(dialect) or (lambda value: value)
+        rows = [tuple(row[name] for name in order) for row in self._rows(counts, convert)]
         for offset in range(0, len(rows), UPSERT_CHUNK):
-            await connection.execute(statement, rows[offset : offset + UPSERT_CHUNK])
+            await connection.exec_driver_sql(sql, rows[offset : offset + UPSERT_CHUNK])
 
     async def _write_last_used(
         self, connection: AsyncConnection, last_used: dict[str, float]
