@@ -35,6 +35,16 @@ logger = logging.getLogger(__name__)
 # (minute number since the epoch, key id, organization id, operation, outcome)
 BucketKey = tuple[int, str, str, str, str]
 UPSERT_CHUNK = 20_000
+# The upsert's parameters, in the order of the compiled statement (the table's columns).
+ROW_COLUMNS = (
+    "granularity",
+    "bucket_start",
+    "api_key_id",
+    "organization_id",
+    "operation",
+    "outcome",
+    "count",
+)
 PRUNE_EVERY_SECONDS = 3600.0
 
 
@@ -117,7 +127,7 @@ class UsageRecorder:
 
     def _rows(
         self, counts: dict[BucketKey, int], bucket_start: Callable[[datetime], Any]
-    ) -> Iterable[dict[str, Any]]:
+    ) -> Iterable[tuple[Any, ...]]:
         """The minute, hour and day rows of ``counts``, each granularity in one canonical order,
         with ``bucket_start`` already converted for the driver by ``bucket_start``.
 
@@ -146,15 +156,16 @@ class UsageRecorder:
                 when = starts.get(start)
                 if when is None:
                     when = starts[start] = bucket_start(datetime.fromtimestamp(start * 60, UTC))
-                yield {
-                    "granularity": name,
-                    "bucket_start": when,
-                    "api_key_id": key_id,
-                    "organization_id": org_id,
-                    "operation": operation[:OPERATION_MAX_LENGTH],
-                    "outcome": str(outcome),
-                    "count": merged[bucket],
-                }
+                # In ROW_COLUMNS order.
+                yield (
+                    name,
+                    when,
+                    key_id,
+                    org_id,
+                    operation[:OPERATION_MAX_LENGTH],
+                    str(outcome),
+                    merged[bucket],
+                )
 
     async def _write_counts(
         self, connection: AsyncConnection, counts: dict[BucketKey, int]
@@ -174,13 +185,13 @@ class UsageRecorder:
         # the driver as tuples, the bucket start converted by the column type's own bind
         # processor once per distinct start (benchmarks/usage.py).
         compiled = statement.compile(dialect=dialect)
-        sql, order = str(compiled), compiled.positiontup
-        assert order is not None, "both drivers take positional parameters"
+        if compiled.positiontup != list(ROW_COLUMNS):
+            raise RuntimeError(f"unexpected upsert parameters: {compiled.positiontup}")
         column_type = table.c.bucket_start.type.dialect_impl(dialect)
         convert = column_type.bind_processor(dialect) or (lambda value: value)
-        rows = [tuple(row[name] for name in order) for row in self._rows(counts, convert)]
+        rows = list(self._rows(counts, convert))
         for offset in range(0, len(rows), UPSERT_CHUNK):
-            await connection.exec_driver_sql(sql, rows[offset : offset + UPSERT_CHUNK])
+            await connection.exec_driver_sql(str(compiled), rows[offset : offset + UPSERT_CHUNK])
 
     async def _write_last_used(
         self, connection: AsyncConnection, last_used: dict[str, float]
