@@ -3,7 +3,9 @@ malformed request body, which changes nothing."""
 
 from __future__ import annotations
 
+import json
 import time
+from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 
@@ -395,3 +397,58 @@ async def test_twenty_scopes_and_a_200_character_operation_are_accepted(
 
     assert response.status_code == 200
     assert response.json()["valid"] is True
+
+
+@pytest.mark.parametrize("declared", [True, False], ids=["content-length", "chunked"])
+async def test_a_body_over_16_kib_is_413_and_changes_nothing(
+    client: httpx.AsyncClient, runtime: Runtime, tenant: Tenant, declared: bool
+) -> None:
+    key = await make_key(runtime, tenant, "svc")
+    before = await snapshot(runtime)
+    body = json.dumps({"key": key.secret, "operation": "x" * 17_000}).encode()
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for start in range(0, len(body), 4096):
+            yield body[start : start + 4096]
+
+    response = await client.post(VERIFY, content=body if declared else chunks())
+
+    assert response.status_code == 413
+    assert response.json()["error"] == "BAD_REQUEST"
+    await runtime.recorder.flush()
+    assert await snapshot(runtime) == before
+
+
+@pytest.mark.parametrize(("method", "path"), [("GET", VERIFY), ("POST", "/v1/auth")])
+async def test_a_data_plane_path_with_the_wrong_method_is_405_naming_the_right_one(
+    client: httpx.AsyncClient, method: str, path: str
+) -> None:
+    response = await client.request(method, path)
+
+    assert response.status_code == 405
+    assert response.json()["error"] == "METHOD_NOT_ALLOWED"
+    assert response.headers["Allow"] in {"POST", "GET, HEAD"}
+
+
+async def test_an_unexpected_failure_is_a_500_that_shows_nothing_of_it(
+    client: httpx.AsyncClient,
+    runtime: Runtime,
+    tenant: Tenant,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    key = await make_key(runtime, tenant, "svc")
+
+    async def broken(*_args: Any, **_kwargs: Any) -> None:
+        raise RuntimeError("SELECT secret_detail FROM somewhere")
+
+    monkeypatch.setattr(runtime.verifier, "verify", broken)
+    response = await client.post(VERIFY, json={"key": key.secret})
+
+    assert response.status_code == 500
+    assert response.json() == {
+        "error": "INTERNAL",
+        "message": "Internal error; the service logged it.",
+    }
+    assert "SELECT" not in response.text
+    assert key.secret not in caplog.text
