@@ -5,8 +5,16 @@ from sqlmodel import SQLModel
 from app.audit.models import AuditEvent
 from app.keys.models import ApiKey, IdempotencyRecord
 from app.organizations.models import Organization
-from app.usage.models import UsageBucket
+from app.usage.models import OrganizationUsage, UsageBucket
 
 metadata = SQLModel.metadata
 
-__all__ = ["ApiKey", "AuditEvent", "IdempotencyRecord", "Organization", "UsageBucket", "metadata"]
+__all__ = [
+    "ApiKey",
+    "AuditEvent",
+    "IdempotencyRecord",
+    "Organization",
+    "OrganizationUsage",
+    "UsageBucket",
+    "metadata",
+]

@@ -137,8 +137,8 @@ async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
         async with runtime.engine.begin() as connection:
             await connection.execute(
                 text(
-                    "TRUNCATE audit_events, idempotency_records, usage_buckets, api_keys,"
-                    " organizations CASCADE"
+                    "TRUNCATE audit_events, idempotency_records, organization_usage,"
+                    " usage_buckets, api_keys, organizations CASCADE"
                 )
             )
     yield runtime

@@ -108,7 +108,14 @@ async def gql(
 
 async def snapshot(runtime: Runtime) -> dict[str, list[tuple[Any, ...]]]:
     """Every row of every keyhouse table, to show that a rejected request changed nothing."""
-    tables = ["organizations", "api_keys", "usage_buckets", "audit_events", "idempotency_records"]
+    tables = [
+        "organizations",
+        "api_keys",
+        "usage_buckets",
+        "organization_usage",
+        "audit_events",
+        "idempotency_records",
+    ]
     result: dict[str, list[tuple[Any, ...]]] = {}
     async with runtime.engine.connect() as connection:
         for table in tables:

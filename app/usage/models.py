@@ -33,6 +33,7 @@ BUCKET_KEY = (
     "operation",
     "outcome",
 )
+ORGANIZATION_KEY = ("organization_id", "granularity", "bucket_start", "outcome")
 
 
 class UsageBucket(SQLModel, table=True):
@@ -57,5 +58,23 @@ class UsageBucket(SQLModel, table=True):
     api_key_id: str = Field(max_length=32)
     organization_id: str = Field(max_length=32)
     operation: str = Field(max_length=OPERATION_MAX_LENGTH)
+    outcome: str = Field(max_length=20)
+    count: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
+class OrganizationUsage(SQLModel, table=True):
+    """An organization's uses per time bucket and outcome, whatever the key and operation.
+
+    Written by the same flush as :class:`UsageBucket` (the same additive upsert), so that the
+    questions without a key or operation filter (totals, series, by outcome: a dashboard's
+    chart) read a few rows per bucket instead of one per key and operation label.
+    """
+
+    __tablename__ = "organization_usage"
+    __table_args__ = (PrimaryKeyConstraint(*ORGANIZATION_KEY), {"sqlite_with_rowid": False})
+
+    organization_id: str = Field(max_length=32)
+    granularity: str = Field(max_length=6)
+    bucket_start: datetime = Field(sa_type=UTCDateTime)
     outcome: str = Field(max_length=20)
     count: int = Field(sa_column=Column(BigInteger, nullable=False))

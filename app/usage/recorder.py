@@ -17,7 +17,7 @@ import contextlib
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -28,24 +28,54 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from app.db import SessionMaker
 from app.keys.models import ApiKey
 from app.keys.outcomes import Outcome
-from app.usage.models import BUCKET_KEY, OPERATION_MAX_LENGTH, Granularity, UsageBucket
+from app.usage.models import (
+    BUCKET_KEY,
+    OPERATION_MAX_LENGTH,
+    ORGANIZATION_KEY,
+    Granularity,
+    OrganizationUsage,
+    UsageBucket,
+)
 
 logger = logging.getLogger(__name__)
 
 # (minute number since the epoch, key id, organization id, operation, outcome)
 BucketKey = tuple[int, str, str, str, str]
 UPSERT_CHUNK = 20_000
-# The upsert's parameters, in the order of the compiled statement (the table's columns).
-ROW_COLUMNS = (
-    "granularity",
-    "bucket_start",
-    "api_key_id",
-    "organization_id",
-    "operation",
-    "outcome",
-    "count",
-)
 PRUNE_EVERY_SECONDS = 3600.0
+
+
+class _Upsert:
+    """An additive upsert (``count = count + excluded.count``: concurrent flushes of one bucket
+    add up) into one usage table, its rows sent to the driver as tuples.
+
+    Hundreds of thousands of rows per flush: SQLAlchemy's per-row parameter processing cost as
+    much as the database's work. The statement is compiled once, rows are tuples in its
+    parameter order (the table's columns, checked here), and ``bucket_start`` converts a bucket
+    start with the column type's own bind processor, once per distinct start
+    (benchmarks/usage.py).
+    """
+
+    def __init__(self, connection: AsyncConnection, table: Table, key: Sequence[str]) -> None:
+        dialect = connection.dialect
+        insert = postgresql.insert(table) if dialect.name == "postgresql" else sqlite.insert(table)
+        statement = insert.on_conflict_do_update(
+            index_elements=list(key),
+            set_={"count": table.c["count"] + insert.excluded["count"]},
+        )
+        compiled = statement.compile(dialect=dialect)
+        if compiled.positiontup != [column.name for column in table.columns]:
+            raise RuntimeError(f"unexpected upsert parameters: {compiled.positiontup}")
+        self._connection = connection
+        self._sql = str(compiled)
+        column_type = table.c.bucket_start.type.dialect_impl(dialect)
+        self.bucket_start: Callable[[datetime], Any] = column_type.bind_processor(dialect) or (
+            lambda value: value
+        )
+
+    async def write(self, rows: list[tuple[Any, ...]]) -> None:
+        for offset in range(0, len(rows), UPSERT_CHUNK):
+            await self._connection.exec_driver_sql(self._sql, rows[offset : offset + UPSERT_CHUNK])
 
 
 def _primary_key_order(bucket: BucketKey) -> tuple[str, int, str, str, str]:
@@ -125,73 +155,85 @@ class UsageRecorder:
                 )
                 raise
 
-    def _rows(
-        self, counts: dict[BucketKey, int], bucket_start: Callable[[datetime], Any]
-    ) -> Iterable[tuple[Any, ...]]:
-        """The minute, hour and day rows of ``counts``, each granularity in one canonical order,
-        with ``bucket_start`` already converted for the driver by ``bucket_start``.
-
-        Every instance writes its rows in the same order, the primary key's (BUCKET_KEY): two
-        flushes of the same buckets that took their row locks in opposite orders would deadlock
-        on PostgreSQL, and rows in key order land next to each other in SQLite's B-tree.
-        """
+    def _by_granularity(
+        self, counts: dict[BucketKey, int]
+    ) -> Iterator[tuple[Granularity, dict[BucketKey, int]]]:
+        """``counts`` merged into each granularity's buckets, without those older than the
+        granularity's retention (they would be pruned at once)."""
         now = time.time()
         for granularity in Granularity:
             per_minute = granularity.seconds // 60
             retained = self._retention.get(granularity)
             oldest = -1 if retained is None else int((now - retained.total_seconds()) // 60)
-            # Older than this granularity keeps: it would be pruned at once.
             if per_minute == 1:
-                merged = {bucket: n for bucket, n in counts.items() if bucket[0] >= oldest}
-            else:
-                merged = defaultdict(int)
-                for (minute, key_id, org_id, operation, outcome), count in counts.items():
-                    if minute >= oldest:
-                        start = minute - minute % per_minute
-                        merged[(start, key_id, org_id, operation, outcome)] += count
-            name = granularity.value
-            starts: dict[int, Any] = {}
-            for bucket in sorted(merged, key=_primary_key_order):
-                start, key_id, org_id, operation, outcome = bucket
-                when = starts.get(start)
-                if when is None:
-                    when = starts[start] = bucket_start(datetime.fromtimestamp(start * 60, UTC))
-                # In ROW_COLUMNS order.
                 yield (
-                    name,
-                    when,
-                    key_id,
-                    org_id,
-                    operation[:OPERATION_MAX_LENGTH],
-                    str(outcome),
-                    merged[bucket],
+                    granularity,
+                    {bucket: n for bucket, n in counts.items() if bucket[0] >= oldest},
                 )
+                continue
+            merged: defaultdict[BucketKey, int] = defaultdict(int)
+            for (minute, key_id, org_id, operation, outcome), count in counts.items():
+                if minute >= oldest:
+                    start = minute - minute % per_minute
+                    merged[(start, key_id, org_id, operation, outcome)] += count
+            yield granularity, merged
 
     async def _write_counts(
         self, connection: AsyncConnection, counts: dict[BucketKey, int]
     ) -> None:
+        """Add the counts to the key buckets and to the organization-wide buckets.
+
+        Rows are written in their table's primary-key order, the same on every instance: two
+        flushes of the same buckets that took their row locks in opposite orders would deadlock
+        on PostgreSQL, and rows in key order land next to each other in SQLite's B-tree.
+        """
         if not counts:
             return
-        table: Table = UsageBucket.metadata.tables["usage_buckets"]
-        dialect = connection.dialect
-        insert = postgresql.insert(table) if dialect.name == "postgresql" else sqlite.insert(table)
-        # count = count + excluded.count: concurrent flushes of one bucket add up.
-        statement = insert.on_conflict_do_update(
-            index_elements=list(BUCKET_KEY),
-            set_={"count": table.c["count"] + insert.excluded["count"]},
+        buckets = _Upsert(connection, UsageBucket.metadata.tables["usage_buckets"], BUCKET_KEY)
+        organizations = _Upsert(
+            connection, OrganizationUsage.metadata.tables["organization_usage"], ORGANIZATION_KEY
         )
-        # Hundreds of thousands of rows per flush: SQLAlchemy's per-row parameter processing
-        # cost as much as the database's work. The statement is compiled once and its rows go to
-        # the driver as tuples, the bucket start converted by the column type's own bind
-        # processor once per distinct start (benchmarks/usage.py).
-        compiled = statement.compile(dialect=dialect)
-        if compiled.positiontup != list(ROW_COLUMNS):
-            raise RuntimeError(f"unexpected upsert parameters: {compiled.positiontup}")
-        column_type = table.c.bucket_start.type.dialect_impl(dialect)
-        convert = column_type.bind_processor(dialect) or (lambda value: value)
-        rows = list(self._rows(counts, convert))
-        for offset in range(0, len(rows), UPSERT_CHUNK):
-            await connection.exec_driver_sql(str(compiled), rows[offset : offset + UPSERT_CHUNK])
+        bucket_rows: list[tuple[Any, ...]] = []
+        organization_rows: list[tuple[Any, ...]] = []
+        starts: dict[int, Any] = {}
+
+        def start_value(start: int) -> Any:
+            when = starts.get(start)
+            if when is None:
+                when = starts[start] = buckets.bucket_start(datetime.fromtimestamp(start * 60, UTC))
+            return when
+
+        for granularity, merged in self._by_granularity(counts):
+            name = granularity.value
+            per_organization: defaultdict[tuple[str, int, str], int] = defaultdict(int)
+            for bucket in sorted(merged, key=_primary_key_order):
+                start, key_id, org_id, operation, outcome = bucket
+                count = merged[bucket]
+                # In the column order of usage_buckets (_Upsert checks it).
+                bucket_rows.append(
+                    (
+                        name,
+                        start_value(start),
+                        key_id,
+                        org_id,
+                        operation[:OPERATION_MAX_LENGTH],
+                        str(outcome),
+                        count,
+                    )
+                )
+                per_organization[(org_id, start, str(outcome))] += count
+            for org_id, start, outcome in sorted(per_organization):
+                organization_rows.append(
+                    (
+                        org_id,
+                        name,
+                        start_value(start),
+                        outcome,
+                        per_organization[(org_id, start, outcome)],
+                    )
+                )
+        await buckets.write(bucket_rows)
+        await organizations.write(organization_rows)
 
     async def _write_last_used(
         self, connection: AsyncConnection, last_used: dict[str, float]
@@ -215,19 +257,23 @@ class UsageRecorder:
         )
 
     async def prune(self, now: datetime | None = None) -> int:
-        """Delete buckets older than their granularity's retention; returns how many."""
+        """Delete buckets older than their granularity's retention; returns how many key
+        buckets went (the organization-wide buckets go with them)."""
         now = now or datetime.now(UTC)
-        table = UsageBucket.metadata.tables["usage_buckets"]
+        buckets = UsageBucket.metadata.tables["usage_buckets"]
+        organizations = OrganizationUsage.metadata.tables["organization_usage"]
         deleted = 0
         async with self._sessionmaker() as session:
             for granularity, kept in self._retention.items():
-                result = await session.exec(
-                    delete(table).where(
-                        table.c.granularity == granularity.value,
-                        table.c.bucket_start < now - kept,
+                for table in (buckets, organizations):
+                    result = await session.exec(
+                        delete(table).where(
+                            table.c.granularity == granularity.value,
+                            table.c.bucket_start < now - kept,
+                        )
                     )
-                )
-                deleted += result.rowcount or 0
+                    if table is buckets:
+                        deleted += result.rowcount or 0
             await session.commit()
         return deleted
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, case, func, or_, select
+from sqlalchemy import ColumnElement, Label, Table, and_, case, func, or_, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.auth.principal import Caller
@@ -19,7 +19,7 @@ from app.db import execute_core
 from app.errors import BadUserInput
 from app.keys.outcomes import Outcome
 from app.timeutil import as_utc
-from app.usage.models import OPERATION_MAX_LENGTH, Granularity, UsageBucket
+from app.usage.models import OPERATION_MAX_LENGTH, Granularity, OrganizationUsage, UsageBucket
 
 MAX_SPAN = {
     Granularity.MINUTE: timedelta(hours=24),
@@ -28,6 +28,7 @@ MAX_SPAN = {
 }
 MAX_BREAKDOWN = 100
 _buckets = UsageBucket.metadata.tables["usage_buckets"]
+_organizations = OrganizationUsage.metadata.tables["organization_usage"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,38 +150,46 @@ def tiles(query: UsageQuery) -> list[tuple[Granularity, datetime, datetime]]:
     return [tile for tile in (*inner, *edges) if tile[1] < tile[2]]
 
 
+def _source(query: UsageQuery) -> Table:
+    """The organization-wide buckets when the question names no key and no operation (a few
+    rows per bucket), the key buckets otherwise."""
+    if query.api_key_id is None and query.operation is None:
+        return _organizations
+    return _buckets
+
+
 def _conditions(
-    caller: Caller, query: UsageQuery, *, coarsest: bool = False
+    table: Table, caller: Caller, query: UsageQuery, *, coarsest: bool = False
 ) -> list[ColumnElement[bool]]:
     """The caller's buckets in the query's range: of its granularity (for a series), or the
     coarsest exact cover of the range (for sums)."""
     ranges = tiles(query) if coarsest else [(query.granularity, query.start, query.end)]
     conditions = [
-        _buckets.c.organization_id == caller.organization_id,
+        table.c.organization_id == caller.organization_id,
         or_(
             *(
                 and_(
-                    _buckets.c.granularity == granularity.value,
-                    _buckets.c.bucket_start >= start,
-                    _buckets.c.bucket_start < end,
+                    table.c.granularity == granularity.value,
+                    table.c.bucket_start >= start,
+                    table.c.bucket_start < end,
                 )
                 for granularity, start, end in ranges
             )
         ),
     ]
     if query.api_key_id is not None:
-        conditions.append(_buckets.c.api_key_id == query.api_key_id)
+        conditions.append(table.c.api_key_id == query.api_key_id)
     if query.operation is not None:
-        conditions.append(_buckets.c.operation == query.operation)
+        conditions.append(table.c.operation == query.operation)
     if query.outcome is not None:
-        conditions.append(_buckets.c.outcome == query.outcome.value)
+        conditions.append(table.c.outcome == query.outcome.value)
     return conditions
 
 
-_REQUESTS = func.coalesce(func.sum(_buckets.c["count"]), 0)
-_VALID = func.coalesce(
-    func.sum(case((_buckets.c.outcome == Outcome.VALID.value, _buckets.c["count"]), else_=0)), 0
-)
+def _sums(table: Table) -> tuple[Label[Any], Label[Any]]:
+    requests = func.coalesce(func.sum(table.c["count"]), 0)
+    valid = func.sum(case((table.c.outcome == Outcome.VALID.value, table.c["count"]), else_=0))
+    return requests.label("requests"), func.coalesce(valid, 0).label("valid")
 
 
 def _counts(row: Any) -> Counts:
@@ -188,18 +197,18 @@ def _counts(row: Any) -> Counts:
 
 
 async def totals(session: AsyncSession, caller: Caller, query: UsageQuery) -> Counts:
-    statement = select(_REQUESTS.label("requests"), _VALID.label("valid")).where(
-        *_conditions(caller, query, coarsest=True)
-    )
+    table = _source(query)
+    statement = select(*_sums(table)).where(*_conditions(table, caller, query, coarsest=True))
     return _counts((await execute_core(session, statement)).one())
 
 
 async def series(session: AsyncSession, caller: Caller, query: UsageQuery) -> list[SeriesPoint]:
     """One point per step in [start, end), zero where nothing happened."""
+    table = _source(query)
     statement = (
-        select(_buckets.c.bucket_start, _REQUESTS.label("requests"), _VALID.label("valid"))
-        .where(*_conditions(caller, query))
-        .group_by(_buckets.c.bucket_start)
+        select(table.c.bucket_start, *_sums(table))
+        .where(*_conditions(table, caller, query))
+        .group_by(table.c.bucket_start)
     )
     rows = await execute_core(session, statement)
     found = {as_utc(row.bucket_start): _counts(row) for row in rows}
@@ -213,12 +222,18 @@ async def series(session: AsyncSession, caller: Caller, query: UsageQuery) -> li
 
 
 async def _breakdown(
-    session: AsyncSession, caller: Caller, query: UsageQuery, column: Any, first: int | None
+    session: AsyncSession,
+    caller: Caller,
+    query: UsageQuery,
+    table: Table,
+    dimension: str,
+    first: int | None,
 ) -> list[Share]:
-    requests = _REQUESTS.label("requests")
+    column = table.c[dimension]
+    requests, valid = _sums(table)
     statement = (
-        select(column.label("label"), requests, _VALID.label("valid"))
-        .where(*_conditions(caller, query, coarsest=True))
+        select(column.label("label"), requests, valid)
+        .where(*_conditions(table, caller, query, coarsest=True))
         .group_by(column)
         .order_by(requests.desc(), column)
     )
@@ -230,17 +245,17 @@ async def _breakdown(
 async def by_key(
     session: AsyncSession, caller: Caller, query: UsageQuery, *, first: int
 ) -> list[Share]:
-    return await _breakdown(session, caller, query, _buckets.c.api_key_id, first)
+    return await _breakdown(session, caller, query, _buckets, "api_key_id", first)
 
 
 async def by_operation(
     session: AsyncSession, caller: Caller, query: UsageQuery, *, first: int
 ) -> list[Share]:
-    return await _breakdown(session, caller, query, _buckets.c.operation, first)
+    return await _breakdown(session, caller, query, _buckets, "operation", first)
 
 
 async def by_outcome(session: AsyncSession, caller: Caller, query: UsageQuery) -> list[Share]:
-    return await _breakdown(session, caller, query, _buckets.c.outcome, None)
+    return await _breakdown(session, caller, query, _source(query), "outcome", None)
 
 
 async def totals_by_key(
@@ -248,8 +263,10 @@ async def totals_by_key(
 ) -> dict[str, Counts]:
     """Totals of many keys over one range in one statement (for the per-request DataLoader)."""
     statement = (
-        select(_buckets.c.api_key_id, _REQUESTS.label("requests"), _VALID.label("valid"))
-        .where(*_conditions(caller, query, coarsest=True), _buckets.c.api_key_id.in_(key_ids))
+        select(_buckets.c.api_key_id, *_sums(_buckets))
+        .where(
+            *_conditions(_buckets, caller, query, coarsest=True), _buckets.c.api_key_id.in_(key_ids)
+        )
         .group_by(_buckets.c.api_key_id)
     )
     return {row.api_key_id: _counts(row) for row in await execute_core(session, statement)}
