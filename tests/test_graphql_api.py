@@ -511,3 +511,58 @@ async def test_request_variables_are_never_logged(
 
     assert caplog.records  # the errors were logged at all
     assert canary not in caplog.text
+
+
+# --- rate limit ---------------------------------------------------------------------------
+
+CREATE_LIMITED_KEY = """
+mutation Create($input: CreateApiKeyInput!) {
+  createApiKey(input: $input) { secret userErrors { code } }
+}
+"""
+
+
+async def limited_key(client: httpx.AsyncClient, tenant: Tenant, requests: int) -> str:
+    created = await gql(
+        client,
+        CREATE_LIMITED_KEY,
+        {
+            "input": {
+                "name": "limited",
+                "scopes": ["read:api_keys"],
+                "rateLimit": {"requests": requests, "perSeconds": 60},
+            }
+        },
+        key=tenant.admin_key,
+    )
+    assert created.data["createApiKey"]["userErrors"] == [], created.body
+    secret: str = created.data["createApiKey"]["secret"]
+    return secret
+
+
+async def test_a_key_over_its_budget_gets_429_rate_limited_with_retry_after(
+    client: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    secret = await limited_key(client, tenant, 2)
+    answers = [await gql(client, "{ organization { name } }", key=secret) for _ in range(3)]
+
+    assert [answer.response.status_code for answer in answers] == [200, 200, 429]
+    refused = answers[2]
+    assert refused.body["data"] is None
+    assert refused.errors[0]["extensions"]["code"] == "RATE_LIMITED"
+    assert 1 <= int(refused.response.headers["Retry-After"]) <= 60
+    assert refused.response.headers["X-RateLimit-Remaining"] == "0"
+
+
+async def test_graphql_and_verification_spend_one_budget(
+    client: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    secret = await limited_key(client, tenant, 2)
+
+    verified = await client.post("/v1/keys/verify", json={"key": secret})
+    first = await gql(client, "{ organization { name } }", key=secret)
+    second = await gql(client, "{ organization { name } }", key=secret)
+
+    assert verified.json()["valid"] is True
+    assert first.response.status_code == 200
+    assert second.response.status_code == 429
