@@ -244,6 +244,18 @@ async def _insert_key(session: AsyncSession, api_key: ApiKey) -> bool:
 _SUPERSEDED_ORDER = (col(ApiKey.created_at), col(ApiKey.id))
 
 
+def _supersedable(caller: Caller, now: datetime, *, keep: Sequence[str]) -> list[Any]:
+    """The keys a new key replaces under the single-active-key policy: the organization's
+    active keys not yet replaced, except those in ``keep``. The one rule for superseding and
+    for telling how many keys the next creation will supersede."""
+    return [
+        col(ApiKey.organization_id) == caller.organization_id,
+        col(ApiKey.id).not_in(keep),
+        _status_condition(KeyStatus.ACTIVE, now),
+        col(ApiKey.superseded_at).is_(None),
+    ]
+
+
 async def _supersede_others(
     session: AsyncSession,
     caller: Caller,
@@ -259,12 +271,7 @@ async def _supersede_others(
     now = utcnow()
     statement = (
         select(ApiKey)
-        .where(
-            col(ApiKey.organization_id) == caller.organization_id,
-            col(ApiKey.id).not_in([replacement.id, *keep]),
-            _status_condition(KeyStatus.ACTIVE, now),
-            col(ApiKey.superseded_at).is_(None),
-        )
+        .where(*_supersedable(caller, now, keep=[replacement.id, *keep]))
         .order_by(*_SUPERSEDED_ORDER)
     )
     superseded = list((await session.exec(statement)).all())
@@ -558,17 +565,12 @@ async def count_keys(session: AsyncSession, caller: Caller) -> KeyCounts:
     )
 
 
-async def count_active_keys(
-    session: AsyncSession, caller: Caller, *, excluding: str | None = None
-) -> int:
-    conditions: list[Any] = [
-        col(ApiKey.organization_id) == caller.organization_id,
-        _status_condition(KeyStatus.ACTIVE, utcnow()),
-        col(ApiKey.superseded_at).is_(None),
-    ]
-    if excluding is not None:
-        conditions.append(col(ApiKey.id) != excluding)
-    statement = select(func.count()).select_from(ApiKey).where(*conditions)
+async def count_supersedable_keys(session: AsyncSession, caller: Caller) -> int:
+    """How many keys the caller's next key creation would supersede under single-active-key."""
+    keep = [] if caller.key_id is None else [caller.key_id]
+    statement = (
+        select(func.count()).select_from(ApiKey).where(*_supersedable(caller, utcnow(), keep=keep))
+    )
     return (await session.exec(statement)).one()
 
 

@@ -18,7 +18,7 @@ from app.keys.service import (
     NAME_MAX_LENGTH,
     KeyCreate,
     KeyCreated,
-    count_active_keys,
+    count_supersedable_keys,
     create_key,
 )
 from app.organizations.models import Organization
@@ -142,7 +142,7 @@ async def update_key_policy(
         await session.flush()
     to_supersede = 0
     if organization.single_active_key:
-        to_supersede = await count_active_keys(session, caller, excluding=caller.key_id)
+        to_supersede = await count_supersedable_keys(session, caller)
     return PolicyUpdated(organization, to_supersede)
 
 
