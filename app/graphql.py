@@ -20,6 +20,7 @@ from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.extensions import (
+    AddValidationRules,
     MaskErrors,
     MaxAliasesLimiter,
     MaxTokensLimiter,
@@ -117,12 +118,18 @@ class KeyhouseSchema(strawberry.Schema):
 
 
 def build_schema(settings: Settings) -> KeyhouseSchema:
-    # Factories, not instances: Strawberry builds fresh extensions for every request. The parser
-    # and validation caches live at module level, so they survive that.
+    # Factories, not instances: Strawberry builds fresh extensions for every request, since an
+    # extension keeps that request's execution context. The parser and validation caches live at
+    # module level, so they survive that. The limits' validation rules are classes made once
+    # here: ValidationCache keys on the rule classes, and a depth or alias limiter built per
+    # request would bring classes of its own and miss the cache every time.
+    limit_rules = [
+        *QueryDepthLimiter(max_depth=settings.graphql_max_depth).validation_rules,
+        *MaxAliasesLimiter(max_alias_count=settings.graphql_max_aliases).validation_rules,
+    ]
     extensions: list[Callable[[], SchemaExtension]] = [
-        lambda: QueryDepthLimiter(max_depth=settings.graphql_max_depth),
+        lambda: AddValidationRules(limit_rules),
         lambda: MaxTokensLimiter(max_token_count=settings.graphql_max_tokens),
-        lambda: MaxAliasesLimiter(max_alias_count=settings.graphql_max_aliases),
         lambda: ParserCache(maxsize=256),
         lambda: ValidationCache(maxsize=256),
         MaskUnexpectedErrors,

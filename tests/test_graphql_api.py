@@ -10,6 +10,8 @@ from typing import Any
 
 import httpx
 import pytest
+import strawberry.schema.schema
+from graphql.validation import validate
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -348,6 +350,28 @@ async def test_a_query_at_an_abuse_limit_is_answered(
     result = await gql(client, query, key=tenant.admin_key)
 
     assert result.errors == []
+
+
+async def test_a_document_is_validated_once_and_its_limits_hold_on_every_request(
+    client: httpx.AsyncClient, tenant: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    validations: list[object] = []
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        validations.append(args[1])
+        return validate(*args, **kwargs)
+
+    monkeypatch.setattr(strawberry.schema.schema, "validate", counted)
+    # Texts no other test sends, so that the first request of each misses the cache.
+    fine = "query ValidatedOnce { organization { id name } }"
+    too_deep = _nested(11).replace("{", "{ __typename ", 1)
+
+    answers = [await gql(client, fine, key=tenant.admin_key) for _ in range(3)]
+    refusals = [await gql(client, too_deep, key=tenant.admin_key) for _ in range(3)]
+
+    assert [a.errors for a in answers] == [[], [], []]
+    assert [r.error_codes for r in refusals] == [["BAD_USER_INPUT"]] * 3
+    assert len(validations) == 2, "each document is validated on its first request only"
 
 
 # --- unexpected errors ----------------------------------------------------------------------------
