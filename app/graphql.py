@@ -40,6 +40,7 @@ from app.auth.principal import Caller
 from app.config import Settings
 from app.context import Context
 from app.errors import AppError
+from app.executor import KeyhouseExecutor
 from app.keys.graphql import Mutation as KeysMutation
 from app.keys.graphql import Query as KeysQuery
 from app.keys.outcomes import Outcome
@@ -139,6 +140,7 @@ def build_schema(settings: Settings) -> KeyhouseSchema:
         mutation=Mutation,
         extensions=extensions,
         config=StrawberryConfig(auto_camel_case=True),
+        execution_context_class=KeyhouseExecutor,
     )
 
 

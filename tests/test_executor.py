@@ -1,0 +1,167 @@
+"""The executor's leaf-field shortcut answers exactly what graphql-core's general path answers:
+the same data, and the same errors at the same paths, for plain values and every odd one."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import Enum
+from typing import Any
+
+import pytest
+import strawberry
+from graphql import ExecutionResult, execute, parse
+from graphql.pyutils import Undefined
+from strawberry.extensions import SchemaExtension
+from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
+
+import app.executor
+from app.executor import KeyhouseExecutor
+
+MOMENT = datetime(2026, 11, 23, 12, 30, tzinfo=UTC)
+
+
+@strawberry.enum
+class Colour(Enum):
+    RED = "RED"
+    BLUE = "BLUE"
+
+
+@strawberry.type
+class Thing:
+    id: strawberry.ID
+    name: str
+    nickname: str | None
+    count: int
+    colour: Colour
+    at: datetime
+    tags: list[str]
+    maybe_tags: list[str] | None
+    loose_tags: list[str | None]
+
+    @strawberry.field
+    def shout(self) -> str:
+        return self.name.upper()
+
+
+def thing(**changes: Any) -> Thing:
+    values: dict[str, Any] = {
+        "id": strawberry.ID("t1"),
+        "name": "one",
+        "nickname": None,
+        "count": 3,
+        "colour": Colour.RED,
+        "at": MOMENT,
+        "tags": ["a", "b"],
+        "maybe_tags": None,
+        "loose_tags": ["x", None],
+    }
+    values.update(changes)
+    return Thing(**values)
+
+
+THINGS: list[Thing] = []
+
+
+@strawberry.type
+class Query:
+    @strawberry.field
+    def things(self) -> list[Thing]:
+        return THINGS
+
+
+SCHEMA = strawberry.Schema(query=Query)
+ALL_FIELDS = "{ things { id name nickname count colour at tags maybeTags looseTags shout } }"
+
+
+def both(query: str, things: list[Thing]) -> tuple[ExecutionResult, ExecutionResult]:
+    THINGS[:] = things
+    document = parse(query)
+    general = execute(
+        SCHEMA._schema, document, executor_class=StrawberryGraphQLCoreExecutionContext
+    )
+    shortcut = execute(SCHEMA._schema, document, executor_class=KeyhouseExecutor)
+    assert isinstance(general, ExecutionResult)
+    assert isinstance(shortcut, ExecutionResult)
+    return general, shortcut
+
+
+def _errors(result: ExecutionResult) -> list[tuple[str, list[str | int] | None]]:
+    return [(error.message, error.path) for error in result.errors or ()]
+
+
+@pytest.fixture
+def shortcut_uses(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The fields the shortcut answered (rather than handing them to graphql-core)."""
+    answered: list[str] = []
+    real = app.executor._plain_leaf_value
+
+    def spy(shortcut: app.executor.LeafField, source: Any) -> Any:
+        value = real(shortcut, source)
+        if value is not Undefined:
+            answered.append(shortcut.leaf.name)
+        return value
+
+    monkeypatch.setattr(app.executor, "_plain_leaf_value", spy)
+    return answered
+
+
+def test_plain_values_come_out_the_same_and_the_shortcut_answers_them(
+    shortcut_uses: list[str],
+) -> None:
+    general, shortcut = both(ALL_FIELDS, [thing(), thing(nickname="uno", maybe_tags=["c"])])
+
+    assert shortcut.errors is None
+    assert shortcut.data == general.data
+    assert shortcut.data is not None
+    assert shortcut.data["things"][0]["at"] == MOMENT.isoformat()
+    assert shortcut.data["things"][0]["colour"] == "RED"
+    # The eight plain leaves of both things, nulls included; looseTags (items may be null) and
+    # shout (a resolver) take the general path.
+    assert sorted(set(shortcut_uses)) == ["Colour", "DateTime", "ID", "Int", "String"]
+    assert len(shortcut_uses) == 2 * 8
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"name": None},  # null for a non-null field
+        {"count": "many"},  # a value Int refuses
+        {"count": 2**40},  # out of Int's range
+        {"colour": "GREEN"},  # not a member of the enum
+        {"at": "yesterday"},  # DateTime cannot serialize a string
+        {"tags": ["a", None]},  # a null item in a list of non-null items
+        {"tags": "a b"},  # not a list
+        {"tags": [1, object()]},  # an item String refuses
+        {"name": ValueError("broken")},  # an exception as the value
+    ],
+    ids=lambda changes: next(iter(changes)),
+)
+def test_odd_values_give_the_same_errors_at_the_same_paths(changes: dict[str, Any]) -> None:
+    general, shortcut = both(ALL_FIELDS, [thing(), thing(**changes)])
+
+    assert general.errors, "the case must be an error for graphql-core too"
+    assert _errors(shortcut) == _errors(general)
+    assert shortcut.data == general.data
+
+
+class Uppercase(SchemaExtension):
+    """A schema extension with a resolve hook: it must see every field."""
+
+    def resolve(self, _next: Any, root: Any, info: Any, *args: Any, **kwargs: Any) -> Any:
+        value = _next(root, info, *args, **kwargs)
+        return value.upper() if isinstance(value, str) else value
+
+
+def test_a_schema_extension_with_a_resolve_hook_sees_every_field(
+    shortcut_uses: list[str],
+) -> None:
+    schema = strawberry.Schema(
+        query=Query, extensions=[Uppercase], execution_context_class=KeyhouseExecutor
+    )
+    THINGS[:] = [thing()]
+
+    result = schema.execute_sync("{ things { name tags } }")
+
+    assert result.errors is None
+    assert result.data == {"things": [{"name": "ONE", "tags": ["a", "b"]}]}
+    assert shortcut_uses == []
