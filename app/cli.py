@@ -23,7 +23,7 @@ from app.config import Settings
 from app.db import session_scope
 from app.errors import UserError
 from app.keys import service as keys_service
-from app.keys.models import ApiKey, KeyStatus
+from app.keys.models import ApiKey, KeyStatus, ListedKey
 from app.migrate import setup_lock, upgrade_to_head
 from app.organizations.models import Organization
 from app.organizations.service import OrganizationCreated, create_organization
@@ -181,9 +181,9 @@ def keys_list(
 ) -> None:
     """List an organization's keys (never their secrets)."""
 
-    async def work(runtime: Runtime) -> list[ApiKey]:
+    async def work(runtime: Runtime) -> list[ListedKey]:
         await _require_organization(runtime, organization)
-        rows: list[ApiKey] = []
+        rows: list[ListedKey] = []
         cursor = None
         async with runtime.sessionmaker() as session:
             while True:
@@ -233,7 +233,7 @@ def keys_list(
     (console if console.is_terminal else Console(width=1000)).print(table)
 
 
-def _key_json(row: ApiKey, now: datetime) -> dict[str, object]:
+def _key_json(row: ListedKey, now: datetime) -> dict[str, object]:
     def moment(value: datetime | None) -> str | None:
         return None if value is None else value.isoformat()
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -18,7 +18,7 @@ from app.auth.principal import Caller
 from app.db import commit, rollback
 from app.errors import AppError
 from app.keys import service as keys_service
-from app.keys.models import ApiKey
+from app.keys.models import ApiKey, ListedKey
 from app.runtime import Runtime
 from app.usage import service as usage_service
 from app.usage.service import Counts, UsageQuery
@@ -76,16 +76,37 @@ class Context:
         finally:
             await session.close()
 
+    def last_used(self, key_id: str) -> datetime | Awaitable[datetime | None] | None:
+        """A key's ``lastUsedAt`` through the request's DataLoader: the value itself when the loader
+        already holds it (a list query primed it), else the loader's awaitable. Answering primed
+        keys without an awaitable keeps a page of keys on graphql-core's synchronous path."""
+        primed = self.last_used_at.cache_map.get(key_id)
+        if (
+            primed is not None
+            and primed.done()
+            and not primed.cancelled()
+            and primed.exception() is None
+        ):
+            return primed.result()
+        return self.last_used_at.load(key_id)
+
+    def prime_last_used(self, rows: Iterable[ListedKey]) -> None:
+        """Seed the loader with keys a query has already read, so their ``lastUsedAt`` costs no
+        statement of its own."""
+        for row in rows:
+            self.last_used_at.prime(row.id, self._latest_use(row.id, row.last_used_at))
+
+    def _latest_use(self, key_id: str, stored: datetime | None) -> datetime | None:
+        # Uses not yet flushed on this instance are newer than what the database holds.
+        pending = self.runtime.recorder.pending_last_used(key_id)
+        if pending is None or (stored is not None and stored >= pending):
+            return stored
+        return pending
+
     async def _load_last_used_at(self, key_ids: Sequence[str]) -> list[datetime | None]:
         async with self.db() as session:
             stored = await keys_service.last_used_by_id(session, key_ids)
-        recorder = self.runtime.recorder
-        result: list[datetime | None] = []
-        for key_id in key_ids:
-            # Uses not yet flushed on this instance are newer than what the database holds.
-            candidates = [t for t in (stored.get(key_id), recorder.pending_last_used(key_id)) if t]
-            result.append(max(candidates) if candidates else None)
-        return result
+        return [self._latest_use(key_id, stored.get(key_id)) for key_id in key_ids]
 
     async def _load_api_keys(self, key_ids: Sequence[str]) -> list[ApiKey | None]:
         async with self.db() as session:

@@ -8,7 +8,7 @@ revocation) is queued with :func:`after_commit`.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
@@ -82,13 +82,16 @@ def create_sessionmaker(engine: AsyncEngine) -> SessionMaker:
     return async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
 
 
-async def execute_core(session: AsyncSession, statement: Executable) -> Result[*tuple[Any, ...]]:
-    """Run a Core statement (aggregates, several labelled columns) in the session's transaction.
+async def execute_core(
+    session: AsyncSession, statement: Executable, values: Mapping[str, Any] | None = None
+) -> Result[*tuple[Any, ...]]:
+    """Run a Core statement (aggregates, several labelled columns) in the session's transaction,
+    with ``values`` for its bound parameters.
 
     sqlmodel's ``exec`` is typed for its own selects only, and its ``execute`` warns.
     """
     connection = await session.connection()
-    return await connection.execute(statement)
+    return await connection.execute(statement, values)
 
 
 def after_commit(session: AsyncSession, hook: AfterCommit) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Awaitable
 from datetime import datetime
 from enum import Enum
 from typing import Annotated
@@ -18,7 +19,7 @@ from app.context import Info
 from app.errors import UserError
 from app.keys import service
 from app.keys.models import ApiKey as ApiKeyRow
-from app.keys.models import KeyStatus
+from app.keys.models import KeyStatus, ListedKey
 from app.keys.scopes import READ_ANALYTICS, READ_API_KEYS, WRITE_API_KEYS
 from app.pagination import DEFAULT_PAGE_SIZE, Cursor, check_page_size
 from app.timeutil import utcnow
@@ -142,9 +143,12 @@ class ApiKeyType:
             is_default=True,
         )
 
-    @strawberry.field(description="When the key last authenticated a request; null if never.")
-    async def last_used_at(self, info: Info) -> datetime | None:
-        return await info.context.last_used_at.load(str(self.id))
+    @strawberry.field(
+        description="When the key last authenticated a request; null if never.",
+        graphql_type=datetime | None,
+    )
+    def last_used_at(self, info: Info) -> datetime | Awaitable[datetime | None] | None:
+        return info.context.last_used(str(self.id))
 
     @strawberry.field(
         extensions=needs(READ_ANALYTICS),
@@ -161,7 +165,7 @@ class ApiKeyType:
         return UsageCounts.of(await info.context.key_usage.load((str(self.id), query)))
 
     @classmethod
-    def of(cls, row: ApiKeyRow, now: datetime | None = None) -> ApiKeyType:
+    def of(cls, row: ApiKeyRow | ListedKey, now: datetime | None = None) -> ApiKeyType:
         return cls(
             id=strawberry.ID(row.id),
             name=row.name,
@@ -318,6 +322,7 @@ class Query:
                 after=cursor,
                 catalogue=info.context.runtime.catalogue,
             )
+        info.context.prime_last_used(page.keys)
         now = utcnow()
         edges = [
             ApiKeyEdge(cursor=Cursor(row.created_at, row.id).encode(), node=ApiKeyType.of(row, now))

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
@@ -66,13 +67,52 @@ class ApiKey(SQLModel, table=True):
         return self.scopes_text.split()
 
     def status_at(self, now: datetime) -> KeyStatus:
-        if self.revoked_at is not None:
-            return KeyStatus.REVOKED
-        if self.superseded_at is not None and self.superseded_at <= now:
-            return KeyStatus.SUPERSEDED
-        if self.expires_at is not None and self.expires_at <= now:
-            return KeyStatus.EXPIRED
-        return KeyStatus.ACTIVE
+        return key_status(self.revoked_at, self.superseded_at, self.expires_at, now)
+
+
+def key_status(
+    revoked_at: datetime | None,
+    superseded_at: datetime | None,
+    expires_at: datetime | None,
+    now: datetime,
+) -> KeyStatus:
+    """A key's status at ``now``: revoked, then superseded, then expired."""
+    if revoked_at is not None:
+        return KeyStatus.REVOKED
+    if superseded_at is not None and superseded_at <= now:
+        return KeyStatus.SUPERSEDED
+    if expires_at is not None and expires_at <= now:
+        return KeyStatus.EXPIRED
+    return KeyStatus.ACTIVE
+
+
+@dataclass(frozen=True, slots=True)
+class ListedKey:
+    """A key as a list shows it: plain values read without the ORM (the keys page reads 50 of
+    them on every dashboard view, and ORM objects cost several times more), and without its hash.
+    The fields are named as ``ApiKey``'s columns, in the order they are selected."""
+
+    id: str
+    organization_id: str
+    name: str
+    scopes_text: str
+    hint: str
+    created_at: datetime
+    created_by_key_id: str | None
+    last_used_at: datetime | None
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    rate_limit_requests: int | None
+    rate_limit_per_seconds: int | None
+    superseded_at: datetime | None
+    superseded_by_key_id: str | None
+
+    @property
+    def scopes(self) -> list[str]:
+        return self.scopes_text.split()
+
+    def status_at(self, now: datetime) -> KeyStatus:
+        return key_status(self.revoked_at, self.superseded_at, self.expires_at, now)
 
 
 class IdempotencyRecord(SQLModel, table=True):

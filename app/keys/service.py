@@ -7,12 +7,13 @@ Functions flush, never commit: the request (or CLI command) owns the transaction
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, case, func, or_, update
+from sqlalchemy import BindParameter, Integer, Select, and_, bindparam, case, func, or_, update
 from sqlalchemy import select as sa_select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.attributes import set_committed_value
@@ -22,12 +23,12 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from app.audit.models import AuditAction
 from app.audit.service import record_event
 from app.auth.principal import Caller
-from app.db import after_commit, execute_core
+from app.db import UTCDateTime, after_commit, execute_core
 from app.errors import BadUserInput, UserError, UserErrorCode
 from app.ids import is_id_of
 from app.keys import idempotency
 from app.keys.broadcast import KeyChangeBroadcast
-from app.keys.models import ApiKey, KeyStatus
+from app.keys.models import ApiKey, KeyStatus, ListedKey
 from app.keys.scopes import ScopeCatalogue
 from app.keys.secret import generate_secret, hash_secret, hint_for
 from app.organizations.models import Organization
@@ -38,6 +39,8 @@ NAME_MAX_LENGTH = 128
 EXPIRES_IN_DAYS_MAX = 3650
 RATE_LIMIT_REQUESTS_MAX = 1_000_000
 RATE_LIMIT_WINDOW_MAX = 86_400  # a day
+
+_LISTED_COLUMNS = tuple(ApiKey.__table__.c[field.name] for field in fields(ListedKey))  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +95,7 @@ class KeyFilter:
 
 @dataclass(frozen=True, slots=True)
 class KeyPage:
-    keys: list[ApiKey]
+    keys: list[ListedKey]
     total_count: int
     has_next_page: bool
 
@@ -479,7 +482,7 @@ async def get_keys(
     return {row.id: row for row in (await session.exec(statement)).all()}
 
 
-def _status_condition(status: KeyStatus, now: datetime) -> Any:
+def _status_condition(status: KeyStatus, now: datetime | BindParameter[datetime]) -> Any:
     """SQL for ``ApiKey.status_at(now) == status`` (revoked, then superseded, then expired)."""
     if status is KeyStatus.REVOKED:
         return col(ApiKey.revoked_at).is_not(None)
@@ -494,6 +497,54 @@ def _status_condition(status: KeyStatus, now: datetime) -> Any:
     return and_(in_play, or_(col(ApiKey.expires_at).is_(None), col(ApiKey.expires_at) > now))
 
 
+def _like_pattern(scope: str) -> str:
+    """A LIKE pattern matching ``scope`` as a whole word of the space-separated scopes_text."""
+    escaped = scope.replace("/", "//").replace("%", "/%").replace("_", "/_")
+    return f"% {escaped} %"
+
+
+@functools.cache
+def _listing(
+    status: KeyStatus | None, *, expiring: bool, scope: bool, after: bool
+) -> tuple[Select[Any], Select[Any]]:
+    """The page and count statements of one shape of list query. Built once per shape, with every
+    value a bound parameter: building a statement costs more than running it on a page of keys,
+    and a reused statement also skips SQLAlchemy's cache-key computation."""
+    now = bindparam("now", type_=UTCDateTime())
+    conditions: list[Any] = [col(ApiKey.organization_id) == bindparam("organization_id")]
+    if status is not None:
+        conditions.append(_status_condition(status, now))
+    if expiring:
+        conditions.append(_status_condition(KeyStatus.ACTIVE, now))
+        conditions.append(col(ApiKey.expires_at) <= bindparam("expiring_before"))
+    if scope:
+        # scopes_text is space-separated: pad it so every scope is surrounded by spaces.
+        padded = " " + col(ApiKey.scopes_text) + " "
+        conditions.append(padded.like(bindparam("scope_pattern"), escape="/"))
+    count = sa_select(func.count()).select_from(ApiKey).where(*conditions)
+    page_conditions = list(conditions)
+    if after:
+        after_created_at = bindparam("after_created_at", type_=UTCDateTime())
+        page_conditions.append(
+            or_(
+                col(ApiKey.created_at) < after_created_at,
+                and_(
+                    col(ApiKey.created_at) == after_created_at,
+                    col(ApiKey.id) < bindparam("after_id"),
+                ),
+            )
+        )
+    # One statement: the page, each row carrying the list's total (an uncorrelated subquery,
+    # computed once).
+    page = (
+        sa_select(*_LISTED_COLUMNS, count.scalar_subquery())
+        .where(*page_conditions)
+        .order_by(col(ApiKey.created_at).desc(), col(ApiKey.id).desc())
+        .limit(bindparam("limit", type_=Integer()))
+    )
+    return page, count
+
+
 async def list_keys(
     session: AsyncSession,
     caller: Caller,
@@ -505,9 +556,11 @@ async def list_keys(
 ) -> KeyPage:
     """A page of the organization's keys, newest first."""
     now = utcnow()
-    conditions: list[Any] = [col(ApiKey.organization_id) == caller.organization_id]
-    if key_filter.status is not None:
-        conditions.append(_status_condition(key_filter.status, now))
+    values: dict[str, Any] = {
+        "organization_id": caller.organization_id,
+        "now": now,
+        "limit": first + 1,
+    }
     if key_filter.expiring_within_days is not None:
         days = key_filter.expiring_within_days
         if not 0 <= days <= EXPIRES_IN_DAYS_MAX:
@@ -515,34 +568,29 @@ async def list_keys(
                 f"expiringWithinDays must be between 0 and {EXPIRES_IN_DAYS_MAX}, got {days}.",
                 argument="filter.expiringWithinDays",
             )
-        conditions.append(_status_condition(KeyStatus.ACTIVE, now))
-        conditions.append(col(ApiKey.expires_at) <= now + timedelta(days=days))
+        values["expiring_before"] = now + timedelta(days=days)
     if key_filter.scope is not None:
         if key_filter.scope not in catalogue:
             raise BadUserInput(f"Unknown scope '{key_filter.scope}'.", argument="filter.scope")
-        # scopes_text is space-separated: pad it so every scope is surrounded by spaces.
-        conditions.append(
-            (" " + col(ApiKey.scopes_text) + " ").contains(f" {key_filter.scope} ", autoescape=True)
-        )
-
-    total = (await session.exec(select(func.count()).select_from(ApiKey).where(*conditions))).one()
-
-    page_conditions = list(conditions)
+        values["scope_pattern"] = _like_pattern(key_filter.scope)
     if after is not None:
-        page_conditions.append(
-            or_(
-                col(ApiKey.created_at) < after.created_at,
-                and_(col(ApiKey.created_at) == after.created_at, col(ApiKey.id) < after.id),
-            )
-        )
-    statement = (
-        select(ApiKey)
-        .where(*page_conditions)
-        .order_by(col(ApiKey.created_at).desc(), col(ApiKey.id).desc())
-        .limit(first + 1)
+        values["after_created_at"] = after.created_at
+        values["after_id"] = after.id
+    page, count = _listing(
+        key_filter.status,
+        expiring=key_filter.expiring_within_days is not None,
+        scope=key_filter.scope is not None,
+        after=after is not None,
     )
-    rows = list((await session.exec(statement)).all())
-    return KeyPage(keys=rows[:first], total_count=total, has_next_page=len(rows) > first)
+    rows = (await execute_core(session, page, values)).all()
+    if rows:
+        total = rows[0][-1]
+    elif after is None:
+        total = 0  # the page's conditions are the count's
+    else:
+        total = (await execute_core(session, count, values)).scalar_one()
+    keys = [ListedKey(*row[:-1]) for row in rows[:first]]
+    return KeyPage(keys=keys, total_count=total, has_next_page=len(rows) > first)
 
 
 async def count_keys(session: AsyncSession, caller: Caller) -> KeyCounts:

@@ -271,6 +271,10 @@ async def test_after_cursors_page_through_every_key_exactly_once(
     assert seen == newest_first
     assert [p["hasPreviousPage"] for p in pages] == [False, True, True]
     assert [p["hasNextPage"] for p in pages] == [True, True, False]
+    # Past the last key: an empty page that still counts the whole list.
+    beyond = await _page(client, tenant.admin_key, first=3, after=pages[-1]["endCursor"])
+    assert (beyond["edges"], beyond["totalCount"]) == ([], 8)
+    assert beyond["pageInfo"]["hasNextPage"] is False
 
 
 async def test_keys_created_at_the_same_instant_are_paged_without_gaps_or_repeats(
@@ -439,6 +443,48 @@ async def test_an_organization_lists_only_its_own_keys(
     assert [n["id"] for n in by_scope["nodes"]] == [tenant.admin_key_id]
 
 
+async def test_last_used_at_is_the_latest_use_flushed_or_not_on_the_page_and_on_one_key(
+    client: httpx.AsyncClient, runtime: Runtime, tenant: Tenant
+) -> None:
+    flushed_then_used, used_before_a_newer_flush, never_used = await _make_keys(runtime, tenant, 3)
+    moment = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
+    recorder = runtime.recorder
+    for key_id, minutes in ((flushed_then_used, 0), (used_before_a_newer_flush, 30)):
+        use = (moment + timedelta(minutes=minutes)).timestamp()
+        recorder.record(key_id, tenant.organization_id, "GET /x", Outcome.VALID, use)
+    await recorder.flush()
+    # Uses this instance has not flushed yet: one newer than the stored value, one older (as when
+    # another instance flushed a newer use meanwhile).
+    later = (moment + timedelta(minutes=10)).timestamp()
+    recorder.record(flushed_then_used, tenant.organization_id, "GET /x", Outcome.VALID, later)
+    earlier = (moment + timedelta(minutes=20)).timestamp()
+    recorder.record(
+        used_before_a_newer_flush, tenant.organization_id, "GET /x", Outcome.VALID, earlier
+    )
+    expected = {
+        flushed_then_used: (moment + timedelta(minutes=10)).isoformat(),
+        used_before_a_newer_flush: (moment + timedelta(minutes=30)).isoformat(),
+        never_used: None,
+    }
+
+    page = await gql(
+        client, "{ apiKeys(first: 10) { nodes { id lastUsedAt } } }", key=tenant.admin_key
+    )
+    one_by_one = {
+        key_id: await gql(
+            client,
+            "query($id: ID!) { apiKey(id: $id) { lastUsedAt } }",
+            {"id": key_id},
+            key=tenant.admin_key,
+        )
+        for key_id in expected
+    }
+
+    on_the_page = {n["id"]: n["lastUsedAt"] for n in page.data["apiKeys"]["nodes"]}
+    assert {key_id: on_the_page[key_id] for key_id in expected} == expected
+    assert {k: r.data["apiKey"]["lastUsedAt"] for k, r in one_by_one.items()} == expected
+
+
 # --- cost -----------------------------------------------------------------------------------------
 
 
@@ -468,3 +514,6 @@ async def test_a_page_of_100_keys_with_last_used_at_costs_as_many_statements_as_
     hundred = await _statements_for_page(client, runtime, tenant, 100)
 
     assert len(hundred) == len(five), (five, hundred)
+    # One statement in all: the page carries its total, and the lastUsedAt loader is primed from
+    # the page's rows instead of asking again.
+    assert len(five) == 1, five
