@@ -61,7 +61,9 @@ def leaf_field(field: GraphQLField) -> LeafField | None:
 
 
 class KeyhouseExecutor(StrawberryGraphQLCoreExecutionContext):
-    """Strawberry's executor, plus the leaf-field shortcut described above."""
+    """Strawberry's executor, plus the leaf-field shortcut described above: an object's plain
+    leaf fields are answered in a loop, the others by graphql-core, and the answer keeps the
+    selection's order."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -72,28 +74,59 @@ class KeyhouseExecutor(StrawberryGraphQLCoreExecutionContext):
         # Per request: the schema's field objects outlive it, so ids are stable meanwhile.
         self._leaf_fields: dict[int, LeafField | None] = {}
 
-    def execute_field(
+    def execute_fields(
         self,
         parent_type: GraphQLObjectType,
-        source: Any,
-        field_details_list: Any,
-        path: Path,
+        source_value: Any,
+        path: Path | None,
+        grouped_field_set: dict[str, Any],
         position_context: Any,
     ) -> Any:
-        if self._shortcuts and len(field_details_list) == 1:
-            field = self.schema.get_field(parent_type, field_details_list[0].node.name.value)
-            if field is not None:
-                if id(field) in self._leaf_fields:
-                    shortcut = self._leaf_fields[id(field)]
-                else:
-                    shortcut = self._leaf_fields[id(field)] = leaf_field(field)
-                if shortcut is not None:
-                    value = _plain_leaf_value(shortcut, source)
-                    if value is not Undefined:
-                        return value
-        return super().execute_field(
-            parent_type, source, field_details_list, path, position_context
-        )
+        if not self._shortcuts:
+            return super().execute_fields(
+                parent_type, source_value, path, grouped_field_set, position_context
+            )
+        plain: dict[str, Any] = {}
+        rest: dict[str, Any] = {}
+        for response_name, field_details_list in grouped_field_set.items():
+            shortcut = self._leaf_field(parent_type, field_details_list)
+            value = Undefined if shortcut is None else _plain_leaf_value(shortcut, source_value)
+            if value is Undefined:
+                rest[response_name] = field_details_list
+            else:
+                plain[response_name] = value
+        if not rest:
+            return plain
+        others = super().execute_fields(parent_type, source_value, path, rest, position_context)
+
+        def in_selection_order(values: dict[str, Any]) -> dict[str, Any]:
+            # Fields graphql-core skipped (not in the schema) are absent from its answer.
+            return {
+                name: plain[name] if name in plain else values[name]
+                for name in grouped_field_set
+                if name in plain or name in values
+            }
+
+        if isinstance(others, dict):
+            return in_selection_order(others)
+
+        async def awaited() -> dict[str, Any]:
+            return in_selection_order(await others)
+
+        return awaited()
+
+    def _leaf_field(
+        self, parent_type: GraphQLObjectType, field_details_list: Any
+    ) -> LeafField | None:
+        if len(field_details_list) != 1:
+            return None  # the same response name selected twice: merged by graphql-core
+        field = self.schema.get_field(parent_type, field_details_list[0].node.name.value)
+        if field is None:
+            return None
+        key = id(field)
+        if key not in self._leaf_fields:
+            self._leaf_fields[key] = leaf_field(field)
+        return self._leaf_fields[key]
 
 
 def _plain_leaf_value(shortcut: LeafField, source: Any) -> Any:

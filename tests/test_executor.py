@@ -3,6 +3,7 @@ the same data, and the same errors at the same paths, for plain values and every
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from datetime import UTC, datetime
 from enum import Enum
 from typing import Any
@@ -41,6 +42,10 @@ class Thing:
     @strawberry.field
     def shout(self) -> str:
         return self.name.upper()
+
+    @strawberry.field
+    async def later(self) -> str:
+        return self.name
 
 
 def thing(**changes: Any) -> Thing:
@@ -142,6 +147,48 @@ def test_odd_values_give_the_same_errors_at_the_same_paths(changes: dict[str, An
     assert general.errors, "the case must be an error for graphql-core too"
     assert _errors(shortcut) == _errors(general)
     assert shortcut.data == general.data
+
+
+def _key_orders(data: Any) -> Any:
+    """The data with every object's keys listed in order (dict equality ignores order)."""
+    if isinstance(data, dict):
+        return [(key, _key_orders(value)) for key, value in data.items()]
+    if isinstance(data, list):
+        return [_key_orders(item) for item in data]
+    return data
+
+
+def test_the_answer_keeps_the_selections_order_with_aliases_and_resolvers_in_between() -> None:
+    query = "{ things { shout alias: name count name tags again: count shout2: shout id } }"
+
+    general, shortcut = both(query, [thing(), thing(name="two")])
+
+    assert shortcut.errors is None
+    assert _key_orders(shortcut.data) == _key_orders(general.data)
+
+
+async def _awaited(result: Awaitable[ExecutionResult] | ExecutionResult) -> ExecutionResult:
+    assert not isinstance(result, ExecutionResult), "an async resolver makes execution async"
+    return await result
+
+
+async def test_an_async_resolver_among_plain_leaves_is_awaited_in_place() -> None:
+    THINGS[:] = [thing(), thing(name="two")]
+    document = parse("{ things { id later name } }")
+
+    general = await _awaited(
+        execute(SCHEMA._schema, document, executor_class=StrawberryGraphQLCoreExecutionContext)
+    )
+    shortcut = await _awaited(execute(SCHEMA._schema, document, executor_class=KeyhouseExecutor))
+
+    assert shortcut.errors is None
+    assert _key_orders(shortcut.data) == _key_orders(general.data)
+    assert shortcut.data == {
+        "things": [
+            {"id": "t1", "later": "one", "name": "one"},
+            {"id": "t1", "later": "two", "name": "two"},
+        ]
+    }
 
 
 class Uppercase(SchemaExtension):
