@@ -139,7 +139,8 @@ def _plain_leaf_value(shortcut: LeafField, source: Any) -> Any:
             return Undefined
         coerce = shortcut.leaf.coerce_output_value
         if not shortcut.is_list:
-            return _checked(coerce(value))
+            coerced = coerce(value)
+            return Undefined if coerced is None else coerced
         if not isinstance(value, list | tuple):
             return Undefined
         items = [coerce(item) for item in value]
@@ -147,7 +148,3 @@ def _plain_leaf_value(shortcut: LeafField, source: Any) -> Any:
         # graphql-core runs the field again and reports the error with its path.
         return Undefined
     return Undefined if any(item is None or item is Undefined for item in items) else items
-
-
-def _checked(coerced: Any) -> Any:
-    return Undefined if coerced is None else coerced

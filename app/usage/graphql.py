@@ -5,6 +5,7 @@ Each field of ``Usage`` runs one aggregate over the buckets, and only when it is
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from datetime import datetime
 from enum import Enum
 from typing import TYPE_CHECKING, Annotated
@@ -72,9 +73,11 @@ class KeyUsage:
         row = await info.context.api_key.load(self.api_key_id)
         return None if row is None else ApiKeyType.of(row)
 
-    @strawberry.field(description="When the key last authenticated a request.")
-    async def last_used_at(self, info: Info) -> datetime | None:
-        return await info.context.last_used_at.load(self.api_key_id)
+    @strawberry.field(
+        description="When the key last authenticated a request.", graphql_type=datetime | None
+    )
+    def last_used_at(self, info: Info) -> datetime | Awaitable[datetime | None] | None:
+        return info.context.last_used(self.api_key_id)
 
 
 @strawberry.type

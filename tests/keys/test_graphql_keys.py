@@ -377,6 +377,10 @@ async def test_scope_filter_keeps_the_keys_holding_that_scope(
     assert _names(everything) == ["gone", "both", "reads billing", "admin"]
     assert everything["totalCount"] == 4
     assert _names(active) == ["both", "reads billing", "admin"]
+    # A scope name with LIKE's wildcard character "_" in it matches only itself.
+    assert _names(await _page(client, tenant.admin_key, filter={"scope": "read:api_keys"})) == [
+        "admin"
+    ]
 
 
 async def test_an_unknown_scope_filter_is_bad_user_input(
