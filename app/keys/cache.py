@@ -36,6 +36,8 @@ class KeyRecord:
     name: str
     hint: str
     scopes: frozenset[str]
+    # The same scopes in name order, as answers list them (sorted once, not per answer).
+    sorted_scopes: tuple[str, ...]
     expires_at: datetime | None
     revoked_at: datetime | None
     rate_limit: Budget
@@ -56,6 +58,7 @@ class KeyRecord:
             name=row.name,
             hint=row.hint,
             scopes=frozenset(row.scopes),
+            sorted_scopes=tuple(sorted(row.scopes)),
             expires_at=row.expires_at,
             revoked_at=row.revoked_at,
             rate_limit=Budget.of(rate_limit, row.id),
