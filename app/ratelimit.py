@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import cast
+from typing import NamedTuple, cast
 
 import redis.asyncio as redis
 from limits import RateLimitItem, RateLimitItemPerSecond
@@ -49,8 +49,7 @@ class Budget:
         return cls(item, item.key_for(key_id))
 
 
-@dataclass(frozen=True, slots=True)
-class RateLimitStatus:
+class RateLimitStatus(NamedTuple):
     allowed: bool
     limit: int
     remaining: int

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from typing import NamedTuple
 from urllib.parse import parse_qsl, urlsplit
 
 from app.keys.outcomes import Outcome, Rejection
@@ -33,8 +33,7 @@ _PLACEHOLDER_WORDS = re.compile(
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Presentation:
+class Presentation(NamedTuple):
     """The key material one request carried, each value with the place it came from."""
 
     values: tuple[tuple[str, str], ...]

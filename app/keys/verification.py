@@ -15,9 +15,9 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Collection
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import format_datetime
+from typing import NamedTuple
 
 from limits import RateLimitItem
 from sqlmodel import col, select
@@ -36,8 +36,7 @@ from app.ratelimit import RateLimiter, RateLimitStatus, rate_limit_item
 from app.usage.recorder import UsageRecorder
 
 
-@dataclass(frozen=True, slots=True)
-class Verification:
+class Verification(NamedTuple):
     outcome: Outcome
     message: str
     hint: str
