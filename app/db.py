@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async
 from sqlalchemy.types import TypeDecorator
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from app.sqlite import sqlite_creator
 from app.timeutil import as_utc
 
 SessionMaker = async_sessionmaker[AsyncSession]
@@ -50,7 +51,9 @@ def create_engine(database_url: str) -> AsyncEngine:
         if driver_logger.level == logging.NOTSET:
             driver_logger.setLevel(logging.INFO)
         engine = create_async_engine(
-            database_url, connect_args={"timeout": 30}, hide_parameters=True
+            database_url,
+            async_creator=sqlite_creator(database_url, timeout=30),
+            hide_parameters=True,
         )
 
         @event.listens_for(engine.sync_engine, "connect")

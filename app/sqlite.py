@@ -1,0 +1,147 @@
+"""SQLite through aiosqlite, with one trip to the driver's thread per statement.
+
+aiosqlite runs every sqlite3 call on a thread of its own, and each call is a trip there and back:
+two thread wake-ups, about 50 µs of CPU, more than SQLite takes to answer a page of keys.
+SQLAlchemy's aiosqlite adapter makes four trips per statement (open a cursor, execute, fetch the
+rows, close the cursor) and two more to end each unit of work (the session's commit, then the
+pool's rollback), even when it only read and so never opened a transaction. A GraphQL read
+costs six trips.
+
+Here a statement is one trip (the cursor is opened, executed, drained and closed on the driver's
+thread, and its results kept), and commit and rollback skip the trip when no transaction is open,
+where sqlite3 itself would do nothing. A read is one trip; a write is one per statement plus its
+commit. SQLAlchemy's adapter still does everything else (pooling, isolation, errors):
+:func:`sqlite_creator` is its ``async_creator``.
+
+This leans on two aiosqlite internals, as SQLAlchemy's own adapter does: ``_execute`` (queue a
+call to the thread) and ``_thread``. tests/test_sqlite.py counts the trips and would catch a
+release that changed them.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Iterable, Sequence
+from functools import partial
+from typing import Any, Self
+
+import aiosqlite
+from sqlalchemy import make_url
+from sqlalchemy.dialects.sqlite.aiosqlite import SQLiteDialect_aiosqlite
+
+# What a statement left behind: description, rowcount, lastrowid and all of its rows.
+_Outcome = tuple[Any, int, int | None, list[Any]]
+
+
+def _run(connection: sqlite3.Connection, sql: str, parameters: Any) -> _Outcome:
+    """On the driver's thread: the whole life of one cursor."""
+    cursor = connection.cursor()
+    try:
+        cursor.execute(sql, () if parameters is None else parameters)
+        return _drained(cursor)
+    finally:
+        cursor.close()
+
+
+def _run_many(connection: sqlite3.Connection, sql: str, parameters: Any) -> _Outcome:
+    cursor = connection.cursor()
+    try:
+        cursor.executemany(sql, parameters)
+        return _drained(cursor)
+    finally:
+        cursor.close()
+
+
+def _drained(cursor: sqlite3.Cursor) -> _Outcome:
+    rows = cursor.fetchall() if cursor.description else []
+    return cursor.description, cursor.rowcount, cursor.lastrowid, rows
+
+
+class OneTripCursor:
+    """The part of aiosqlite's cursor that SQLAlchemy's adapter uses, each statement one trip.
+
+    The rows are fetched with the statement: fine for this service, whose queries are pages and
+    aggregates, never a stream.
+    """
+
+    arraysize = 1
+
+    def __init__(self, connection: OneTripConnection) -> None:
+        self._connection = connection
+        self.description: Any = None
+        self.rowcount = -1
+        self.lastrowid: int | None = None
+        self._rows: list[Any] = []
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.close()
+
+    async def execute(self, sql: str, parameters: Any = None) -> Self:
+        self._keep(await self._connection.run(_run, sql, parameters))
+        return self
+
+    async def executemany(self, sql: str, parameters: Iterable[Any]) -> Self:
+        self._keep(await self._connection.run(_run_many, sql, parameters))
+        return self
+
+    def _keep(self, outcome: _Outcome) -> None:
+        self.description, self.rowcount, self.lastrowid, self._rows = outcome
+
+    async def fetchone(self) -> Any:
+        return self._rows.pop(0) if self._rows else None
+
+    async def fetchmany(self, size: int | None = None) -> Sequence[Any]:
+        count = self.arraysize if size is None else size
+        taken, self._rows = self._rows[:count], self._rows[count:]
+        return taken
+
+    async def fetchall(self) -> Sequence[Any]:
+        taken, self._rows = self._rows, []
+        return taken
+
+    async def close(self) -> None:
+        self._rows = []
+
+
+class OneTripConnection(aiosqlite.Connection):
+    def cursor(self) -> OneTripCursor:  # type: ignore[override]
+        return OneTripCursor(self)
+
+    async def run(self, function: Callable[..., _Outcome], *args: Any) -> _Outcome:
+        """``function(sqlite3_connection, *args)`` on the driver's thread."""
+        # aiosqlite's own cursors queue their calls the same way (as SQLAlchemy's adapter does
+        # for isolation levels).
+        result: _Outcome = await self._execute(  # type: ignore[no-untyped-call]
+            function, self._conn, *args
+        )
+        return result
+
+    async def commit(self) -> None:
+        # With no transaction open (the unit of work only read), sqlite3's commit does nothing.
+        if self.in_transaction:
+            await super().commit()
+
+    async def rollback(self) -> None:
+        if self.in_transaction:
+            await super().rollback()
+
+
+def sqlite_creator(database_url: str, **connect_args: Any) -> Callable[[], Any]:
+    """The ``async_creator`` for ``create_async_engine``: a :class:`OneTripConnection` to the
+    database the URL names, opened as SQLAlchemy's aiosqlite dialect would open it."""
+    url = make_url(database_url)
+    args, options = SQLiteDialect_aiosqlite().create_connect_args(url)
+    options.update(connect_args)
+
+    async def connect() -> OneTripConnection:
+        connection = OneTripConnection(partial(sqlite3.connect, *args, **options), 64)
+        # As SQLAlchemy does for aiosqlite's connections: the thread must not keep the process
+        # alive at exit.
+        connection._thread.daemon = True
+        await connection
+        return connection
+
+    return connect
