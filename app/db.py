@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async
 from sqlalchemy.types import TypeDecorator
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from app.sqlite import sqlite_creator
+from app import sqlite
 from app.timeutil import as_utc
 
 SessionMaker = async_sessionmaker[AsyncSession]
@@ -41,7 +41,7 @@ class UTCDateTime(TypeDecorator[datetime]):
         return None if value is None else as_utc(value)
 
 
-def create_engine(database_url: str) -> AsyncEngine:
+def create_engine(database_url: str, *, sqlite_pool_size: int = 2) -> AsyncEngine:
     # hide_parameters: a failed statement's error (logged with its traceback) never shows its
     # parameters, which hold key hashes and what requests sent.
     if database_url.startswith("sqlite"):
@@ -52,8 +52,8 @@ def create_engine(database_url: str) -> AsyncEngine:
             driver_logger.setLevel(logging.INFO)
         engine = create_async_engine(
             database_url,
-            async_creator=sqlite_creator(database_url, timeout=30),
             hide_parameters=True,
+            **sqlite.engine_options(database_url, pool_size=sqlite_pool_size, timeout=30),
         )
 
         @event.listens_for(engine.sync_engine, "connect")

@@ -51,7 +51,7 @@ class Runtime:
 
     @classmethod
     def create(cls, settings: Settings) -> Runtime:
-        engine = create_engine(settings.database_url)
+        engine = create_engine(settings.database_url, sqlite_pool_size=settings.sqlite_pool_size)
         sessionmaker = create_sessionmaker(engine)
         catalogue = ScopeCatalogue(settings.product_scopes)
         cache = KeyCache(

@@ -11,7 +11,7 @@ Here a statement is one trip (the cursor is opened, executed, drained and closed
 thread, and its results kept), and commit and rollback skip the trip when no transaction is open,
 where sqlite3 itself would do nothing. A read is one trip; a write is one per statement plus its
 commit. SQLAlchemy's adapter still does everything else (pooling, isolation, errors):
-:func:`sqlite_creator` is its ``async_creator``.
+the connection is its ``async_creator`` (:func:`engine_options`).
 
 This leans on two aiosqlite internals, as SQLAlchemy's own adapter does: ``_execute`` (queue a
 call to the thread) and ``_thread``. tests/test_sqlite.py counts the trips and would catch a
@@ -26,8 +26,9 @@ from functools import partial
 from typing import Any, Self
 
 import aiosqlite
-from sqlalchemy import make_url
+from sqlalchemy import URL, make_url
 from sqlalchemy.dialects.sqlite.aiosqlite import SQLiteDialect_aiosqlite
+from sqlalchemy.pool import QueuePool
 
 # What a statement left behind: description, rowcount, lastrowid and all of its rows.
 _Outcome = tuple[Any, int, int | None, list[Any]]
@@ -129,10 +130,20 @@ class OneTripConnection(aiosqlite.Connection):
             await super().rollback()
 
 
-def sqlite_creator(database_url: str, **connect_args: Any) -> Callable[[], Any]:
-    """The ``async_creator`` for ``create_async_engine``: a :class:`OneTripConnection` to the
-    database the URL names, opened as SQLAlchemy's aiosqlite dialect would open it."""
+def engine_options(database_url: str, *, pool_size: int, **connect_args: Any) -> dict[str, Any]:
+    """``create_async_engine`` options for a SQLite URL: connections that make one trip per
+    statement, and a pool of ``pool_size`` of them (no overflow). An in-memory database keeps
+    SQLAlchemy's single shared connection."""
     url = make_url(database_url)
+    options: dict[str, Any] = {"async_creator": _creator(url, connect_args)}
+    if issubclass(SQLiteDialect_aiosqlite.get_pool_class(url), QueuePool):
+        options.update(pool_size=pool_size, max_overflow=0)
+    return options
+
+
+def _creator(url: URL, connect_args: dict[str, Any]) -> Callable[[], Any]:
+    """A :class:`OneTripConnection` to the database the URL names, opened as SQLAlchemy's
+    aiosqlite dialect would open it."""
     args, options = SQLiteDialect_aiosqlite().create_connect_args(url)
     options.update(connect_args)
 

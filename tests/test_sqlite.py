@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.pool import QueuePool
 
 from app.db import create_engine
 from app.sqlite import OneTripConnection, OneTripCursor
@@ -129,3 +130,26 @@ async def test_a_graphql_read_is_one_trip(
     assert answer.errors == []
     assert answer.data["apiKeys"]["totalCount"] == 1
     assert trips == ["_run"]
+
+
+async def test_a_file_database_has_a_small_fixed_pool(tmp_path: Path) -> None:
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'pool.db'}", sqlite_pool_size=3)
+    try:
+        pool = engine.pool
+        assert isinstance(pool, QueuePool)
+        assert pool.size() == 3
+        assert pool._max_overflow == 0  # no connections (threads) beyond those three
+    finally:
+        await engine.dispose()
+
+
+async def test_an_in_memory_database_works_on_its_one_shared_connection() -> None:
+    engine = create_engine("sqlite+aiosqlite://")
+    try:
+        async with engine.begin() as connection:
+            await connection.execute(text("CREATE TABLE m (v TEXT)"))
+            await connection.execute(text("INSERT INTO m VALUES ('kept')"))
+        async with engine.connect() as connection:
+            assert (await connection.execute(text("SELECT v FROM m"))).scalar_one() == "kept"
+    finally:
+        await engine.dispose()
