@@ -7,6 +7,8 @@ from functools import cached_property
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+DEFAULT_SQLITE_POOL_SIZE = 2
+
 # Seed 001's scope table: the product scopes a deployment starts with. A deployment replaces them
 # with its own through KEYHOUSE_PRODUCT_SCOPES (a JSON object of name -> description).
 DEFAULT_PRODUCT_SCOPES: dict[str, str] = {
@@ -42,13 +44,14 @@ class Settings(BaseSettings):
     negative_cache_ttl_seconds: float = Field(default=30.0, ge=0)
     negative_cache_max_entries: int = Field(default=10_000, ge=1)
     # Concurrent database lookups for keys not in the cache: a flood of well-formed but unknown
-    # keys queues here instead of exhausting the database pool.
+    # keys queues here instead of taking every connection of the database pool (PostgreSQL's 20;
+    # on SQLite the pool is smaller still, and the lookups queue there).
     max_concurrent_key_lookups: int = Field(default=8, ge=1)
-    # Connections to a SQLite database (PostgreSQL's pool is sized separately). Each one has its
-    # own aiosqlite thread, and under load every extra thread contends for the GIL: SQLAlchemy's
-    # default of 5 (+10 overflow) cost the keys page a sixth more CPU at 32 connections than 2.
-    # SQLite writes one transaction at a time anyway.
-    sqlite_pool_size: int = Field(default=2, ge=1)
+    # Connections to a SQLite database. Each one has its own aiosqlite thread, and under load
+    # every extra thread contends for the GIL: SQLAlchemy's default of 5 (+10 overflow) cost the
+    # keys page a sixth more CPU at 32 connections than 2. SQLite writes one transaction at a
+    # time anyway. At least 2: `keyhouse serve` holds one while it bootstraps with another.
+    sqlite_pool_size: int = Field(default=DEFAULT_SQLITE_POOL_SIZE, ge=2)
 
     # How often in-memory usage (counts, last_used_at) is written to the database, and how many
     # distinct buckets may wait in memory before a flush starts early.

@@ -20,6 +20,7 @@ from sqlalchemy.types import TypeDecorator
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app import sqlite
+from app.config import DEFAULT_SQLITE_POOL_SIZE
 from app.timeutil import as_utc
 
 SessionMaker = async_sessionmaker[AsyncSession]
@@ -41,7 +42,9 @@ class UTCDateTime(TypeDecorator[datetime]):
         return None if value is None else as_utc(value)
 
 
-def create_engine(database_url: str, *, sqlite_pool_size: int = 2) -> AsyncEngine:
+def create_engine(
+    database_url: str, *, sqlite_pool_size: int = DEFAULT_SQLITE_POOL_SIZE
+) -> AsyncEngine:
     # hide_parameters: a failed statement's error (logged with its traceback) never shows its
     # parameters, which hold key hashes and what requests sent.
     if database_url.startswith("sqlite"):

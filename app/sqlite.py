@@ -2,8 +2,9 @@
 
 aiosqlite runs every sqlite3 call on a thread of its own, and each call is a trip there and back:
 two thread wake-ups, about 50 µs of CPU, more than SQLite takes to answer a page of keys.
-SQLAlchemy's aiosqlite adapter makes four trips per statement (open a cursor, execute, fetch the
-rows, close the cursor) and two more to end each unit of work (the session's commit, then the
+SQLAlchemy's aiosqlite adapter makes four trips per statement that returns rows (open a cursor,
+execute, fetch the rows, close the cursor; three for one that returns none) and two more to end
+each unit of work (the session's commit, then the
 pool's rollback), even when it only read and so never opened a transaction. A GraphQL read
 costs six trips.
 
@@ -13,15 +14,16 @@ where sqlite3 itself would do nothing. A read is one trip; a write is one per st
 commit. SQLAlchemy's adapter still does everything else (pooling, isolation, errors):
 the connection is its ``async_creator`` (:func:`engine_options`).
 
-This leans on two aiosqlite internals, as SQLAlchemy's own adapter does: ``_execute`` (queue a
-call to the thread) and ``_thread``. tests/test_sqlite.py counts the trips and would catch a
-release that changed them.
+This leans on aiosqlite internals, as SQLAlchemy's own adapter does: ``_execute`` (queue a call
+to the thread), ``_conn`` (the sqlite3 connection) and ``_thread``. tests/test_sqlite.py counts
+the trips and would catch a release that changed them.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Iterable, Sequence
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from functools import partial
 from typing import Any, Self
 
@@ -61,8 +63,9 @@ def _drained(cursor: sqlite3.Cursor) -> _Outcome:
 class OneTripCursor:
     """The part of aiosqlite's cursor that SQLAlchemy's adapter uses, each statement one trip.
 
-    The rows are fetched with the statement: fine for this service, whose queries are pages and
-    aggregates, never a stream.
+    All rows are fetched with the statement, also for a streamed result (``stream()``,
+    ``yield_per``): fine for this service, whose queries are pages and aggregates. Note that
+    ``cursor()`` returns it directly, where aiosqlite's returns an awaitable.
     """
 
     arraysize = 1
@@ -72,7 +75,7 @@ class OneTripCursor:
         self.description: Any = None
         self.rowcount = -1
         self.lastrowid: int | None = None
-        self._rows: list[Any] = []
+        self._rows: deque[Any] = deque()
 
     async def __aenter__(self) -> Self:
         return self
@@ -89,22 +92,27 @@ class OneTripCursor:
         return self
 
     def _keep(self, outcome: _Outcome) -> None:
-        self.description, self.rowcount, self.lastrowid, self._rows = outcome
+        self.description, self.rowcount, self.lastrowid, rows = outcome
+        self._rows = deque(rows)
 
     async def fetchone(self) -> Any:
-        return self._rows.pop(0) if self._rows else None
+        return self._rows.popleft() if self._rows else None
 
     async def fetchmany(self, size: int | None = None) -> Sequence[Any]:
-        count = self.arraysize if size is None else size
-        taken, self._rows = self._rows[:count], self._rows[count:]
-        return taken
+        count = min(self.arraysize if size is None else size, len(self._rows))
+        return [self._rows.popleft() for _ in range(count)]
 
     async def fetchall(self) -> Sequence[Any]:
-        taken, self._rows = self._rows, []
+        taken = list(self._rows)
+        self._rows.clear()
         return taken
 
+    async def __aiter__(self) -> AsyncIterator[Any]:
+        while self._rows:
+            yield self._rows.popleft()
+
     async def close(self) -> None:
-        self._rows = []
+        self._rows.clear()
 
 
 class OneTripConnection(aiosqlite.Connection):

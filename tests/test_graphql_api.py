@@ -3,9 +3,11 @@ abuse limits, error masking and what gets logged."""
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -16,6 +18,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from app.graphql import KeyhouseGraphQL, build_schema
 from app.keys.secret import generate_secret
 from app.runtime import Runtime
 from tests.support import GraphQLResult, Tenant, gql, make_key, snapshot
@@ -590,3 +593,12 @@ async def test_graphql_and_verification_spend_one_budget(
     assert verified.json()["valid"] is True
     assert first.response.status_code == 200
     assert second.response.status_code == 429
+
+
+async def test_answers_encode_values_orjson_alone_refuses(runtime: Runtime) -> None:
+    # A JSON scalar passes its value through as it is: a set or a Decimal must not become a 500.
+    view = KeyhouseGraphQL(build_schema(runtime.settings), runtime)
+
+    encoded = view.encode_json({"data": {"details": {"tags": {"b"}, "amount": Decimal("1.5")}}})
+
+    assert json.loads(encoded) == {"data": {"details": {"tags": ["b"], "amount": "1.5"}}}

@@ -8,11 +8,13 @@ from typing import Any
 
 import httpx
 import pytest
+from pydantic import ValidationError
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import QueuePool
 
+from app.config import Settings
 from app.db import create_engine
 from app.sqlite import OneTripConnection, OneTripCursor
 from tests.support import Tenant, gql
@@ -153,3 +155,18 @@ async def test_an_in_memory_database_works_on_its_one_shared_connection() -> Non
             assert (await connection.execute(text("SELECT v FROM m"))).scalar_one() == "kept"
     finally:
         await engine.dispose()
+
+
+async def test_a_streamed_result_arrives_whole(engine: AsyncEngine) -> None:
+    async with engine.begin() as connection:
+        await connection.execute(text("INSERT INTO t (v) VALUES ('a'), ('b'), ('c')"))
+    async with engine.connect() as connection:
+        streamed = await connection.stream(text("SELECT v FROM t ORDER BY id"))
+        assert [row.v async for row in streamed] == ["a", "b", "c"]
+
+
+def test_the_sqlite_pool_has_at_least_two_connections() -> None:
+    # `keyhouse serve` holds one connection (its setup lock) while it bootstraps with another.
+    with pytest.raises(ValidationError, match="sqlite_pool_size"):
+        Settings(sqlite_pool_size=1)
+    assert Settings(sqlite_pool_size=2).sqlite_pool_size == 2

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from limits import RateLimitItem
@@ -36,8 +36,6 @@ class KeyRecord:
     name: str
     hint: str
     scopes: frozenset[str]
-    # The same scopes in name order, as answers list them (sorted once, not per answer).
-    sorted_scopes: tuple[str, ...]
     expires_at: datetime | None
     revoked_at: datetime | None
     rate_limit: Budget
@@ -47,6 +45,11 @@ class KeyRecord:
     superseded_at: datetime | None = None
     superseded_ts: float | None = None
     replaced_by: Replacement | None = None
+    # The scopes in name order, as answers list them: sorted once, when the key is cached.
+    sorted_scopes: tuple[str, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "sorted_scopes", tuple(sorted(self.scopes)))
 
     @classmethod
     def from_row(
@@ -58,7 +61,6 @@ class KeyRecord:
             name=row.name,
             hint=row.hint,
             scopes=frozenset(row.scopes),
-            sorted_scopes=tuple(sorted(row.scopes)),
             expires_at=row.expires_at,
             revoked_at=row.revoked_at,
             rate_limit=Budget.of(rate_limit, row.id),

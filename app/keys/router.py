@@ -68,6 +68,19 @@ def _timestamp(value: Any) -> str | None:
     return None if value is None else value.isoformat()
 
 
+# What a refused key's answer says in the identity fields: nothing.
+_NO_IDENTITY: dict[str, Any] = {
+    "keyId": None,
+    "organizationId": None,
+    "scopes": None,
+    "expiresAt": None,
+    "expiresSoon": False,
+    "deprecated": False,
+    "sunset": None,
+    "replacedBy": None,
+}
+
+
 def verification_body(verification: Verification) -> dict[str, Any]:
     """The verify endpoint's answer; identity fields only for a valid key."""
     ratelimit = verification.ratelimit
@@ -83,16 +96,10 @@ def verification_body(verification: Verification) -> dict[str, Any]:
             "code": verification.outcome.value,
             "message": verification.message,
             "hint": verification.hint or None,
-            "keyId": None,
-            "organizationId": None,
-            "scopes": None,
-            "expiresAt": None,
-            "expiresSoon": False,
-            "deprecated": False,
-            "sunset": None,
-            "replacedBy": None,
+            **_NO_IDENTITY,
             "ratelimit": limit,
         }
+    sunset = verification.sunset
     replaced_by = key.replaced_by
     return {
         "valid": True,
@@ -105,8 +112,8 @@ def verification_body(verification: Verification) -> dict[str, Any]:
         "expiresAt": _timestamp(key.expires_at),
         "expiresSoon": verification.expires_soon,
         # A replaced key in its grace period still works, but its integration should move on.
-        "deprecated": key.superseded_at is not None,
-        "sunset": _timestamp(key.superseded_at),
+        "deprecated": sunset is not None,
+        "sunset": _timestamp(sunset),
         "replacedBy": None
         if replaced_by is None
         else {"name": replaced_by.name, "hint": replaced_by.hint},

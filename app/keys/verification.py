@@ -191,7 +191,13 @@ class KeyVerifier:
             )
 
         self._recorder.record(record.id, record.organization_id, operation, Outcome.VALID, now)
-        return Verification(Outcome.VALID, "The API key is valid.", "", record, ratelimit)
+        return Verification(
+            outcome=Outcome.VALID,
+            message="The API key is valid.",
+            hint="",
+            key=record,
+            ratelimit=ratelimit,
+        )
 
     def _refuse(
         self,
@@ -209,7 +215,9 @@ class KeyVerifier:
             self._recorder.record(
                 record.id, record.organization_id, operation, outcome, time.time()
             )
-        return Verification(outcome, message, hint, record, ratelimit)
+        return Verification(
+            outcome=outcome, message=message, hint=hint, key=record, ratelimit=ratelimit
+        )
 
     def _describe_missing_scopes(self, required: Collection[str], held: frozenset[str]) -> str:
         missing = sorted(set(required) - held)

@@ -199,7 +199,6 @@ def _record(key_id: str) -> KeyRecord:
         name="k",
         hint="kh_…",
         scopes=frozenset({"read:charge_points"}),
-        sorted_scopes=("read:charge_points",),
         expires_at=None,
         revoked_at=None,
         rate_limit=Budget.of(rate_limit_item(10, 60), key_id),

@@ -114,6 +114,8 @@ async def test_valid_key_answer_carries_rate_limit_headers(
     assert response.headers["X-RateLimit-Limit"] == "1000"
     assert response.headers["X-RateLimit-Remaining"] == "999"
     assert "Retry-After" not in response.headers
+    assert response.headers["Content-Type"] == "application/json"
+    assert response.headers["Content-Length"] == str(len(response.content))
 
 
 async def test_key_that_never_expires_has_null_expires_at(
