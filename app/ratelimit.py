@@ -54,9 +54,9 @@ class RateLimitStatus(NamedTuple):
     limit: int
     remaining: int
     reset: int  # Unix time (seconds) when the current window ends
-
-    def retry_after(self, now: float | None = None) -> int:
-        return max(1, int(self.reset - (time.time() if now is None else now) + 0.999))
+    # For a refused hit, whole seconds until the window ends (0 when allowed): read from the clock
+    # once, so the hint and the Retry-After header always say the same.
+    retry_after: int = 0
 
     def headers(self) -> dict[str, str]:
         headers = {
@@ -65,7 +65,7 @@ class RateLimitStatus(NamedTuple):
             "X-RateLimit-Reset": str(self.reset),
         }
         if not self.allowed:
-            headers["Retry-After"] = str(self.retry_after())
+            headers["Retry-After"] = str(self.retry_after)
         return headers
 
 
@@ -153,9 +153,11 @@ class RateLimiter:
 
 
 def _status(item: RateLimitItem, count: int, reset: float) -> RateLimitStatus:
+    allowed = count <= item.amount
     return RateLimitStatus(
-        allowed=count <= item.amount,
+        allowed=allowed,
         limit=item.amount,
         remaining=max(0, item.amount - count),
         reset=int(reset),
+        retry_after=0 if allowed else max(1, int(reset - time.time() + 0.999)),
     )

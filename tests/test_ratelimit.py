@@ -73,7 +73,7 @@ async def test_refused_hit_reports_when_to_retry() -> None:
     refused = await limiter.hit(key)
 
     assert not refused.allowed
-    assert 1 <= refused.retry_after() <= 30
+    assert 1 <= refused.retry_after <= 30
     headers = refused.headers()
     assert headers["X-RateLimit-Limit"] == "1"
     assert headers["X-RateLimit-Remaining"] == "0"

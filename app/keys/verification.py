@@ -180,12 +180,11 @@ class KeyVerifier:
 
         ratelimit = await self._limiter.hit(record.rate_limit)
         if not ratelimit.allowed:
-            retry_after = ratelimit.retry_after(now)
             return self._refuse(
                 operation,
                 Outcome.RATE_LIMITED,
                 f"This API key exceeded its rate limit of {ratelimit.limit} requests.",
-                f"Retry after {retry_after} seconds.",
+                f"Retry after {ratelimit.retry_after} seconds.",
                 record,
                 ratelimit,
             )

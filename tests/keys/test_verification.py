@@ -280,7 +280,7 @@ async def test_rate_limited_verification_reports_limit_and_retry(
     assert verification.ratelimit is not None
     assert verification.ratelimit.limit == 1
     assert verification.ratelimit.remaining == 0
-    assert 1 <= verification.ratelimit.retry_after() <= 30
+    assert 1 <= verification.ratelimit.retry_after <= 30
     assert "rate limit of 1 requests" in verification.message
 
 

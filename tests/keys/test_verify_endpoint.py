@@ -286,6 +286,8 @@ async def test_key_over_its_rate_limit_is_rate_limited_with_retry_after(
     assert body["ratelimit"]["limit"] == 3
     assert body["ratelimit"]["remaining"] == 0
     assert 1 <= int(response.headers["Retry-After"]) <= 60
+    # The hint and the header come from one reading of the clock.
+    assert body["hint"] == f"Retry after {response.headers['Retry-After']} seconds."
     assert response.headers["X-RateLimit-Remaining"] == "0"
 
 
