@@ -14,10 +14,11 @@ from typing import Any, cast
 
 import orjson
 import strawberry
+from cross_web import HTTPException
 from graphql import GraphQLError
 from pydantic_core import to_jsonable_python
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
@@ -33,6 +34,7 @@ from strawberry.extensions import (
 )
 from strawberry.http import GraphQLHTTPResponse
 from strawberry.schema.config import StrawberryConfig
+from strawberry.schema.exceptions import InvalidOperationTypeError
 from strawberry.tools import merge_types
 from strawberry.types import ExecutionContext, ExecutionResult
 
@@ -153,6 +155,14 @@ class RequestRefused(Exception):
         self.verification = verification
 
 
+class MutationViaGet(Exception):
+    """A mutation sent with GET: GraphQL over HTTP answers 405 with ``Allow: POST`` (Strawberry
+    answers 400), and nothing runs."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
 def _refusal_code(outcome: Outcome) -> str:
     return "RATE_LIMITED" if outcome is Outcome.RATE_LIMITED else "UNAUTHORIZED"
 
@@ -198,6 +208,9 @@ class KeyhouseGraphQL(GraphQL[Context, None]):
             outcome = refused.verification.outcome
             logger.info("graphql request refused %s: %s", _refusal_code(outcome), outcome.value)
             await refusal_response(refused.verification)(scope, receive, send)
+        except MutationViaGet as refused:
+            response = PlainTextResponse(refused.reason, status_code=405, headers={"Allow": "POST"})
+            await response(scope, receive, send)
 
     def encode_json(self, data: object) -> bytes:
         # orjson: a page of 50 keys encodes in 5 µs, a fifth of pydantic-core's time and a
@@ -235,9 +248,16 @@ class KeyhouseGraphQL(GraphQL[Context, None]):
         sub_response.headers.update(verification.notice_headers())
         succeeded = False
         try:
-            result = await super().execute_operation(
-                request, request_adapter, request_data, context, root_value, sub_response
-            )
+            try:
+                result = await super().execute_operation(
+                    request, request_adapter, request_data, context, root_value, sub_response
+                )
+            except HTTPException as error:
+                if request.method == "GET" and isinstance(
+                    error.__cause__, InvalidOperationTypeError
+                ):
+                    raise MutationViaGet(error.reason) from error
+                raise
             # Batching and subscriptions are off: the result is one ExecutionResult.
             assert isinstance(result, ExecutionResult)
             succeeded = not any(_code_of(e) == "INTERNAL" for e in result.errors or ())

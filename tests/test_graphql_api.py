@@ -265,7 +265,9 @@ async def test_a_mutation_sent_with_get_is_refused_and_changes_nothing(
         headers={"X-API-Key": tenant.admin_key, "Accept": "application/json"},
     )
 
-    assert 400 <= response.status_code < 500
+    # GraphQL over HTTP: 405 Method Not Allowed, and where to send it instead.
+    assert response.status_code == 405
+    assert response.headers["Allow"] == "POST"
     assert "GET" in response.text
     assert await snapshot(runtime) == before
 
