@@ -8,11 +8,13 @@ directly, dispatched by path before FastAPI's middleware stack and router (see
 
 from __future__ import annotations
 
+import functools
 import hmac
 import json
 import logging
-from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from typing import Any, NamedTuple
+from urllib.parse import parse_qsl
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError
@@ -43,25 +45,29 @@ class VerifyRequest(BaseModel):
     operation: StrictStr | None = Field(default=None, max_length=MAX_OPERATION_LENGTH)
 
 
-class VerifyResponse(Response):
-    """A verify answer, built for the hot path: the body encoded by orjson (a quarter of
-    pydantic-core's time on this body), the headers
-    encoded directly rather than by Starlette's general ``init_headers``."""
+class DataPlaneResponse(Response):
+    """An answer built for the hot path: headers encoded directly rather than by Starlette's
+    general ``init_headers`` (which costs a verification's worth of time on these answers)."""
 
-    media_type = "application/json"
-
-    def __init__(self, content: Any, headers: Mapping[str, str]) -> None:
-        self.status_code = 200
+    def __init__(
+        self,
+        body: bytes,
+        headers: Mapping[str, str],
+        *,
+        status_code: int = 200,
+        media_type: str | None = "application/json",
+    ) -> None:
+        self.status_code = status_code
         self.background = None
-        self.body = orjson.dumps(content)
-        self.raw_headers = [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(self.body)).encode()),
-            *[
-                (name.lower().encode("latin-1"), value.encode("latin-1"))
-                for name, value in headers.items()
-            ],
-        ]
+        self.body = body
+        raw = [(b"content-length", str(len(body)).encode())]
+        if media_type is not None:
+            raw.append((b"content-type", media_type.encode()))
+        raw.extend(
+            (name.lower().encode("latin-1"), value.encode("latin-1"))
+            for name, value in headers.items()
+        )
+        self.raw_headers = raw
 
 
 def _timestamp(value: Any) -> str | None:
@@ -228,29 +234,29 @@ def data_plane_routes(runtime: Runtime) -> dict[str, DataPlaneRoute]:
             required_scopes=payload.scopes,
             operation=payload.operation or "verify",
         )
-        return VerifyResponse(
-            verification_body(verification), headers=verification_headers(verification)
+        # orjson: a quarter of pydantic-core's time on this body.
+        return DataPlaneResponse(
+            orjson.dumps(verification_body(verification)), verification_headers(verification)
         )
 
     async def forward_auth(request: Request) -> Response:
         refusal = _service_token_refusal(runtime, request)
         if refusal is not None:
             return refusal
-        required = _required_scopes(request)
+        # Read once into a dict: this endpoint looks up to eight headers.
+        headers = _header_values(request.scope["headers"])
+        auth_query = _auth_query(request.scope["query_string"])
+        required = _required_scopes(auth_query, headers.get("x-required-scopes"))
         if len(required) > MAX_SCOPES:
             return _request_error(400, f"At most {MAX_SCOPES} required scopes.")
-        presentation = from_forward_auth(request.headers)
-        method = (
-            request.headers.get("x-original-method")
-            or request.headers.get("x-forwarded-method")
-            or "GET"
-        )
+        presentation = from_forward_auth(headers)
+        method = headers.get("x-original-method") or headers.get("x-forwarded-method") or "GET"
         # The label never includes the query string: that is where keys travel.
         operation = f"{method[:10]} {(presentation.url_path or '/')[:MAX_OPERATION_LENGTH]}"
         verification = await verifier.verify(
             presentation, required_scopes=required, operation=operation
         )
-        return forward_auth_response(request, verification)
+        return forward_auth_response(verification, rate_limit_as_403=auth_query.rate_limit_as_403)
 
     return {
         "/v1/keys/verify": DataPlaneRoute(frozenset({"POST"}), verify_key),
@@ -258,14 +264,43 @@ def data_plane_routes(runtime: Runtime) -> dict[str, DataPlaneRoute]:
     }
 
 
-def _required_scopes(request: Request) -> list[str]:
-    """From ``scope=`` on the auth URL (repeated, or comma/space separated) and
-    ``X-Required-Scopes``."""
-    raw = [*request.query_params.getlist("scope"), request.headers.get("x-required-scopes", "")]
-    return sorted({part for value in raw for part in value.replace(",", " ").split()})
+def _header_values(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
+    """Request headers by lower-case name; of a repeated header, the first (as Starlette)."""
+    return {name.decode("latin-1"): value.decode("latin-1") for name, value in reversed(raw)}
 
 
-def forward_auth_response(request: Request, verification: Verification) -> Response:
+class AuthQuery(NamedTuple):
+    """What the auth URL's own query says (not the original request's)."""
+
+    scopes: frozenset[str]
+    rate_limit_as_403: bool
+
+
+@functools.lru_cache(maxsize=256)
+def _auth_query(query_string: bytes) -> AuthQuery:
+    """``scope=`` (repeated, or comma/space separated) and ``ratelimit_status=403``. The auth
+    URL is part of the gateway's configuration, one per protected location, so there are a
+    handful of distinct values: each is parsed once."""
+    params = parse_qsl(query_string.decode("latin-1"), keep_blank_values=True)
+    return AuthQuery(
+        scopes=frozenset(_scope_names(value for name, value in params if name == "scope")),
+        rate_limit_as_403=("ratelimit_status", "403") in params,
+    )
+
+
+def _scope_names(values: Iterable[str]) -> Iterator[str]:
+    for value in values:
+        yield from value.replace(",", " ").split()
+
+
+def _required_scopes(query: AuthQuery, header: str | None) -> list[str]:
+    """The auth URL's scopes and those of ``X-Required-Scopes``."""
+    if not header:
+        return sorted(query.scopes)
+    return sorted(query.scopes.union(_scope_names([header])))
+
+
+def forward_auth_response(verification: Verification, *, rate_limit_as_403: bool) -> Response:
     headers = verification_headers(verification)
     if verification.valid and verification.key is not None:
         key = verification.key
@@ -276,7 +311,7 @@ def forward_auth_response(request: Request, verification: Verification) -> Respo
                 "X-Api-Key-Scopes": " ".join(key.sorted_scopes),
             }
         )
-        return Response(status_code=200, headers=headers)
+        return DataPlaneResponse(b"", headers, media_type=None)
 
     outcome = verification.outcome
     body = {"code": outcome.value, "message": verification.message, "hint": verification.hint}
@@ -288,8 +323,8 @@ def forward_auth_response(request: Request, verification: Verification) -> Respo
     status = outcome.http_status
     if status == 401:
         headers["WWW-Authenticate"] = 'Bearer realm="keyhouse"'
-    if outcome is Outcome.RATE_LIMITED and request.query_params.get("ratelimit_status") == "403":
+    if outcome is Outcome.RATE_LIMITED and rate_limit_as_403:
         # nginx's auth_request passes only 401 and 403 through (anything else becomes a 500);
         # the example config turns this 403 back into a 429 with Retry-After.
         status = 403
-    return Response(encoded, status_code=status, headers=headers, media_type="application/json")
+    return DataPlaneResponse(encoded.encode(), headers, status_code=status)

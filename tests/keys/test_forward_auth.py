@@ -200,6 +200,37 @@ async def test_scopes_from_the_x_required_scopes_header_are_required(
     assert "'write:billing'" in body["message"]
 
 
+async def test_scopes_of_the_auth_url_and_the_header_are_all_required(
+    client: httpx.AsyncClient, key: IssuedKey
+) -> None:
+    url_scope = {"scope": "read:charge_points"}
+    held = await auth(
+        client, {"X-API-Key": key.secret, "X-Required-Scopes": "read:billing"}, url_scope
+    )
+    lacking = await auth(
+        client, {"X-API-Key": key.secret, "X-Required-Scopes": "write:billing"}, url_scope
+    )
+
+    assert held.status_code == 200
+    body = assert_refused(lacking, 403, "INSUFFICIENT_SCOPE")
+    assert "'write:billing'" in body["message"]
+    assert "read:charge_points" not in body["message"]  # held, so not named as missing
+
+
+async def test_more_than_20_required_scopes_is_a_bad_request_that_spends_nothing(
+    client: httpx.AsyncClient, key: IssuedKey
+) -> None:
+    scopes = " ".join(f"read:thing{number}" for number in range(21))
+
+    response = await auth(client, {"X-API-Key": key.secret, "X-Required-Scopes": scopes})
+
+    assert response.status_code == 400
+    assert response.json() == {"error": "BAD_REQUEST", "message": "At most 20 required scopes."}
+    # Refused before verification: the key's budget is untouched.
+    allowed = await auth(client, {"X-API-Key": key.secret})
+    assert allowed.headers["X-RateLimit-Remaining"] == "999"
+
+
 async def test_unknown_required_scope_is_named_as_unknown(
     client: httpx.AsyncClient, key: IssuedKey
 ) -> None:
