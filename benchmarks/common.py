@@ -14,6 +14,7 @@ import resource
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import textwrap
@@ -387,6 +388,57 @@ def measure(
         other_cores=None if other_s is None else max(0.0, other_s - own_s) / wall,
     )
     return Measurement(target, url, result, cpu)
+
+
+@dataclass(frozen=True)
+class Target:
+    """One thing to load: a path on a running server, with an optional wrk script."""
+
+    name: str
+    server: Server
+    path: str
+    script: Path | None = None
+
+
+# One dict per round: target name -> its measurement in that round.
+Rounds = list[dict[str, Measurement]]
+
+
+def measure_in_rounds(targets: Sequence[Target], *, load: LoadSettings, rounds: int) -> Rounds:
+    """Every target in turn, ``rounds`` times over. With the servers all running (an idle one
+    costs nothing), a noisy spell on the shared machine hits one round, not one target."""
+    measured: Rounds = []
+    for number in range(1, rounds + 1):
+        print(f"Round {number} of {rounds}", flush=True)
+        measured.append(
+            {
+                target.name: measure(
+                    target.name, target.server, target.path, load=load, script=target.script
+                )
+                for target in targets
+            }
+        )
+    return measured
+
+
+def median_ratio(rounds: Rounds, target: str, baseline: str) -> float:
+    """The median over rounds of each round's own throughput ratio."""
+    return statistics.median(throughput_ratio(each[target], each[baseline]) for each in rounds)
+
+
+def median_cpu_ratio(rounds: Rounds, target: str, baseline: str) -> float | None:
+    known = [
+        ratio
+        for ratio in (cpu_ratio(each[target], each[baseline]) for each in rounds)
+        if ratio is not None
+    ]
+    return statistics.median(known) if known else None
+
+
+def median_measurement(rounds: Rounds, target: str) -> Measurement:
+    """The target's round of median throughput (what the tables show)."""
+    measured = sorted((each[target] for each in rounds), key=lambda m: m.result.requests_per_second)
+    return measured[len(measured) // 2]
 
 
 # --- keyhouse -------------------------------------------------------------------------------

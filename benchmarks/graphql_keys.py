@@ -3,7 +3,8 @@
     .venv/bin/python benchmarks/graphql_keys.py
 
 In one run, each server on one uvicorn worker over loopback, measured with wrk (32 connections,
-2 threads, a short warm-up, then 10 s):
+2 threads, a short warm-up, then 10 s), the targets taking turns for three rounds (``--rounds``);
+every ratio is the median of the rounds' own ratios:
 
 * a stock Strawberry app answering ``{ __typename }`` (benchmarks/stock_graphql.py: plain
   ``strawberry.asgi.GraphQL``, no extensions, no caches), the baseline;
@@ -37,15 +38,18 @@ from common import (
     LoadSettings,
     Measurement,
     Server,
+    Target,
     Tenant,
     check_clean,
-    cpu_ratio,
     http_request,
     install_signal_handlers,
     keyhouse_env,
     keyhouse_init,
-    measure,
+    measure_in_rounds,
     measurement_rows,
+    median_cpu_ratio,
+    median_measurement,
+    median_ratio,
     percent,
     print_table,
     require_wrk,
@@ -164,6 +168,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         action="store_true",
         help="skip the keyhouse { __typename } reference row",
     )
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="turns of all targets (ratios: the median)"
+    )
     parser.add_argument("--strict", action="store_true", help="exit 1 when the target is missed")
     return parser.parse_args(argv)
 
@@ -197,52 +204,41 @@ def run(args: argparse.Namespace, workdir: Path) -> tuple[list[Measurement], dic
         workdir / "typename.lua", method="POST", body=typename_body, headers=keyed_headers
     )
 
-    measurements: list[Measurement] = []
-    with uvicorn_server(
-        "stock-strawberry",
-        ["stock_graphql:app", "--app-dir", str(Path(__file__).parent)],
-        log_dir=workdir,
-    ) as stock:
+    stock_name = "stock Strawberry { __typename }"
+    keys_name = f"keyhouse keys page (first: {PAGE_SIZE}, {KEYS:,} keys)"
+    typename_name = "keyhouse { __typename } (reference)"
+    with (
+        uvicorn_server(
+            "stock-strawberry",
+            ["stock_graphql:app", "--app-dir", str(Path(__file__).parent)],
+            log_dir=workdir,
+        ) as stock,
+        uvicorn_server(
+            "keyhouse",
+            ["app.main:create_app", "--factory"],
+            env=env,
+            log_dir=workdir,
+            ready_path="/healthz",
+        ) as keyhouse,
+    ):
         post_graphql(stock, "/", typename_body, None)
-        measurements.append(
-            measure("stock Strawberry { __typename }", stock, "/", load=load, script=stock_script)
-        )
-
-    with uvicorn_server(
-        "keyhouse",
-        ["app.main:create_app", "--factory"],
-        env=env,
-        log_dir=workdir,
-        ready_path="/healthz",
-    ) as keyhouse:
         check_keys_page(keyhouse, keys_body, tenant.api_key)
-        measurements.append(
-            measure(
-                f"keyhouse keys page (first: {PAGE_SIZE}, {KEYS:,} keys)",
-                keyhouse,
-                "/graphql",
-                load=load,
-                script=keys_script,
-            )
-        )
+        post_graphql(keyhouse, "/graphql", typename_body, tenant.api_key)
+        targets_to_load = [
+            Target(stock_name, stock, "/", stock_script),
+            Target(keys_name, keyhouse, "/graphql", keys_script),
+        ]
         if not args.no_reference:
-            post_graphql(keyhouse, "/graphql", typename_body, tenant.api_key)
-            measurements.append(
-                measure(
-                    "keyhouse { __typename } (reference)",
-                    keyhouse,
-                    "/graphql",
-                    load=load,
-                    script=typename_script,
-                )
-            )
+            targets_to_load.append(Target(typename_name, keyhouse, "/graphql", typename_script))
+        rounds = measure_in_rounds(targets_to_load, load=load, rounds=args.rounds)
         # Still answered after the load (not rate limited, not refused).
         check_keys_page(keyhouse, keys_body, tenant.api_key)
 
-    for measurement in measurements:
-        check_clean(measurement)
-    stock_m, keys_m = measurements[0], measurements[1]
-    ratio = throughput_ratio(keys_m, stock_m)
+    for each in rounds:
+        for measurement in each.values():
+            check_clean(measurement)
+    measurements = [median_measurement(rounds, target.name) for target in targets_to_load]
+    ratio = median_ratio(rounds, keys_name, stock_name)
     targets = [
         {
             "target": "keys page req/s >= 50% of stock Strawberry",
@@ -251,10 +247,10 @@ def run(args: argparse.Namespace, workdir: Path) -> tuple[list[Measurement], dic
         }
     ]
     ratios: dict[str, float] = {"keysPage/stock": ratio}
-    cpu_ratios = {"keysPage/stock": cpu_ratio(keys_m, stock_m)}
-    if len(measurements) > 2:
-        ratios["keyhouseTypename/stock"] = throughput_ratio(measurements[2], stock_m)
-        cpu_ratios["keyhouseTypename/stock"] = cpu_ratio(measurements[2], stock_m)
+    cpu_ratios = {"keysPage/stock": median_cpu_ratio(rounds, keys_name, stock_name)}
+    if not args.no_reference:
+        ratios["keyhouseTypename/stock"] = median_ratio(rounds, typename_name, stock_name)
+        cpu_ratios["keyhouseTypename/stock"] = median_cpu_ratio(rounds, typename_name, stock_name)
     return measurements, {
         "load": asdict(load),
         "keys": KEYS,
@@ -262,6 +258,12 @@ def run(args: argparse.Namespace, workdir: Path) -> tuple[list[Measurement], dic
         "seedSeconds": seconds,
         "query": KEYS_PAGE_QUERY,
         "measurements": [m.as_json() for m in measurements],
+        "rounds": [{name: m.as_json() for name, m in each.items()} for each in rounds],
+        "roundRatios": {
+            "keysPage/stock": [
+                throughput_ratio(each[keys_name], each[stock_name]) for each in rounds
+            ]
+        },
         "ratios": ratios,
         "cpuRatios": cpu_ratios,
         "targets": targets,
@@ -275,7 +277,12 @@ def report(results: dict[str, Any], measurements: list[Measurement]) -> None:
     print(wrap(MEASUREMENT_LEGEND))
     print()
     ratios, cpu = results["ratios"], results["cpuRatios"]
-    print("req/s ratios: " + ", ".join(f"{name} = {value:.0%}" for name, value in ratios.items()))
+    per_round = ", ".join(f"{value:.0%}" for value in results["roundRatios"]["keysPage/stock"])
+    print(f"keysPage/stock req/s in each round: {per_round}")
+    print(
+        "req/s ratios (median over rounds): "
+        + ", ".join(f"{name} = {value:.0%}" for name, value in ratios.items())
+    )
     print(
         wrap(
             "CPU-time ratios (the baseline's server CPU per request / the target's; what the req/s"

@@ -40,14 +40,17 @@ from common import (
     LoadSettings,
     Measurement,
     Server,
+    Target,
     check_clean,
-    cpu_ratio,
     http_request,
     install_signal_handlers,
     keyhouse_env,
     keyhouse_init,
-    measure,
+    measure_in_rounds,
     measurement_rows,
+    median_cpu_ratio,
+    median_measurement,
+    median_ratio,
     percent,
     print_table,
     require_wrk,
@@ -155,45 +158,6 @@ async def measure_in_process(database_url: str, secret: str, calls: int) -> InPr
     )
 
 
-@dataclass(frozen=True)
-class Round:
-    """One turn of every target, back to back."""
-
-    bare: Measurement
-    bare_post: Measurement
-    verify: Measurement
-    auth: Measurement
-
-    def named(self) -> list[tuple[str, Measurement]]:
-        return [
-            ("bare", self.bare),
-            ("bare_post", self.bare_post),
-            ("verify", self.verify),
-            ("auth", self.auth),
-        ]
-
-    def all(self) -> list[Measurement]:
-        return [measurement for _, measurement in self.named()]
-
-
-def _median_ratio(rounds: Sequence[Round], target: str, baseline: str) -> float:
-    return statistics.median(
-        throughput_ratio(getattr(each, target), getattr(each, baseline)) for each in rounds
-    )
-
-
-def _median_cpu_ratio(rounds: Sequence[Round], target: str) -> float | None:
-    ratios = [cpu_ratio(getattr(each, target), each.bare) for each in rounds]
-    known = [ratio for ratio in ratios if ratio is not None]
-    return statistics.median(known) if known else None
-
-
-def _median_round(rounds: Sequence[Round], target: str) -> Measurement:
-    measured: list[Measurement] = [getattr(each, target) for each in rounds]
-    measured.sort(key=lambda m: m.result.requests_per_second)
-    return measured[len(measured) // 2]
-
-
 def check_verify_answer(server: Server, body: str) -> None:
     status, _, raw = http_request(
         server.url("/v1/keys/verify"),
@@ -253,9 +217,8 @@ def run(args: argparse.Namespace, workdir: Path) -> tuple[list[Measurement], dic
     auth_script = write_wrk_script(
         workdir / "auth.lua", method="GET", headers={"X-API-Key": tenant.api_key}
     )
-    rounds: list[Round] = []
-    # Both servers run throughout (an idle one costs nothing) and the targets take turns, round
-    # after round: a noisy spell on the shared machine then hits a round, not one target.
+    bare_name, bare_post_name = "bare Starlette JSON route", "bare POST, verify-sized"
+    verify_name, auth_name = "POST /v1/keys/verify", "GET /v1/auth"
     with (
         uvicorn_server(
             "bare", ["bare_app:app", "--app-dir", str(Path(__file__).parent)], log_dir=workdir
@@ -272,47 +235,31 @@ def run(args: argparse.Namespace, workdir: Path) -> tuple[list[Measurement], dic
         auth_url = keyhouse.url(auth_path)
         check_verify_answer(keyhouse, verify_body)
         check_auth_answer(keyhouse, auth_url, tenant.api_key)
-        for number in range(1, args.rounds + 1):
-            print(f"Round {number} of {args.rounds}", flush=True)
-            rounds.append(
-                Round(
-                    bare=measure("bare Starlette JSON route", bare, "/", load=load),
-                    bare_post=measure(
-                        "bare POST, verify-sized",
-                        bare,
-                        "/verify-shaped",
-                        load=load,
-                        script=verify_script,
-                    ),
-                    verify=measure(
-                        "POST /v1/keys/verify",
-                        keyhouse,
-                        "/v1/keys/verify",
-                        load=load,
-                        script=verify_script,
-                    ),
-                    auth=measure(
-                        "GET /v1/auth", keyhouse, auth_path, load=load, script=auth_script
-                    ),
-                )
-            )
+        rounds = measure_in_rounds(
+            [
+                Target(bare_name, bare, "/"),
+                Target(bare_post_name, bare, "/verify-shaped", verify_script),
+                Target(verify_name, keyhouse, "/v1/keys/verify", verify_script),
+                Target(auth_name, keyhouse, auth_path, auth_script),
+            ],
+            load=load,
+            rounds=args.rounds,
+        )
         # Still accepted after the load: the numbers are for valid answers, not refusals.
         check_verify_answer(keyhouse, verify_body)
         check_auth_answer(keyhouse, auth_url, tenant.api_key)
 
     for each in rounds:
-        for measurement in each.all():
+        for measurement in each.values():
             check_clean(measurement)
-    # The issue's ratio, and the others, as the median over rounds of each round's own ratio.
-    verify_ratio = _median_ratio(rounds, "verify", "bare")
-    auth_ratio = _median_ratio(rounds, "auth", "bare")
-    verify_shaped_ratio = _median_ratio(rounds, "verify", "bare_post")
-    # The table shows, for each target, its round of median throughput.
-    bare_m, bare_post_m, verify_m, auth_m = (
-        _median_round(rounds, name) for name in ("bare", "bare_post", "verify", "auth")
-    )
-    measurements = [bare_m, bare_post_m, verify_m, auth_m]
-    verify_p99 = statistics.median(each.verify.result.p99_ms for each in rounds)
+    verify_ratio = median_ratio(rounds, verify_name, bare_name)
+    auth_ratio = median_ratio(rounds, auth_name, bare_name)
+    verify_shaped_ratio = median_ratio(rounds, verify_name, bare_post_name)
+    measurements = [
+        median_measurement(rounds, name)
+        for name in (bare_name, bare_post_name, verify_name, auth_name)
+    ]
+    verify_p99 = statistics.median(each[verify_name].result.p99_ms for each in rounds)
     targets = [
         {
             "target": "verify req/s >= 70% of bare",
@@ -333,19 +280,21 @@ def run(args: argparse.Namespace, workdir: Path) -> tuple[list[Measurement], dic
     return measurements, {
         "load": asdict(load),
         "measurements": [m.as_json() for m in measurements],
-        "rounds": [{name: m.as_json() for name, m in each.named()} for each in rounds],
+        "rounds": [{name: m.as_json() for name, m in each.items()} for each in rounds],
         "roundRatios": {
-            "verify/bare": [throughput_ratio(each.verify, each.bare) for each in rounds],
+            "verify/bare": [
+                throughput_ratio(each[verify_name], each[bare_name]) for each in rounds
+            ],
         },
         "ratios": {
             "verify/bare": verify_ratio,
             "auth/bare": auth_ratio,
             "verify/bare POST verify-sized": verify_shaped_ratio,
-            "bare POST verify-sized/bare": _median_ratio(rounds, "bare_post", "bare"),
+            "bare POST verify-sized/bare": median_ratio(rounds, bare_post_name, bare_name),
         },
         "cpuRatios": {
-            "verify/bare": _median_cpu_ratio(rounds, "verify"),
-            "auth/bare": _median_cpu_ratio(rounds, "auth"),
+            "verify/bare": median_cpu_ratio(rounds, verify_name, bare_name),
+            "auth/bare": median_cpu_ratio(rounds, auth_name, bare_name),
         },
         "inProcess": asdict(in_process),
         "targets": targets,
