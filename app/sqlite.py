@@ -4,9 +4,8 @@ aiosqlite runs every sqlite3 call on a thread of its own, and each call is a tri
 two thread wake-ups, about 50 µs of CPU, more than SQLite takes to answer a page of keys.
 SQLAlchemy's aiosqlite adapter makes four trips per statement that returns rows (open a cursor,
 execute, fetch the rows, close the cursor; three for one that returns none) and two more to end
-each unit of work (the session's commit, then the
-pool's rollback), even when it only read and so never opened a transaction. A GraphQL read
-costs six trips.
+each unit of work (the session's commit, then the pool's rollback), even when it only read and
+so never opened a transaction. A GraphQL read cost six trips.
 
 Here a statement is one trip (the cursor is opened, executed, drained and closed on the driver's
 thread, and its results kept), and commit and rollback skip the trip when no transaction is open,
