@@ -22,7 +22,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from importlib import metadata
@@ -177,6 +177,22 @@ def uvicorn_server(
                 raise BenchmarkError(f"{name} exited during the benchmark:\n" + _log_tail(log_path))
         finally:
             _stop(process)
+
+
+def keyhouse_server(env: Mapping[str, str], *, log_dir: Path) -> AbstractContextManager[Server]:
+    """keyhouse itself, as ``keyhouse serve`` runs it, ready once /healthz answers."""
+    return uvicorn_server(
+        "keyhouse",
+        ["app.main:create_app", "--factory"],
+        env=env,
+        log_dir=log_dir,
+        ready_path="/healthz",
+    )
+
+
+def baseline_server(name: str, app: str, *, log_dir: Path) -> AbstractContextManager[Server]:
+    """A baseline app of benchmarks/ (``module:attribute``)."""
+    return uvicorn_server(name, [app, "--app-dir", str(Path(__file__).parent)], log_dir=log_dir)
 
 
 def _lower(items: Iterable[tuple[str, str]]) -> dict[str, str]:

@@ -40,11 +40,13 @@ from common import (
     Server,
     Target,
     Tenant,
+    baseline_server,
     check_clean,
     http_request,
     install_signal_handlers,
     keyhouse_env,
     keyhouse_init,
+    keyhouse_server,
     measure_in_rounds,
     measurement_rows,
     median_cpu_ratio,
@@ -54,7 +56,6 @@ from common import (
     print_table,
     require_wrk,
     throughput_ratio,
-    uvicorn_server,
     verdict,
     wrap,
     write_results,
@@ -208,18 +209,8 @@ def run(args: argparse.Namespace, workdir: Path) -> tuple[list[Measurement], dic
     keys_name = f"keyhouse keys page (first: {PAGE_SIZE}, {KEYS:,} keys)"
     typename_name = "keyhouse { __typename } (reference)"
     with (
-        uvicorn_server(
-            "stock-strawberry",
-            ["stock_graphql:app", "--app-dir", str(Path(__file__).parent)],
-            log_dir=workdir,
-        ) as stock,
-        uvicorn_server(
-            "keyhouse",
-            ["app.main:create_app", "--factory"],
-            env=env,
-            log_dir=workdir,
-            ready_path="/healthz",
-        ) as keyhouse,
+        baseline_server("stock-strawberry", "stock_graphql:app", log_dir=workdir) as stock,
+        keyhouse_server(env, log_dir=workdir) as keyhouse,
     ):
         post_graphql(stock, "/", typename_body, None)
         check_keys_page(keyhouse, keys_body, tenant.api_key)

@@ -41,11 +41,13 @@ from common import (
     Measurement,
     Server,
     Target,
+    baseline_server,
     check_clean,
     http_request,
     install_signal_handlers,
     keyhouse_env,
     keyhouse_init,
+    keyhouse_server,
     measure_in_rounds,
     measurement_rows,
     median_cpu_ratio,
@@ -55,7 +57,6 @@ from common import (
     print_table,
     require_wrk,
     throughput_ratio,
-    uvicorn_server,
     verdict,
     wrap,
     write_results,
@@ -220,16 +221,8 @@ def run(args: argparse.Namespace, workdir: Path) -> tuple[list[Measurement], dic
     bare_name, bare_post_name = "bare Starlette JSON route", "bare POST, verify-sized"
     verify_name, auth_name = "POST /v1/keys/verify", "GET /v1/auth"
     with (
-        uvicorn_server(
-            "bare", ["bare_app:app", "--app-dir", str(Path(__file__).parent)], log_dir=workdir
-        ) as bare,
-        uvicorn_server(
-            "keyhouse",
-            ["app.main:create_app", "--factory"],
-            env=env,
-            log_dir=workdir,
-            ready_path="/healthz",
-        ) as keyhouse,
+        baseline_server("bare", "bare_app:app", log_dir=workdir) as bare,
+        keyhouse_server(env, log_dir=workdir) as keyhouse,
     ):
         auth_path = f"/v1/auth?scope={SCOPE}"
         auth_url = keyhouse.url(auth_path)
