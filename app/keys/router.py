@@ -138,11 +138,11 @@ def _request_error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": "BAD_REQUEST", "message": message}, status_code=status)
 
 
-def _service_token_refusal(runtime: Runtime, request: Request) -> Response | None:
+def _service_token_refusal(runtime: Runtime, headers: Mapping[str, str]) -> Response | None:
     expected = runtime.settings.service_token
     if expected is None:
         return None
-    presented = request.headers.get(SERVICE_TOKEN_HEADER, "")
+    presented = headers.get(SERVICE_TOKEN_HEADER, "")
     if hmac.compare_digest(presented.encode(), expected.encode()):
         return None
     return JSONResponse(
@@ -213,7 +213,7 @@ def data_plane_routes(runtime: Runtime) -> dict[str, DataPlaneRoute]:
     verifier: KeyVerifier = runtime.verifier
 
     async def verify_key(request: Request) -> Response:
-        refusal = _service_token_refusal(runtime, request)
+        refusal = _service_token_refusal(runtime, request.headers)
         if refusal is not None:
             return refusal
         body = await _bounded_body(request)
@@ -240,11 +240,11 @@ def data_plane_routes(runtime: Runtime) -> dict[str, DataPlaneRoute]:
         )
 
     async def forward_auth(request: Request) -> Response:
-        refusal = _service_token_refusal(runtime, request)
+        # Read once into a dict: this endpoint looks up to nine headers.
+        headers = _header_values(request.scope["headers"])
+        refusal = _service_token_refusal(runtime, headers)
         if refusal is not None:
             return refusal
-        # Read once into a dict: this endpoint looks up to eight headers.
-        headers = _header_values(request.scope["headers"])
         auth_query = _auth_query(request.scope["query_string"])
         required = _required_scopes(auth_query, headers.get("x-required-scopes"))
         if len(required) > MAX_SCOPES:
