@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Generator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 import strawberry
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -18,7 +19,7 @@ from app.auth.principal import Caller
 from app.db import commit, rollback
 from app.errors import AppError
 from app.keys import service as keys_service
-from app.keys.models import ApiKey, ListedKey
+from app.keys.models import ApiKey
 from app.runtime import Runtime
 from app.usage import service as usage_service
 from app.usage.service import Counts, UsageQuery
@@ -76,27 +77,14 @@ class Context:
         finally:
             await session.close()
 
-    def last_used(self, key_id: str) -> datetime | Awaitable[datetime | None] | None:
-        """A key's ``lastUsedAt`` through the request's DataLoader: the value itself when the loader
-        already holds it (a list query primed it), else the loader's awaitable. Answering primed
-        keys without an awaitable keeps a page of keys on graphql-core's synchronous path."""
-        primed = self.last_used_at.cache_map.get(key_id)
-        if (
-            primed is not None
-            and primed.done()
-            and not primed.cancelled()
-            and primed.exception() is None
-        ):
-            return primed.result()
-        return self.last_used_at.load(key_id)
+    def last_used(self, key_id: str) -> Awaitable[datetime | None]:
+        """A key's ``lastUsedAt`` through the request's DataLoader, for a key whose row was not
+        read by a list. Loaded when awaited: a query that does not ask for it costs nothing."""
+        return _DeferredLoad(self.last_used_at, key_id)
 
-    def prime_last_used(self, rows: Iterable[ListedKey]) -> None:
-        """Seed the loader with keys a query has already read, so their ``lastUsedAt`` costs no
-        statement of its own."""
-        for row in rows:
-            self.last_used_at.prime(row.id, self._latest_use(row.id, row.last_used_at))
-
-    def _latest_use(self, key_id: str, stored: datetime | None) -> datetime | None:
+    def latest_use(self, key_id: str, stored: datetime | None) -> datetime | None:
+        """``lastUsedAt`` of a key read with its ``last_used_at`` (a page of keys reads it in the
+        page's statement, which is what the DataLoader would ask for)."""
         # Uses not yet flushed on this instance are newer than what the database holds.
         pending = self.runtime.recorder.pending_last_used(key_id)
         if pending is None or (stored is not None and stored >= pending):
@@ -106,7 +94,7 @@ class Context:
     async def _load_last_used_at(self, key_ids: Sequence[str]) -> list[datetime | None]:
         async with self.db() as session:
             stored = await keys_service.last_used_by_id(session, key_ids)
-        return [self._latest_use(key_id, stored.get(key_id)) for key_id in key_ids]
+        return [self.latest_use(key_id, stored.get(key_id)) for key_id in key_ids]
 
     async def _load_api_keys(self, key_ids: Sequence[str]) -> list[ApiKey | None]:
         async with self.db() as session:
@@ -125,6 +113,21 @@ class Context:
                 for key_id in key_ids:
                     found[(key_id, query)] = totals.get(key_id, Counts())
         return [found[item] for item in wanted]
+
+
+class _DeferredLoad(Awaitable[datetime | None]):
+    """``loader.load(key)`` once awaited. graphql-core awaits a field's value when it is
+    awaitable, so a plain field can hold one: no resolver runs for the fields that hold a value,
+    and no batch is scheduled for the fields the query does not select."""
+
+    __slots__ = ("_key", "_loader")
+
+    def __init__(self, loader: DataLoader[str, datetime | None], key: str) -> None:
+        self._loader = loader
+        self._key = key
+
+    def __await__(self) -> Generator[Any, None, datetime | None]:
+        return self._loader.load(self._key).__await__()
 
 
 Info = strawberry.Info[Context, None]

@@ -108,6 +108,13 @@ class ApiKeyType:
     superseded_at: datetime | None = strawberry.field(
         description="When a newer key replaced (or replaces, in a grace period) this one."
     )
+    # A value when the key was read by a list (the page's statement reads it), else the
+    # request's DataLoader, awaited only if the query selects the field. A plain field rather
+    # than a resolver: on a page of keys it is read like the others, without a resolver call.
+    last_used_at: datetime | Awaitable[datetime | None] | None = strawberry.field(
+        description="When the key last authenticated a request; null if never.",
+        graphql_type=datetime | None,
+    )
     own_rate_limit: strawberry.Private[service.RateLimit | None]
     superseded_by_id: strawberry.Private[str | None]
 
@@ -126,7 +133,7 @@ class ApiKeyType:
         if self.superseded_by_id is None:
             return None
         row = await info.context.api_key.load(self.superseded_by_id)
-        return None if row is None else ApiKeyType.of(row)
+        return None if row is None else ApiKeyType.of(row, info.context.last_used(row.id))
 
     @strawberry.field(description="The key's request budget, shared by all of its uses.")
     def rate_limit(self, info: Info) -> RateLimit:
@@ -144,13 +151,6 @@ class ApiKeyType:
         )
 
     @strawberry.field(
-        description="When the key last authenticated a request; null if never.",
-        graphql_type=datetime | None,
-    )
-    def last_used_at(self, info: Info) -> datetime | Awaitable[datetime | None] | None:
-        return info.context.last_used(str(self.id))
-
-    @strawberry.field(
         extensions=needs(READ_ANALYTICS),
         description="How often this key was used over [from, to) (buckets of `granularity`).",
     )
@@ -165,7 +165,12 @@ class ApiKeyType:
         return UsageCounts.of(await info.context.key_usage.load((str(self.id), query)))
 
     @classmethod
-    def of(cls, row: ApiKeyRow | ListedKey, now: datetime | None = None) -> ApiKeyType:
+    def of(
+        cls,
+        row: ApiKeyRow | ListedKey,
+        last_used_at: datetime | Awaitable[datetime | None] | None,
+        now: datetime | None = None,
+    ) -> ApiKeyType:
         return cls(
             id=strawberry.ID(row.id),
             name=row.name,
@@ -176,6 +181,7 @@ class ApiKeyType:
             revoked_at=row.revoked_at,
             status=row.status_at(now or utcnow()),
             superseded_at=row.superseded_at,
+            last_used_at=last_used_at,
             superseded_by_id=row.superseded_by_key_id,
             own_rate_limit=(
                 None
@@ -322,10 +328,13 @@ class Query:
                 after=cursor,
                 catalogue=info.context.runtime.catalogue,
             )
-        info.context.prime_last_used(page.keys)
         now = utcnow()
+        latest_use = info.context.latest_use
         edges = [
-            ApiKeyEdge(cursor=Cursor(row.created_at, row.id).encode(), node=ApiKeyType.of(row, now))
+            ApiKeyEdge(
+                cursor=Cursor(row.created_at, row.id).encode(),
+                node=ApiKeyType.of(row, latest_use(row.id, row.last_used_at), now),
+            )
             for row in page.keys
         ]
         return ApiKeyConnection(
@@ -346,7 +355,7 @@ class Query:
     async def api_key(self, info: Info, id: strawberry.ID) -> ApiKeyType | None:
         async with info.context.db() as session:
             row = await service.get_key(session, info.context.caller, str(id))
-        return None if row is None else ApiKeyType.of(row)
+        return None if row is None else ApiKeyType.of(row, info.context.last_used(row.id))
 
     @strawberry.field(description="Every scope a key can hold.")
     def scopes(self, info: Info) -> list[Scope]:
@@ -388,9 +397,11 @@ class Mutation:
         if isinstance(result, list):
             return CreateApiKeyPayload(user_errors=user_errors("createApiKey", result))
         return CreateApiKeyPayload(
-            api_key=ApiKeyType.of(result.api_key),
+            api_key=ApiKeyType.of(result.api_key, info.context.last_used(result.api_key.id)),
             secret=result.secret,
-            superseded_api_keys=[ApiKeyType.of(row) for row in result.superseded],
+            superseded_api_keys=[
+                ApiKeyType.of(row, info.context.last_used(row.id)) for row in result.superseded
+            ],
         )
 
     @strawberry.mutation(
@@ -415,9 +426,11 @@ class Mutation:
         if isinstance(result, list):
             return RotateApiKeyPayload(user_errors=user_errors("rotateApiKey", result))
         return RotateApiKeyPayload(
-            api_key=ApiKeyType.of(result.api_key),
+            api_key=ApiKeyType.of(result.api_key, info.context.last_used(result.api_key.id)),
             secret=result.secret,
-            previous_api_key=ApiKeyType.of(result.previous),
+            previous_api_key=ApiKeyType.of(
+                result.previous, info.context.last_used(result.previous.id)
+            ),
         )
 
     @strawberry.mutation(
@@ -431,4 +444,4 @@ class Mutation:
             )
         if isinstance(result, UserError):
             return RevokeApiKeyPayload(user_errors=user_errors("revokeApiKey", [result]))
-        return RevokeApiKeyPayload(api_key=ApiKeyType.of(result))
+        return RevokeApiKeyPayload(api_key=ApiKeyType.of(result, info.context.last_used(result.id)))

@@ -71,12 +71,12 @@ class KeyUsage:
         from app.keys.graphql import ApiKeyType
 
         row = await info.context.api_key.load(self.api_key_id)
-        return None if row is None else ApiKeyType.of(row)
+        return None if row is None else ApiKeyType.of(row, info.context.last_used(row.id))
 
     @strawberry.field(
         description="When the key last authenticated a request.", graphql_type=datetime | None
     )
-    def last_used_at(self, info: Info) -> datetime | Awaitable[datetime | None] | None:
+    def last_used_at(self, info: Info) -> Awaitable[datetime | None]:
         return info.context.last_used(self.api_key_id)
 
 

@@ -505,6 +505,29 @@ async def _statements_for_page(
     return log.statements
 
 
+async def test_one_keys_last_used_at_is_read_only_when_the_query_selects_it(
+    client: httpx.AsyncClient, runtime: Runtime, tenant: Tenant
+) -> None:
+    (key_id,) = await _make_keys(runtime, tenant, 1)
+    query = "query($id: ID!) { apiKey(id: $id) { name %s } }"
+    await gql(client, "{ organization { id } }", key=tenant.admin_key)  # the admin key is cached
+
+    with count_statements(runtime.engine) as without:
+        plain = await gql(client, query % "", {"id": key_id}, key=tenant.admin_key)
+    with count_statements(runtime.engine) as selected:
+        with_last_used = await gql(
+            client, query % "lastUsedAt", {"id": key_id}, key=tenant.admin_key
+        )
+
+    assert plain.errors == []
+    assert with_last_used.errors == []
+    assert with_last_used.data["apiKey"]["lastUsedAt"] is None
+    # The key's row, then (only when selected) the request's lastUsedAt DataLoader.
+    assert len(without.statements) == 1, without.statements
+    assert len(selected.statements) == 2, selected.statements
+    assert "last_used_at" in selected.statements[1]
+
+
 async def test_a_page_of_100_keys_with_last_used_at_costs_as_many_statements_as_a_page_of_5(
     client: httpx.AsyncClient, runtime: Runtime, tenant: Tenant
 ) -> None:
@@ -518,6 +541,5 @@ async def test_a_page_of_100_keys_with_last_used_at_costs_as_many_statements_as_
     hundred = await _statements_for_page(client, runtime, tenant, 100)
 
     assert len(hundred) == len(five), (five, hundred)
-    # One statement in all: the page carries its total, and the lastUsedAt loader is primed from
-    # the page's rows instead of asking again.
+    # One statement in all: the page carries its total and each key's last_used_at.
     assert len(five) == 1, five
