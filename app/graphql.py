@@ -237,7 +237,7 @@ class KeyhouseGraphQL(GraphQL[Context, None]):
     ) -> ExecutionResult:
         operation_name = getattr(request_data, "operation_name", None) or "anonymous"
         verification = await self.runtime.verifier.verify(
-            from_request(request.headers, request.url.query),
+            from_request(request.headers.raw, request.url.query),
             operation=f"graphql:{operation_name[:OPERATION_LABEL_MAX]}",
         )
         if not verification.valid or verification.key is None:

@@ -35,12 +35,16 @@ CREATE_VARIABLES = {"input": {"name": "should not exist", "scopes": ["read:charg
 GRAPHQL_RESPONSE_JSON = "application/graphql-response+json"
 
 
+# A list of pairs for a header sent more than once.
+Headers = dict[str, str] | list[tuple[str, str]]
+
+
 async def _post(
     client: httpx.AsyncClient,
     query: str,
     variables: dict[str, Any] | None = None,
     *,
-    headers: dict[str, str] | None = None,
+    headers: Headers | None = None,
     params: dict[str, str] | None = None,
 ) -> GraphQLResult:
     """A GraphQL POST with the key (or whatever stands for it) wherever the test put it."""
@@ -66,7 +70,7 @@ def _assert_unauthorized(result: GraphQLResult, reason: str) -> dict[str, Any]:
 
 # --- presenting a key -----------------------------------------------------------------------------
 
-Where = Callable[[str], tuple[dict[str, str], dict[str, str]]]
+Where = Callable[[str], tuple[Headers, dict[str, str]]]
 
 
 @pytest.mark.parametrize(
@@ -83,6 +87,10 @@ Where = Callable[[str], tuple[dict[str, str], dict[str, str]]]
             ),
             id="the same key in three places",
         ),
+        pytest.param(
+            lambda key: ([("X-API-Key", key), ("X-API-Key", key)], {}),
+            id="the same key in two X-API-Key headers",
+        ),
     ],
 )
 async def test_a_key_is_accepted_in_each_documented_place(
@@ -96,7 +104,7 @@ async def test_a_key_is_accepted_in_each_documented_place(
     assert result.body == {"data": {"organization": {"id": tenant.organization_id}}}
 
 
-Presented = Callable[[Tenant, Tenant], tuple[dict[str, str], dict[str, str]]]
+Presented = Callable[[Tenant, Tenant], tuple[Headers, dict[str, str]]]
 
 
 def _typo(key: str) -> str:
@@ -168,6 +176,22 @@ def _typo(key: str) -> str:
             "CONFLICTING",
             lambda a, b: ({"X-API-Key": a.admin_key}, {"key": _typo(a.admin_key)}),
             id="CONFLICTING: key and typo",
+        ),
+        pytest.param(
+            "CONFLICTING",
+            lambda a, b: ([("X-API-Key", a.admin_key), ("X-API-Key", b.admin_key)], {}),
+            id="CONFLICTING: two X-API-Key headers",
+        ),
+        pytest.param(
+            "CONFLICTING",
+            lambda a, b: (
+                [
+                    ("Authorization", f"Bearer {a.admin_key}"),
+                    ("Authorization", f"Bearer {b.admin_key}"),
+                ],
+                {},
+            ),
+            id="CONFLICTING: two Authorization headers",
         ),
         pytest.param(
             "UNKNOWN",

@@ -27,7 +27,7 @@ def require_key(*scopes: str) -> Callable[[Request], Awaitable[KeyRecord]]:
     async def verified_key(request: Request) -> KeyRecord:
         runtime: Runtime = request.app.state.runtime
         verification = await runtime.verifier.verify(
-            from_request(request.headers, request.url.query, request.url.path),
+            from_request(request.headers.raw, request.url.query, request.url.path),
             required_scopes=scopes,
             operation=f"{request.method} {request.url.path}",
         )

@@ -8,7 +8,7 @@ here, decided from the request alone, without a database query.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import NamedTuple
 from urllib.parse import parse_qsl, urlsplit
 
@@ -48,35 +48,41 @@ class Presentation(NamedTuple):
 
 
 def from_request(
-    headers: Mapping[str, str], query_string: str, url_path: str | None = None
+    raw_headers: Iterable[tuple[bytes, bytes]], query_string: str, url_path: str | None = None
 ) -> Presentation:
-    """Key material from the ``X-API-Key`` and ``Authorization`` headers and ``key=`` params."""
+    """Key material from the ``X-API-Key`` and ``Authorization`` headers and ``key=`` params.
+
+    Reads the raw ASGI headers, not a name-to-value mapping: of a repeated header a mapping
+    keeps one value, and two different keys in two ``X-API-Key`` headers must be CONFLICTING,
+    not whichever comes first."""
     values: list[tuple[str, str]] = []
     note = None
-    header_key = headers.get("x-api-key")
-    if header_key is not None:
-        values.append(("X-API-Key header", header_key))
-    authorization = headers.get("authorization")
-    if authorization is not None:
-        scheme, _, credentials = authorization.strip().partition(" ")
-        if scheme.lower() == "bearer":
-            values.append(("Authorization header", credentials))
-        elif scheme:
-            note = (
-                f"The Authorization header uses the '{scheme[:20]}' scheme; keyhouse expects "
-                "'Authorization: Bearer <key>'."
-            )
+    for header, raw in raw_headers:  # ASGI header names are lower case
+        if header == b"x-api-key":
+            values.append(("X-API-Key header", raw.decode("latin-1")))
+        elif header == b"authorization":
+            scheme, _, credentials = raw.decode("latin-1").strip().partition(" ")
+            if scheme.lower() == "bearer":
+                values.append(("Authorization header", credentials))
+            elif scheme:
+                note = (
+                    f"The Authorization header uses the '{scheme[:20]}' scheme; keyhouse expects "
+                    "'Authorization: Bearer <key>'."
+                )
     for name, value in parse_qsl(query_string, keep_blank_values=True):
         if name == "key":
             values.append(("key query parameter", value))
     return Presentation(values=tuple(values), url_path=url_path, note=note)
 
 
-def from_forward_auth(headers: Mapping[str, str]) -> Presentation:
-    """Key material of the request a gateway is asking about (nginx or Traefik forward-auth)."""
+def from_forward_auth(
+    raw_headers: Iterable[tuple[bytes, bytes]], headers: Mapping[str, str]
+) -> Presentation:
+    """Key material of the request a gateway is asking about (nginx or Traefik forward-auth):
+    the key headers, and the ``key=`` of the original URI (from ``headers``, by name)."""
     original_uri = headers.get("x-original-uri") or headers.get("x-forwarded-uri") or ""
     parts = urlsplit(original_uri)
-    return from_request(headers, parts.query, url_path=parts.path or None)
+    return from_request(raw_headers, parts.query, url_path=parts.path or None)
 
 
 def choose_key(presentation: Presentation, prefix: str) -> str | Rejection:

@@ -241,7 +241,8 @@ def data_plane_routes(runtime: Runtime) -> dict[str, DataPlaneRoute]:
 
     async def forward_auth(request: Request) -> Response:
         # Read once into a dict: this endpoint looks up to nine headers.
-        headers = _header_values(request.scope["headers"])
+        raw_headers = request.scope["headers"]
+        headers = _header_values(raw_headers)
         refusal = _service_token_refusal(runtime, headers)
         if refusal is not None:
             return refusal
@@ -249,7 +250,7 @@ def data_plane_routes(runtime: Runtime) -> dict[str, DataPlaneRoute]:
         required = _required_scopes(auth_query, headers.get("x-required-scopes"))
         if len(required) > MAX_SCOPES:
             return _request_error(400, f"At most {MAX_SCOPES} required scopes.")
-        presentation = from_forward_auth(headers)
+        presentation = from_forward_auth(raw_headers, headers)
         method = headers.get("x-original-method") or headers.get("x-forwarded-method") or "GET"
         # The label never includes the query string: that is where keys travel.
         operation = f"{method[:10]} {(presentation.url_path or '/')[:MAX_OPERATION_LENGTH]}"

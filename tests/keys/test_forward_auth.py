@@ -29,7 +29,7 @@ mutation Revoke($id: ID!) {
 
 async def auth(
     client: httpx.AsyncClient,
-    headers: dict[str, str] | None = None,
+    headers: dict[str, str] | list[tuple[str, str]] | None = None,
     params: dict[str, str] | list[tuple[str, str]] | None = None,
 ) -> httpx.Response:
     pairs = params.items() if isinstance(params, dict) else params or []
@@ -315,6 +315,25 @@ async def test_different_keys_in_header_and_query_are_401_conflicting(
     body = assert_refused(response, 401, "CONFLICTING")
     assert "X-API-Key header" in body["message"]
     assert "key query parameter" in body["message"]
+
+
+async def test_different_keys_in_two_x_api_key_headers_are_401_conflicting(
+    client: httpx.AsyncClient, runtime: Runtime, tenant: Tenant, key: IssuedKey
+) -> None:
+    other = await make_key(runtime, tenant, "other")
+
+    response = await auth(client, [("X-API-Key", key.secret), ("X-API-Key", other.secret)])
+
+    body = assert_refused(response, 401, "CONFLICTING")
+    assert "2 different keys" in body["message"]
+
+
+async def test_the_same_key_in_two_x_api_key_headers_is_allowed(
+    client: httpx.AsyncClient, key: IssuedKey
+) -> None:
+    response = await auth(client, [("X-API-Key", key.secret), ("X-API-Key", key.secret)])
+
+    assert response.status_code == 200, response.text
 
 
 async def test_key_given_twice_in_the_query_with_different_values_is_401_conflicting(
