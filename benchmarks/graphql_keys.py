@@ -11,7 +11,11 @@ every ratio is the median of the rounds' own ratios:
 * keyhouse's keys-page query (``apiKeys(first: 50)`` with ``lastUsedAt``) against an organization
   of 1,000 keys, authenticated with ``X-API-Key``;
 * for reference, keyhouse answering ``{ __typename }`` with the same key: authentication plus
-  keyhouse's GraphQL stack, without the keys page's database work.
+  keyhouse's GraphQL stack, without the keys page's database work;
+* for reference, a Strawberry app answering the same keys-page query from 1,000 keys in memory
+  (``stock_graphql.keys_page_app``: no database, no authentication, parser and validation
+  caches on): the most Strawberry itself does with a page of 50 keys, a ceiling for any app
+  built on it.
 
 Prints a table and the issue's target, and writes benchmarks/results/graphql_keys.json.
 """
@@ -146,8 +150,8 @@ def post_graphql(server: Server, path: str, body: str, key: str | None) -> dict[
     return answer
 
 
-def check_keys_page(server: Server, body: str, key: str) -> None:
-    connection = post_graphql(server, "/graphql", body, key)["data"]["apiKeys"]
+def check_keys_page(server: Server, body: str, key: str | None, path: str = "/graphql") -> None:
+    connection = post_graphql(server, path, body, key)["data"]["apiKeys"]
     edges = connection["edges"]
     if connection["totalCount"] != KEYS or len(edges) != PAGE_SIZE:
         raise BenchmarkError(
@@ -167,7 +171,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--no-reference",
         action="store_true",
-        help="skip the keyhouse { __typename } reference row",
+        help="skip the reference rows (keyhouse { __typename }, Strawberry keys page from memory)",
     )
     parser.add_argument(
         "--rounds", type=int, default=3, help="turns of all targets (ratios: the median)"
@@ -205,22 +209,32 @@ def run(args: argparse.Namespace, workdir: Path) -> tuple[list[Measurement], dic
         workdir / "typename.lua", method="POST", body=typename_body, headers=keyed_headers
     )
 
+    stock_keys_script = write_wrk_script(
+        workdir / "stock_keys.lua", method="POST", body=keys_body, headers=json_headers
+    )
+
     stock_name = "stock Strawberry { __typename }"
     keys_name = f"keyhouse keys page (first: {PAGE_SIZE}, {KEYS:,} keys)"
     typename_name = "keyhouse { __typename } (reference)"
+    stock_keys_name = "Strawberry keys page from memory, cached (reference)"
     with (
         baseline_server("stock-strawberry", "stock_graphql:app", log_dir=workdir) as stock,
+        baseline_server(
+            "stock-strawberry-keys", "stock_graphql:keys_page_app", log_dir=workdir
+        ) as stock_keys,
         keyhouse_server(env, log_dir=workdir) as keyhouse,
     ):
         post_graphql(stock, "/", typename_body, None)
         check_keys_page(keyhouse, keys_body, tenant.api_key)
         post_graphql(keyhouse, "/graphql", typename_body, tenant.api_key)
+        check_keys_page(stock_keys, keys_body, None, path="/")
         targets_to_load = [
             Target(stock_name, stock, "/", stock_script),
             Target(keys_name, keyhouse, "/graphql", keys_script),
         ]
         if not args.no_reference:
             targets_to_load.append(Target(typename_name, keyhouse, "/graphql", typename_script))
+            targets_to_load.append(Target(stock_keys_name, stock_keys, "/", stock_keys_script))
         rounds = measure_in_rounds(targets_to_load, load=load, rounds=args.rounds)
         # Still answered after the load (not rate limited, not refused).
         check_keys_page(keyhouse, keys_body, tenant.api_key)
@@ -242,6 +256,11 @@ def run(args: argparse.Namespace, workdir: Path) -> tuple[list[Measurement], dic
     if not args.no_reference:
         ratios["keyhouseTypename/stock"] = median_ratio(rounds, typename_name, stock_name)
         cpu_ratios["keyhouseTypename/stock"] = median_cpu_ratio(rounds, typename_name, stock_name)
+        # The ceiling: Strawberry's own keys page from memory, against the same baseline.
+        ratios["stockKeysPage/stock"] = median_ratio(rounds, stock_keys_name, stock_name)
+        cpu_ratios["stockKeysPage/stock"] = median_cpu_ratio(rounds, stock_keys_name, stock_name)
+        ratios["keysPage/stockKeysPage"] = median_ratio(rounds, keys_name, stock_keys_name)
+        cpu_ratios["keysPage/stockKeysPage"] = median_cpu_ratio(rounds, keys_name, stock_keys_name)
     return measurements, {
         "load": asdict(load),
         "keys": KEYS,
