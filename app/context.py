@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Generator, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
 import strawberry
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -77,14 +76,9 @@ class Context:
         finally:
             await session.close()
 
-    def last_used(self, key_id: str) -> Awaitable[datetime | None]:
-        """A key's ``lastUsedAt`` through the request's DataLoader, for a key whose row was not
-        read by a list. Loaded when awaited: a query that does not ask for it costs nothing."""
-        return _DeferredLoad(self.last_used_at, key_id)
-
     def latest_use(self, key_id: str, stored: datetime | None) -> datetime | None:
-        """``lastUsedAt`` of a key read with its ``last_used_at`` (a page of keys reads it in the
-        page's statement, which is what the DataLoader would ask for)."""
+        """A key's ``lastUsedAt``: the ``last_used_at`` its row holds, or a newer use this
+        instance has not flushed yet."""
         # Uses not yet flushed on this instance are newer than what the database holds.
         pending = self.runtime.recorder.pending_last_used(key_id)
         if pending is None or (stored is not None and stored >= pending):
@@ -113,21 +107,6 @@ class Context:
                 for key_id in key_ids:
                     found[(key_id, query)] = totals.get(key_id, Counts())
         return [found[item] for item in wanted]
-
-
-class _DeferredLoad(Awaitable[datetime | None]):
-    """``loader.load(key)`` once awaited. graphql-core awaits a field's value when it is
-    awaitable, so a plain field can hold one: no resolver runs for the fields that hold a value,
-    and no batch is scheduled for the fields the query does not select."""
-
-    __slots__ = ("_key", "_loader")
-
-    def __init__(self, loader: DataLoader[str, datetime | None], key: str) -> None:
-        self._loader = loader
-        self._key = key
-
-    def __await__(self) -> Generator[Any, None, datetime | None]:
-        return self._loader.load(self._key).__await__()
 
 
 Info = strawberry.Info[Context, None]

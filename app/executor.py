@@ -135,7 +135,9 @@ def _plain_leaf_value(shortcut: LeafField, source: Any) -> Any:
         value = shortcut.resolve(source, None)
         if value is None:
             return None if shortcut.nullable else Undefined
-        if isinstance(value, Exception):
+        # An exception or an awaitable held by a plain field: graphql-core raises or awaits it.
+        # (Checked, not left to the scalar: String would serialize an awaitable with str().)
+        if isinstance(value, Exception) or hasattr(value, "__await__"):
             return Undefined
         coerce = shortcut.leaf.coerce_output_value
         if not shortcut.is_list:

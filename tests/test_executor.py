@@ -3,7 +3,8 @@ the same data, and the same errors at the same paths, for plain values and every
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+import asyncio
+from collections.abc import Awaitable, Generator
 from datetime import UTC, datetime
 from enum import Enum
 from typing import Any
@@ -189,6 +190,31 @@ async def test_an_async_resolver_among_plain_leaves_is_awaited_in_place() -> Non
             {"id": "t1", "later": "two", "name": "two"},
         ]
     }
+
+
+class Later:
+    """An awaitable a plain field may hold (graphql-core awaits a field's awaitable value)."""
+
+    def __init__(self, value: str) -> None:
+        self.value = value
+
+    def __await__(self) -> Generator[Any, None, str]:
+        yield from asyncio.sleep(0).__await__()
+        return self.value
+
+
+async def test_an_awaitable_held_by_a_plain_field_is_awaited_not_serialized() -> None:
+    THINGS[:] = [thing(name=Later("awaited"))]
+    document = parse("{ things { id name } }")
+
+    general = await _awaited(
+        execute(SCHEMA._schema, document, executor_class=StrawberryGraphQLCoreExecutionContext)
+    )
+    shortcut = await _awaited(execute(SCHEMA._schema, document, executor_class=KeyhouseExecutor))
+
+    assert general.errors is None
+    assert shortcut.errors is None
+    assert shortcut.data == general.data == {"things": [{"id": "t1", "name": "awaited"}]}
 
 
 class Uppercase(SchemaExtension):

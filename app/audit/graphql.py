@@ -41,7 +41,7 @@ class AuditEventType:
         if self.api_key_id is None:
             return None
         row = await info.context.api_key.load(self.api_key_id)
-        return None if row is None else ApiKeyType.of(row, info.context.last_used(row.id))
+        return None if row is None else ApiKeyType.of(row, info.context)
 
     @classmethod
     def of(cls, row: AuditEvent) -> AuditEventType:

@@ -8,6 +8,7 @@ here, decided from the request alone, without a database query.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import NamedTuple
 from urllib.parse import parse_qsl, urlsplit
@@ -100,7 +101,12 @@ def choose_key(presentation: Presentation, prefix: str) -> str | Rejection:
     if not distinct:
         return _missing(presentation)
     if len(distinct) > 1:
-        places = ", ".join(sorted(set(distinct.values())))
+        # A header repeated with different keys is named with its count.
+        counted = Counter(distinct.values())
+        places = ", ".join(
+            place if count == 1 else f"{count} × {place}"
+            for place, count in sorted(counted.items())
+        )
         return Rejection(
             Outcome.CONFLICTING,
             f"The request presents {len(distinct)} different keys ({places}).",

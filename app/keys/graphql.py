@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Awaitable
 from datetime import datetime
 from enum import Enum
 from typing import Annotated
@@ -15,7 +14,7 @@ from typing import Annotated
 import strawberry
 
 from app.auth.permissions import needs
-from app.context import Info
+from app.context import Context, Info
 from app.errors import UserError
 from app.keys import service
 from app.keys.models import ApiKey as ApiKeyRow
@@ -108,12 +107,11 @@ class ApiKeyType:
     superseded_at: datetime | None = strawberry.field(
         description="When a newer key replaced (or replaces, in a grace period) this one."
     )
-    # A value when the key was read by a list (the page's statement reads it), else the
-    # request's DataLoader, awaited only if the query selects the field. A plain field rather
-    # than a resolver: on a page of keys it is read like the others, without a resolver call.
-    last_used_at: datetime | Awaitable[datetime | None] | None = strawberry.field(
-        description="When the key last authenticated a request; null if never.",
-        graphql_type=datetime | None,
+    # Read with the key's row, whatever query read it (a page of keys: its one statement; a
+    # key by id: the request's ApiKey DataLoader), so it costs no statement of its own. A plain
+    # field rather than a resolver: on a page it is read like the others, without a call.
+    last_used_at: datetime | None = strawberry.field(
+        description="When the key last authenticated a request; null if never."
     )
     own_rate_limit: strawberry.Private[service.RateLimit | None]
     superseded_by_id: strawberry.Private[str | None]
@@ -133,7 +131,7 @@ class ApiKeyType:
         if self.superseded_by_id is None:
             return None
         row = await info.context.api_key.load(self.superseded_by_id)
-        return None if row is None else ApiKeyType.of(row, info.context.last_used(row.id))
+        return None if row is None else ApiKeyType.of(row, info.context)
 
     @strawberry.field(description="The key's request budget, shared by all of its uses.")
     def rate_limit(self, info: Info) -> RateLimit:
@@ -166,10 +164,7 @@ class ApiKeyType:
 
     @classmethod
     def of(
-        cls,
-        row: ApiKeyRow | ListedKey,
-        last_used_at: datetime | Awaitable[datetime | None] | None,
-        now: datetime | None = None,
+        cls, row: ApiKeyRow | ListedKey, context: Context, now: datetime | None = None
     ) -> ApiKeyType:
         return cls(
             id=strawberry.ID(row.id),
@@ -181,7 +176,7 @@ class ApiKeyType:
             revoked_at=row.revoked_at,
             status=row.status_at(now or utcnow()),
             superseded_at=row.superseded_at,
-            last_used_at=last_used_at,
+            last_used_at=context.latest_use(row.id, row.last_used_at),
             superseded_by_id=row.superseded_by_key_id,
             own_rate_limit=(
                 None
@@ -329,11 +324,10 @@ class Query:
                 catalogue=info.context.runtime.catalogue,
             )
         now = utcnow()
-        latest_use = info.context.latest_use
         edges = [
             ApiKeyEdge(
                 cursor=Cursor(row.created_at, row.id).encode(),
-                node=ApiKeyType.of(row, latest_use(row.id, row.last_used_at), now),
+                node=ApiKeyType.of(row, info.context, now),
             )
             for row in page.keys
         ]
@@ -355,7 +349,7 @@ class Query:
     async def api_key(self, info: Info, id: strawberry.ID) -> ApiKeyType | None:
         async with info.context.db() as session:
             row = await service.get_key(session, info.context.caller, str(id))
-        return None if row is None else ApiKeyType.of(row, info.context.last_used(row.id))
+        return None if row is None else ApiKeyType.of(row, info.context)
 
     @strawberry.field(description="Every scope a key can hold.")
     def scopes(self, info: Info) -> list[Scope]:
@@ -397,11 +391,9 @@ class Mutation:
         if isinstance(result, list):
             return CreateApiKeyPayload(user_errors=user_errors("createApiKey", result))
         return CreateApiKeyPayload(
-            api_key=ApiKeyType.of(result.api_key, info.context.last_used(result.api_key.id)),
+            api_key=ApiKeyType.of(result.api_key, info.context),
             secret=result.secret,
-            superseded_api_keys=[
-                ApiKeyType.of(row, info.context.last_used(row.id)) for row in result.superseded
-            ],
+            superseded_api_keys=[ApiKeyType.of(row, info.context) for row in result.superseded],
         )
 
     @strawberry.mutation(
@@ -426,11 +418,9 @@ class Mutation:
         if isinstance(result, list):
             return RotateApiKeyPayload(user_errors=user_errors("rotateApiKey", result))
         return RotateApiKeyPayload(
-            api_key=ApiKeyType.of(result.api_key, info.context.last_used(result.api_key.id)),
+            api_key=ApiKeyType.of(result.api_key, info.context),
             secret=result.secret,
-            previous_api_key=ApiKeyType.of(
-                result.previous, info.context.last_used(result.previous.id)
-            ),
+            previous_api_key=ApiKeyType.of(result.previous, info.context),
         )
 
     @strawberry.mutation(
@@ -444,4 +434,4 @@ class Mutation:
             )
         if isinstance(result, UserError):
             return RevokeApiKeyPayload(user_errors=user_errors("revokeApiKey", [result]))
-        return RevokeApiKeyPayload(api_key=ApiKeyType.of(result, info.context.last_used(result.id)))
+        return RevokeApiKeyPayload(api_key=ApiKeyType.of(result, info.context))

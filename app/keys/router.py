@@ -240,7 +240,8 @@ def data_plane_routes(runtime: Runtime) -> dict[str, DataPlaneRoute]:
         )
 
     async def forward_auth(request: Request) -> Response:
-        # Read once into a dict: this endpoint looks up to nine headers.
+        # Read once into a dict: this endpoint looks up to six headers by name. The key headers
+        # are read from the raw list, where a repeated one keeps all of its values.
         raw_headers = request.scope["headers"]
         headers = _header_values(raw_headers)
         refusal = _service_token_refusal(runtime, headers)

@@ -5,7 +5,6 @@ Each field of ``Usage`` runs one aggregate over the buckets, and only when it is
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
 from datetime import datetime
 from enum import Enum
 from typing import TYPE_CHECKING, Annotated
@@ -71,13 +70,14 @@ class KeyUsage:
         from app.keys.graphql import ApiKeyType
 
         row = await info.context.api_key.load(self.api_key_id)
-        return None if row is None else ApiKeyType.of(row, info.context.last_used(row.id))
+        return None if row is None else ApiKeyType.of(row, info.context)
 
     @strawberry.field(
         description="When the key last authenticated a request.", graphql_type=datetime | None
     )
-    def last_used_at(self, info: Info) -> Awaitable[datetime | None]:
-        return info.context.last_used(self.api_key_id)
+    async def last_used_at(self, info: Info) -> datetime | None:
+        # No key row here (a usage figure): the key's last_used_at through the request's loader.
+        return await info.context.last_used_at.load(self.api_key_id)
 
 
 @strawberry.type

@@ -85,6 +85,24 @@ async def test_request_without_a_key_is_401_missing(
     assert received == []
 
 
+async def test_different_keys_in_repeated_x_api_key_headers_are_401_conflicting(
+    service_client: httpx.AsyncClient,
+    runtime: Runtime,
+    tenant: Tenant,
+    received: list[KeyRecord],
+) -> None:
+    first = await make_key(runtime, tenant, "first", ["read:charge_points"])
+    second = await make_key(runtime, tenant, "second", ["read:charge_points"])
+
+    response = await service_client.get(
+        "/charge-points", headers=[("X-API-Key", first.secret), ("X-API-Key", second.secret)]
+    )
+
+    assert response.status_code == 401
+    assert response.json()["detail"]["code"] == "CONFLICTING"
+    assert received == []
+
+
 async def test_unknown_key_is_401_unknown(
     service_client: httpx.AsyncClient, received: list[KeyRecord]
 ) -> None:

@@ -325,7 +325,40 @@ async def test_different_keys_in_two_x_api_key_headers_are_401_conflicting(
     response = await auth(client, [("X-API-Key", key.secret), ("X-API-Key", other.secret)])
 
     body = assert_refused(response, 401, "CONFLICTING")
-    assert "2 different keys" in body["message"]
+    assert "2 different keys (2 × X-API-Key header)" in body["message"]
+
+
+async def test_different_keys_in_two_authorization_headers_are_401_conflicting(
+    client: httpx.AsyncClient, runtime: Runtime, tenant: Tenant, key: IssuedKey
+) -> None:
+    other = await make_key(runtime, tenant, "other")
+
+    response = await auth(
+        client,
+        [("Authorization", f"Bearer {key.secret}"), ("Authorization", f"Bearer {other.secret}")],
+    )
+
+    assert_refused(response, 401, "CONFLICTING")
+
+
+@pytest.mark.parametrize(
+    "first",
+    [
+        pytest.param(("Authorization", "Basic dXNlcjpwYXNz"), id="Basic credentials"),
+        pytest.param(("X-API-Key", ""), id="an empty X-API-Key"),
+    ],
+)
+async def test_a_header_without_a_key_beside_one_with_the_key_is_allowed(
+    client: httpx.AsyncClient, key: IssuedKey, first: tuple[str, str]
+) -> None:
+    # Only key material counts: what carries none neither conflicts nor hides the key.
+    name = "Authorization" if first[0] == "Authorization" else "X-API-Key"
+    value = f"Bearer {key.secret}" if name == "Authorization" else key.secret
+
+    response = await auth(client, [first, (name, value)])
+
+    assert response.status_code == 200, response.text
+    assert response.headers["X-Api-Key-Id"] == key.id
 
 
 async def test_the_same_key_in_two_x_api_key_headers_is_allowed(
