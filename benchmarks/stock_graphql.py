@@ -79,7 +79,8 @@ def _keys(count: int) -> list[tuple[str, ApiKey]]:
             status=ApiKeyStatus.ACTIVE if number % 4 else ApiKeyStatus.EXPIRED,
             created_at=created_at,
             last_used_at=now - timedelta(minutes=number) if number % 2 == 0 else None,
-            expires_at=now + timedelta(days=365) if number % 4 == 0 else None,
+            # As the status says: every fourth key expired yesterday.
+            expires_at=now - timedelta(days=1) if number % 4 == 0 else None,
         )
         keys.append((cursor, key))
     return keys
