@@ -79,7 +79,6 @@ class Context:
     def latest_use(self, key_id: str, stored: datetime | None) -> datetime | None:
         """A key's ``lastUsedAt``: the ``last_used_at`` its row holds, or a newer use this
         instance has not flushed yet."""
-        # Uses not yet flushed on this instance are newer than what the database holds.
         pending = self.runtime.recorder.pending_last_used(key_id)
         if pending is None or (stored is not None and stored >= pending):
             return stored

@@ -14,8 +14,8 @@ every ratio is the median of the rounds' own ratios:
   keyhouse's GraphQL stack, without the keys page's database work;
 * for reference, a Strawberry app answering the same keys-page query from 1,000 keys in memory
   (``stock_graphql.keys_page_app``: no database, no authentication, parser and validation
-  caches on): the most Strawberry itself does with a page of 50 keys, a ceiling for any app
-  built on it.
+  caches on): what Strawberry's own execution does with a page of 50 keys, before any
+  database or authentication work.
 
 Prints a table and the issue's target, and writes benchmarks/results/graphql_keys.json.
 """

@@ -5,8 +5,8 @@
 ``keys_page_app`` answers the same keys-page query as keyhouse, with the same field names and
 types, from 1,000 keys held in memory: no database, no authentication, no limits, and
 Strawberry's parser and validation caches on, so a repeated query is neither parsed nor
-validated again. Its throughput is the most Strawberry itself does with that page: a ceiling for
-any app built on it.
+validated again. Its throughput is what Strawberry's own execution does with that page, before
+any database or authentication work.
 """
 
 from __future__ import annotations

@@ -72,9 +72,7 @@ class KeyUsage:
         row = await info.context.api_key.load(self.api_key_id)
         return None if row is None else ApiKeyType.of(row, info.context)
 
-    @strawberry.field(
-        description="When the key last authenticated a request.", graphql_type=datetime | None
-    )
+    @strawberry.field(description="When the key last authenticated a request.")
     async def last_used_at(self, info: Info) -> datetime | None:
         # No key row here (a usage figure): the key's last_used_at through the request's loader.
         return await info.context.last_used_at.load(self.api_key_id)
