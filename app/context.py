@@ -34,6 +34,9 @@ class Context:
     response: Response
     runtime: Runtime
     _caller: Caller | None = None
+    # The operation that runs, as a usage label; set once the document is parsed and validated
+    # (app/graphql_inputs.py). None while unknown, and for requests that never execute.
+    operation: str | None = None
     _session: AsyncSession | None = None
     # Resolvers of one query run concurrently, but an AsyncSession must not be used by two
     # coroutines at once: database work of one request takes turns.

@@ -45,6 +45,7 @@ from app.config import Settings
 from app.context import Context
 from app.errors import AppError
 from app.executor import KeyhouseExecutor
+from app.graphql_inputs import BoundaryCheck
 from app.keys.graphql import Mutation as KeysMutation
 from app.keys.graphql import Query as KeysQuery
 from app.keys.outcomes import Outcome
@@ -57,7 +58,9 @@ from app.usage.graphql import Query as UsageQuery
 logger = logging.getLogger("app.graphql")
 
 GRAPHQL_RESPONSE_JSON = "application/graphql-response+json"
-OPERATION_LABEL_MAX = 100
+# The usage label of a GraphQL request that never ran an operation: refused by authentication,
+# parsing, validation, the boundary or its cost. Hostile documents cannot mint labels this way.
+UNRESOLVED_OPERATION = "graphql"
 
 Query = merge_types("Query", (OrganizationsQuery, KeysQuery, UsageQuery, AuditQuery))
 Mutation = merge_types("Mutation", (KeysMutation, OrganizationsMutation))
@@ -137,6 +140,7 @@ def build_schema(settings: Settings) -> KeyhouseSchema:
         lambda: MaxTokensLimiter(max_token_count=settings.graphql_max_tokens),
         lambda: ParserCache(maxsize=256),
         lambda: ValidationCache(maxsize=256),
+        BoundaryCheck,
         MaskUnexpectedErrors,
     ]
     return KeyhouseSchema(
@@ -189,6 +193,20 @@ def _wants_graphql_response_json(request: Request) -> bool:
     return plain < 0 or position < plain
 
 
+def never_executed(result: ExecutionResult) -> bool:
+    """Refused before execution (parsing, validation, the boundary, cost): no data, and no
+    error that belongs to a field."""
+    errors = result.errors or []
+    return result.data is None and bool(errors) and all(e.path is None for e in errors)
+
+
+def _usage_label(context: Context, result: ExecutionResult | None) -> str:
+    """A use is counted under the operation's name only if that operation ran."""
+    if context.operation is None or result is None or never_executed(result):
+        return UNRESOLVED_OPERATION
+    return f"{UNRESOLVED_OPERATION}:{context.operation}"
+
+
 class KeyhouseGraphQL(GraphQL[Context, None]):
     """Strawberry's ASGI view plus authentication, one transaction per request and
     ``application/graphql-response+json``."""
@@ -235,21 +253,24 @@ class KeyhouseGraphQL(GraphQL[Context, None]):
         root_value: None,
         sub_response: Response,
     ) -> ExecutionResult:
-        operation_name = getattr(request_data, "operation_name", None) or "anonymous"
-        verification = await self.runtime.verifier.verify(
+        verifier = self.runtime.verifier
+        verification = await verifier.verify(
             from_request(request.headers.raw, request.url.query),
-            operation=f"graphql:{operation_name[:OPERATION_LABEL_MAX]}",
+            operation=UNRESOLVED_OPERATION,
+            defer_valid_use=True,
         )
-        if not verification.valid or verification.key is None:
+        key = verification.key
+        if not verification.valid or key is None:
             raise RequestRefused(verification)
-        context.authenticate(Caller.from_key(verification.key))
+        context.authenticate(Caller.from_key(key))
         if verification.ratelimit is not None:
             sub_response.headers.update(verification.ratelimit.headers())
         sub_response.headers.update(verification.notice_headers())
         succeeded = False
+        result: ExecutionResult | None = None
         try:
             try:
-                result = await super().execute_operation(
+                answer = await super().execute_operation(
                     request, request_adapter, request_data, context, root_value, sub_response
                 )
             except HTTPException as error:
@@ -259,11 +280,13 @@ class KeyhouseGraphQL(GraphQL[Context, None]):
                     raise MutationViaGet(error.reason) from error
                 raise
             # Batching and subscriptions are off: the result is one ExecutionResult.
-            assert isinstance(result, ExecutionResult)
+            assert isinstance(answer, ExecutionResult)
+            result = answer
             succeeded = not any(_code_of(e) == "INTERNAL" for e in result.errors or ())
             return result
         finally:
             await context.finish(succeeded=succeeded)
+            verifier.record_valid_use(key, _usage_label(context, result))
 
     async def process_result(
         self, request: Request, result: ExecutionResult
@@ -273,7 +296,7 @@ class KeyhouseGraphQL(GraphQL[Context, None]):
             # Parse, validation and limit errors come from graphql-core without a code.
             extensions = cast(dict[str, Any], error).setdefault("extensions", {})
             extensions.setdefault("code", "BAD_USER_INPUT")
-        if result.data is None and result.errors and all(e.path is None for e in result.errors):
+        if never_executed(result):
             request.state.graphql_request_error = True
         return response
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -102,7 +103,9 @@ async def gql(
         payload["variables"] = variables
     if operation_name is not None:
         payload["operationName"] = operation_name
-    response = await client.post("/graphql", json=payload, headers=sent_headers)
+    sent_headers.setdefault("Content-Type", "application/json")
+    # Escaped JSON (httpx's own encoder writes UTF-8, which cannot hold a lone surrogate).
+    response = await client.post("/graphql", content=json.dumps(payload), headers=sent_headers)
     return GraphQLResult(response, response.json())
 
 

@@ -120,7 +120,12 @@ class KeyVerifier:
         *,
         required_scopes: Collection[str] = (),
         operation: str = "",
+        defer_valid_use: bool = False,
     ) -> Verification:
+        """``operation`` labels the use in usage. With ``defer_valid_use``, a valid use is not
+        recorded here: the caller learns its label later and calls :meth:`record_valid_use`
+        (GraphQL, whose operation is known only once its document is parsed and validated).
+        Refusals are always recorded here, under ``operation``."""
         chosen = choose_key(presentation, self._prefix)
         if isinstance(chosen, Rejection):
             return self._refuse(operation, chosen.outcome, chosen.message, chosen.hint)
@@ -189,13 +194,19 @@ class KeyVerifier:
                 ratelimit,
             )
 
-        self._recorder.record(record.id, record.organization_id, operation, Outcome.VALID, now)
+        if not defer_valid_use:
+            self.record_valid_use(record, operation, now)
         return Verification(
             outcome=Outcome.VALID,
             message="The API key is valid.",
             hint="",
             key=record,
             ratelimit=ratelimit,
+        )
+
+    def record_valid_use(self, key: KeyRecord, operation: str, at: float | None = None) -> None:
+        self._recorder.record(
+            key.id, key.organization_id, operation, Outcome.VALID, time.time() if at is None else at
         )
 
     def _refuse(
