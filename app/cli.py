@@ -29,6 +29,8 @@ from app.organizations.models import Organization
 from app.organizations.service import OrganizationCreated, create_organization
 from app.pagination import Cursor
 from app.runtime import Runtime
+from app.server_secret import MissingServerSecret
+from app.server_secret import generate as generate_secret
 from app.timeutil import utcnow
 
 app = typer.Typer(help="keyhouse: issue, scope, verify and meter API keys.", no_args_is_help=True)
@@ -36,6 +38,8 @@ orgs_app = typer.Typer(help="Organizations.", no_args_is_help=True)
 keys_app = typer.Typer(help="An organization's API keys.", no_args_is_help=True)
 app.add_typer(orgs_app, name="orgs")
 app.add_typer(keys_app, name="keys")
+secret_app = typer.Typer(help="The server secret (KEYHOUSE_SECRET_KEY).", no_args_is_help=True)
+app.add_typer(secret_app, name="secret")
 
 console = Console()
 # Messages name user input (key names, scopes): printed escaped, never as Rich markup, and on one
@@ -51,7 +55,7 @@ def _run(work: Callable[[Runtime], Awaitable[T]]) -> T:
 
     async def main() -> T:
         settings = Settings()
-        runtime = Runtime.create(settings)
+        runtime = _runtime(settings)
         try:
             try:
                 await upgrade_to_head(runtime.engine)
@@ -70,6 +74,14 @@ def _run(work: Callable[[Runtime], Awaitable[T]]) -> T:
             await runtime.engine.dispose()
 
     return asyncio.run(main())
+
+
+def _runtime(settings: Settings) -> Runtime:
+    try:
+        return Runtime.create(settings)
+    except MissingServerSecret as error:
+        errors.print(f"[red]error[/red] {escape(str(error))}")
+        raise typer.Exit(code=1) from None
 
 
 def _fail(error: UserError) -> typer.Exit:
@@ -271,6 +283,13 @@ def keys_revoke(
     )
 
 
+@secret_app.command("generate")
+def secret_generate() -> None:
+    """Print a new server secret: 32 random bytes as 64 hex characters, for KEYHOUSE_SECRET_KEY.
+    Every instance of a deployment needs the same one."""
+    typer.echo(generate_secret())
+
+
 @app.command("export-schema")
 def export_schema(
     output: Annotated[
@@ -318,7 +337,7 @@ def serve(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
     uvicorn.run(
-        create_app(settings),
+        create_app(runtime=_runtime(settings)),
         host=host,
         port=port,
         log_config=None,

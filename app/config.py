@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from functools import cached_property
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_SQLITE_POOL_SIZE = 2
@@ -23,7 +24,10 @@ DEFAULT_PRODUCT_SCOPES: dict[str, str] = {
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="KEYHOUSE_", extra="ignore")
+    # Errors never echo a setting's value: it may be a secret or a URL with a password.
+    model_config = SettingsConfigDict(
+        env_prefix="KEYHOUSE_", extra="ignore", hide_input_in_errors=True
+    )
 
     database_url: str = "sqlite+aiosqlite:///./keyhouse.db"
     redis_url: str | None = None
@@ -63,6 +67,10 @@ class Settings(BaseSettings):
     usage_retention_hour_days: int = Field(default=120, ge=1)
     usage_retention_day_days: int = Field(default=3660, ge=1)
 
+    # 64 hex characters (`keyhouse secret generate`); see app/server_secret.py. Required with
+    # PostgreSQL; the SQLite default creates one beside its database file.
+    secret_key: SecretStr | None = None
+
     # When set, /v1/keys/verify and /v1/auth require this token in X-Keyhouse-Service-Token.
     service_token: str | None = None
 
@@ -72,6 +80,14 @@ class Settings(BaseSettings):
     graphql_max_aliases: int = Field(default=15, ge=1)
 
     log_level: str = "INFO"
+
+    @field_validator("secret_key")
+    @classmethod
+    def _secret_is_64_hex(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", value.get_secret_value()):
+            # The value itself is never echoed: it is a secret, even when malformed.
+            raise ValueError("must be 64 hex characters (32 bytes): `keyhouse secret generate`")
+        return value
 
     @field_validator("product_scopes")
     @classmethod

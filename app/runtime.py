@@ -13,6 +13,7 @@ from datetime import timedelta
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app import server_secret
 from app.config import Settings
 from app.db import SessionMaker, create_engine, create_sessionmaker
 from app.keys.broadcast import KeyChangeBroadcast
@@ -47,10 +48,14 @@ class Runtime:
     limiter: RateLimiter
     recorder: UsageRecorder
     verifier: KeyVerifier
+    server_secret: bytes
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     @classmethod
     def create(cls, settings: Settings) -> Runtime:
+        """Raises MissingServerSecret when the deployment has no server secret and keyhouse
+        cannot make one itself (any database but SQLite)."""
+        secret = server_secret.load(settings)
         engine = create_engine(settings.database_url, sqlite_pool_size=settings.sqlite_pool_size)
         sessionmaker = create_sessionmaker(engine)
         catalogue = ScopeCatalogue(settings.product_scopes)
@@ -86,6 +91,7 @@ class Runtime:
             limiter,
             recorder,
             verifier,
+            secret,
         )
 
     async def start(self) -> None:

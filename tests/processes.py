@@ -38,8 +38,13 @@ def keyhouse_command() -> list[str]:
 
 def environment_without_settings() -> dict[str, str]:
     """This process's environment minus the developer's own ``KEYHOUSE_*`` settings (Redis, a
-    service token...), so that a test sets exactly the ones it means."""
-    return {name: value for name, value in os.environ.items() if not name.startswith("KEYHOUSE_")}
+    service token...), so that a test sets exactly the ones it means; but for the tests' server
+    secret (tests/conftest.py), which every deployment on PostgreSQL needs."""
+    return {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith("KEYHOUSE_") or name == "KEYHOUSE_SECRET_KEY"
+    }
 
 
 def keyhouse_json(env: dict[str, str], *args: str) -> dict[str, str]:

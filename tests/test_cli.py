@@ -54,9 +54,9 @@ def cli_database(
     request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[str]:
     """An empty database (not even migrated), as ``KEYHOUSE_DATABASE_URL``; no other setting of
-    the developer's environment leaks in."""
+    the developer's environment leaks in (but for the tests' server secret: tests/conftest.py)."""
     for name in list(os.environ):
-        if name.startswith("KEYHOUSE_"):
+        if name.startswith("KEYHOUSE_") and name != "KEYHOUSE_SECRET_KEY":
             monkeypatch.delenv(name)
     if request.param == "sqlite":
         url = f"sqlite+aiosqlite:///{tmp_path / 'keyhouse.db'}"

@@ -14,10 +14,18 @@ class Caller:
     # The key making the request; None for the operator's CLI.
     key_id: str | None = None
     key_hint: str | None = None
+    # The calling key was rotated (or superseded) and works only until its grace period ends.
+    being_replaced: bool = False
 
     @classmethod
     def from_key(cls, record: KeyRecord) -> Caller:
-        return cls(record.organization_id, record.scopes, record.id, record.hint)
+        return cls(
+            record.organization_id,
+            record.scopes,
+            record.id,
+            record.hint,
+            being_replaced=record.superseded_at is not None,
+        )
 
     def holds(self, scope: str) -> bool:
         return scope in self.scopes

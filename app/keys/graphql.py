@@ -387,6 +387,7 @@ class Mutation:
                 catalogue=runtime.catalogue,
                 key_prefix=runtime.settings.key_prefix,
                 broadcast=runtime.broadcast,
+                server_secret=runtime.server_secret,
             )
         if isinstance(result, list):
             return CreateApiKeyPayload(user_errors=user_errors("createApiKey", result))
@@ -414,6 +415,7 @@ class Mutation:
                 ),
                 key_prefix=runtime.settings.key_prefix,
                 broadcast=runtime.broadcast,
+                server_secret=runtime.server_secret,
             )
         if isinstance(result, list):
             return RotateApiKeyPayload(user_errors=user_errors("rotateApiKey", result))

@@ -1,9 +1,15 @@
 """Idempotency keys for createApiKey and rotateApiKey, as Stripe does them.
 
 The first request with a given idempotency key does the work; a retry with the same key and the
-same input gets the same answer (the same key and secret), and the same key with a different
-input is refused. The secret is sealed with AES-GCM under a key derived from the idempotency key,
-which is stored only as a digest, so the stored record is useless without the client's key.
+same input, from a caller with the same power, gets the same answer (the same key and secret).
+The same key with a different input, or from a caller holding different scopes, is refused: a
+replay must never hand a secret to a caller who could not have made the request itself (the
+services run every permission check before looking for a replay, too).
+
+A record holds the new key's secret sealed with AES-GCM under a key derived from the server
+secret (app/server_secret.py) and the idempotency key, and the idempotency key only as a keyed
+digest: neither a copy of the database nor a guessed idempotency key opens it alone. Records
+are purged 24 hours after they were made.
 """
 
 from __future__ import annotations
@@ -13,11 +19,14 @@ import hashlib
 import hmac
 import json
 import os
+from collections.abc import Collection
 from datetime import timedelta
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from sqlalchemy import delete
+from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.auth.principal import Caller
@@ -28,43 +37,45 @@ RETENTION = timedelta(hours=24)
 MAX_LENGTH = 255
 
 
-def _derive(idempotency_key: str, purpose: bytes) -> bytes:
-    return hmac.new(purpose, idempotency_key.encode(), hashlib.sha256).digest()
+def _derive(server_secret: bytes, purpose: bytes, idempotency_key: str) -> bytes:
+    return hmac.new(
+        server_secret, purpose + b"\x00" + idempotency_key.encode(), hashlib.sha256
+    ).digest()
 
 
-def _digest(idempotency_key: str) -> str:
-    return _derive(idempotency_key, b"keyhouse idempotency lookup").hex()
+def _digest(server_secret: bytes, idempotency_key: str) -> str:
+    return _derive(server_secret, b"keyhouse idempotency lookup", idempotency_key).hex()
 
 
-def request_digest(operation: str, request: dict[str, Any]) -> str:
-    canonical = json.dumps([operation, request], sort_keys=True, default=str)
+def request_digest(operation: str, request: dict[str, Any], caller_scopes: Collection[str]) -> str:
+    """The request's fingerprint, bound to what the caller may do: a caller holding other
+    scopes sending the same request does not match it."""
+    canonical = json.dumps([operation, request, sorted(caller_scopes)], sort_keys=True, default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def seal(secret: str, idempotency_key: str) -> str:
+def seal(secret: str, idempotency_key: str, server_secret: bytes) -> str:
     nonce = os.urandom(12)
-    sealed = AESGCM(_derive(idempotency_key, b"keyhouse idempotency seal")).encrypt(
-        nonce, secret.encode(), None
-    )
+    key = _derive(server_secret, b"keyhouse idempotency seal", idempotency_key)
+    sealed = AESGCM(key).encrypt(nonce, secret.encode(), None)
     return base64.b64encode(nonce + sealed).decode()
 
 
-def unseal(sealed_secret: str, idempotency_key: str) -> str | None:
+def unseal(sealed_secret: str, idempotency_key: str, server_secret: bytes) -> str | None:
     raw = base64.b64decode(sealed_secret)
+    key = _derive(server_secret, b"keyhouse idempotency seal", idempotency_key)
     try:
-        plain = AESGCM(_derive(idempotency_key, b"keyhouse idempotency seal")).decrypt(
-            raw[:12], raw[12:], None
-        )
+        plain = AESGCM(key).decrypt(raw[:12], raw[12:], None)
     except InvalidTag:
         return None
     return plain.decode()
 
 
 async def find(
-    session: AsyncSession, caller: Caller, idempotency_key: str
+    session: AsyncSession, caller: Caller, idempotency_key: str, server_secret: bytes
 ) -> IdempotencyRecord | None:
     record = await session.get(
-        IdempotencyRecord, (caller.organization_id, _digest(idempotency_key))
+        IdempotencyRecord, (caller.organization_id, _digest(server_secret, idempotency_key))
     )
     if record is not None and record.created_at < utcnow() - RETENTION:
         # Past its retention: the key may be used afresh.
@@ -74,10 +85,18 @@ async def find(
     return record
 
 
-def remember(
+async def purge_expired(session: AsyncSession) -> None:
+    """Delete every record past its retention (any organization's)."""
+    await session.exec(
+        delete(IdempotencyRecord).where(col(IdempotencyRecord.created_at) < utcnow() - RETENTION)
+    )
+
+
+async def remember(
     session: AsyncSession,
     caller: Caller,
     idempotency_key: str,
+    server_secret: bytes,
     *,
     operation: str,
     digest: str,
@@ -85,14 +104,17 @@ def remember(
     secret: str,
     previous_api_key_id: str | None = None,
 ) -> None:
+    # Each new record clears out the expired ones: records never outlive their retention by
+    # more than the time to the next idempotent request.
+    await purge_expired(session)
     session.add(
         IdempotencyRecord(
             organization_id=caller.organization_id,
-            key_digest=_digest(idempotency_key),
+            key_digest=_digest(server_secret, idempotency_key),
             operation=operation,
             request_digest=digest,
             api_key_id=api_key_id,
             previous_api_key_id=previous_api_key_id,
-            sealed_secret=seal(secret, idempotency_key),
+            sealed_secret=seal(secret, idempotency_key, server_secret),
         )
     )

@@ -25,13 +25,14 @@ LIVE_NAME_CONDITION = "revoked_at IS NULL AND superseded_at IS NULL"
 class ApiKey(SQLModel, table=True):
     __tablename__ = "api_keys"
     __table_args__ = (
-        # Names are unique among an organization's keys that are still in play; a revoked or
-        # replaced key's name can be reused (rotation gives the new key the old one's name). The
-        # partial index makes this hold under concurrent creates too.
+        # Names are unique among an organization's keys that are still in play, compared as
+        # name_key (NFKC and case folding: app/boundary.py); a revoked or replaced key's name can
+        # be reused (rotation gives the new key the old one's name). The partial index makes this
+        # hold under concurrent creates too.
         Index(
             "uq_api_keys_live_name",
             "organization_id",
-            "name",
+            "name_key",
             unique=True,
             sqlite_where=text(LIVE_NAME_CONDITION),
             postgresql_where=text(LIVE_NAME_CONDITION),
@@ -42,6 +43,8 @@ class ApiKey(SQLModel, table=True):
     id: str = Field(default_factory=lambda: new_id("key"), primary_key=True, max_length=32)
     organization_id: str = Field(foreign_key="organizations.id", max_length=32)
     name: str = Field(max_length=128)
+    # The name as names are compared (boundary.name_key): what the unique index holds.
+    name_key: str = Field(max_length=600)
     # Space-separated, sorted: portable across SQLite and PostgreSQL and cheap to filter on.
     scopes_text: str = Field(max_length=4000)
     # SHA-256 of the whole secret. Keys carry 190 random bits, so a fast hash is safe here and a
@@ -119,11 +122,12 @@ class IdempotencyRecord(SQLModel, table=True):
     """The outcome of a createApiKey/rotateApiKey sent with an idempotency key (kept 24 hours).
 
     A client that retries after a timeout gets the same key back, secret included, instead of a
-    second key. The secret is stored sealed with a key derived from the idempotency key, which
-    itself is stored only as a digest: the database alone cannot reveal the secret.
+    second key. The secret is stored sealed under a key derived from the server secret and the
+    idempotency key, which itself is stored only as a keyed digest (app/keys/idempotency.py).
     """
 
     __tablename__ = "idempotency_records"
+    __table_args__ = (Index("ix_idempotency_records_created", "created_at"),)
 
     organization_id: str = Field(primary_key=True, max_length=32)
     key_digest: str = Field(primary_key=True, max_length=64)
@@ -132,4 +136,5 @@ class IdempotencyRecord(SQLModel, table=True):
     api_key_id: str = Field(max_length=32)
     previous_api_key_id: str | None = Field(default=None, max_length=32)
     sealed_secret: str = Field(max_length=200)
+    # Indexed for the purge of records past their retention.
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)

@@ -23,6 +23,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from app.audit.models import AuditAction
 from app.audit.service import record_event
 from app.auth.principal import Caller
+from app.boundary import excerpt, name_key, name_problem
 from app.db import UTCDateTime, after_commit, execute_core
 from app.errors import BadUserInput, UserError, UserErrorCode
 from app.ids import is_id_of
@@ -114,16 +115,11 @@ def _check_create(
 ) -> tuple[str, list[str], list[UserError]]:
     errors: list[UserError] = []
     name = data.name.strip()
+    problem = name_problem(name, max_length=NAME_MAX_LENGTH)
     if not name:
         errors.append(UserError(UserErrorCode.INVALID_INPUT, "name", "Name cannot be empty."))
-    elif len(name) > NAME_MAX_LENGTH:
-        errors.append(
-            UserError(
-                UserErrorCode.INVALID_INPUT,
-                "name",
-                f"Name can have at most {NAME_MAX_LENGTH} characters, got {len(name)}.",
-            )
-        )
+    elif problem is not None:
+        errors.append(UserError(UserErrorCode.INVALID_INPUT, "name", f"Name {problem}."))
     scopes = sorted(set(data.scopes))
     unknown = catalogue.unknown(scopes)
     if not scopes:
@@ -135,7 +131,8 @@ def _check_create(
             UserError(
                 UserErrorCode.INVALID_SCOPE,
                 "scopes",
-                f"Unknown scope(s): {', '.join(unknown)}. The `scopes` query lists them all.",
+                f"Unknown scope(s): {excerpt(', '.join(unknown))}. The `scopes` query lists "
+                "them all.",
             )
         )
     else:
@@ -198,15 +195,15 @@ def _name_taken(name: str) -> UserError:
     return UserError(
         UserErrorCode.NAME_TAKEN,
         "name",
-        f"A key named '{name}' already exists in your organization; revoke it or pick "
-        "another name.",
+        f"A key named '{excerpt(name)}' (or a name that reads the same, ignoring case and "
+        "character width) already exists in your organization; revoke it or pick another name.",
     )
 
 
 async def _live_name_exists(session: AsyncSession, organization_id: str, name: str) -> bool:
     statement = select(ApiKey.id).where(
         col(ApiKey.organization_id) == organization_id,
-        col(ApiKey.name) == name,
+        col(ApiKey.name_key) == name_key(name),
         col(ApiKey.revoked_at).is_(None),
         col(ApiKey.superseded_at).is_(None),
     )
@@ -327,38 +324,43 @@ async def create_key(
     catalogue: ScopeCatalogue,
     key_prefix: str,
     broadcast: KeyChangeBroadcast,
+    server_secret: bytes | None = None,
 ) -> KeyCreated | list[UserError]:
+    """``server_secret`` seals the secret of a request sent with an idempotency key."""
     policy = await session.get(Organization, caller.organization_id)
     assert policy is not None, "a caller's organization exists"
     misuse = _check_idempotency_key(data.idempotency_key)
     if misuse is not None:
         return [misuse]
+    # Every check before a replay: a replay must not answer a caller the request would refuse.
+    name, scopes, errors = _check_create(data, caller, catalogue, policy)
+    if errors:
+        return errors
     digest = idempotency.request_digest(
         "createApiKey",
         {
             "name": data.name,
-            "scopes": sorted(set(data.scopes)),
+            "scopes": scopes,
             "expiresInDays": data.expires_in_days,
             "rateLimit": data.rate_limit,
         },
+        caller.scopes,
     )
-    replayed = await _replayed_creation(session, caller, data.idempotency_key, digest)
+    replay = _Replay(session, caller, data.idempotency_key, digest, server_secret)
+    replayed = await replay.creation()
     if replayed is not None:
         return replayed
 
-    name, scopes, errors = _check_create(data, caller, catalogue, policy)
-    if errors:
-        return errors
     if await _live_name_exists(session, caller.organization_id, name):
         # Taken by this very request sent twice (a retry while the first was in flight)?
-        taken_by_first = await _replayed_creation(session, caller, data.idempotency_key, digest)
-        return taken_by_first or [_name_taken(name)]
+        return await replay.creation() or [_name_taken(name)]
 
     secret = generate_secret(key_prefix)
     now = utcnow()
     api_key = ApiKey(
         organization_id=caller.organization_id,
         name=name,
+        name_key=name_key(name),
         scopes_text=" ".join(scopes),
         key_hash=hash_secret(secret),
         hint=hint_for(secret, key_prefix),
@@ -371,8 +373,7 @@ async def create_key(
         rate_limit_per_seconds=None if data.rate_limit is None else data.rate_limit.per_seconds,
     )
     if not await _insert_key(session, api_key):
-        taken_by_first = await _replayed_creation(session, caller, data.idempotency_key, digest)
-        return taken_by_first or [_name_taken(name)]
+        return await replay.creation() or [_name_taken(name)]
     record_event(
         session,
         caller,
@@ -396,70 +397,83 @@ async def create_key(
             keep=[caller.key_id] if caller.key_id else [],
             broadcast=broadcast,
         )
-    if data.idempotency_key is not None:
-        idempotency.remember(
-            session,
-            caller,
-            data.idempotency_key,
-            operation="createApiKey",
-            digest=digest,
-            api_key_id=api_key.id,
-            secret=secret,
-        )
+    await replay.remember("createApiKey", api_key.id, secret)
     await session.flush()
     return KeyCreated(api_key, secret, superseded)
 
 
-async def _replayed_creation(
-    session: AsyncSession, caller: Caller, idempotency_key: str | None, digest: str
-) -> KeyCreated | list[UserError] | None:
-    if idempotency_key is None:
-        return None
-    replay = await _replay(session, caller, idempotency_key, "createApiKey", digest)
-    if replay is None:
-        return None
-    if isinstance(replay, UserError):
-        return [replay]
-    api_key, secret, _ = replay
-    # The same answer as the first time: the keys that creation superseded, too.
-    return KeyCreated(api_key, secret, await _superseded_by(session, caller, api_key.id))
+@dataclass(frozen=True, slots=True)
+class _Replay:
+    """One request's idempotency: its earlier answer, if any, and remembering this one's."""
 
+    session: AsyncSession
+    caller: Caller
+    idempotency_key: str | None
+    digest: str
+    server_secret: bytes | None
 
-async def _replayed_rotation(
-    session: AsyncSession, caller: Caller, idempotency_key: str | None, digest: str
-) -> KeyRotated | list[UserError] | None:
-    if idempotency_key is None:
-        return None
-    replay = await _replay(session, caller, idempotency_key, "rotateApiKey", digest)
-    if replay is None:
-        return None
-    if isinstance(replay, UserError):
-        return [replay]
-    api_key, secret, previous = replay
-    assert previous is not None, "a rotation record names the rotated key"
-    return KeyRotated(api_key, secret, previous)
+    def _secret(self) -> bytes:
+        if self.server_secret is None:
+            raise ValueError("an idempotent request needs the server secret")
+        return self.server_secret
 
+    async def creation(self) -> KeyCreated | list[UserError] | None:
+        replay = await self._earlier("createApiKey")
+        if replay is None or isinstance(replay, UserError):
+            return None if replay is None else [replay]
+        api_key, secret, _ = replay
+        # The same answer as the first time: the keys that creation superseded, too.
+        superseded = await _superseded_by(self.session, self.caller, api_key.id)
+        return KeyCreated(api_key, secret, superseded)
 
-async def _replay(
-    session: AsyncSession, caller: Caller, idempotency_key: str, operation: str, digest: str
-) -> tuple[ApiKey, str, ApiKey | None] | UserError | None:
-    """The earlier answer to the same request, an error if the key was used for another
-    request, or None when the key is new."""
-    record = await idempotency.find(session, caller, idempotency_key)
-    if record is None:
-        return None
-    if record.operation != operation or record.request_digest != digest:
-        return _idempotency_misuse()
-    api_key = await session.get(ApiKey, record.api_key_id)
-    secret = idempotency.unseal(record.sealed_secret, idempotency_key)
-    if api_key is None or secret is None:
-        return _idempotency_misuse()
-    previous = (
-        None
-        if record.previous_api_key_id is None
-        else await session.get(ApiKey, record.previous_api_key_id)
-    )
-    return api_key, secret, previous
+    async def rotation(self) -> KeyRotated | list[UserError] | None:
+        replay = await self._earlier("rotateApiKey")
+        if replay is None or isinstance(replay, UserError):
+            return None if replay is None else [replay]
+        api_key, secret, previous = replay
+        assert previous is not None, "a rotation record names the rotated key"
+        return KeyRotated(api_key, secret, previous)
+
+    async def _earlier(
+        self, operation: str
+    ) -> tuple[ApiKey, str, ApiKey | None] | UserError | None:
+        """The earlier answer to the same request, an error if the idempotency key was used
+        for another request (or by a caller of other power), or None when the key is new."""
+        if self.idempotency_key is None:
+            return None
+        session, server_secret = self.session, self._secret()
+        record = await idempotency.find(session, self.caller, self.idempotency_key, server_secret)
+        if record is None:
+            return None
+        if record.operation != operation or record.request_digest != self.digest:
+            return _idempotency_misuse()
+        api_key = await session.get(ApiKey, record.api_key_id)
+        secret = idempotency.unseal(record.sealed_secret, self.idempotency_key, server_secret)
+        if api_key is None or secret is None:
+            return _idempotency_misuse()
+        previous = (
+            None
+            if record.previous_api_key_id is None
+            else await session.get(ApiKey, record.previous_api_key_id)
+        )
+        return api_key, secret, previous
+
+    async def remember(
+        self, operation: str, api_key_id: str, secret: str, previous_api_key_id: str | None = None
+    ) -> None:
+        if self.idempotency_key is None:
+            return
+        await idempotency.remember(
+            self.session,
+            self.caller,
+            self.idempotency_key,
+            self._secret(),
+            operation=operation,
+            digest=self.digest,
+            api_key_id=api_key_id,
+            secret=secret,
+            previous_api_key_id=previous_api_key_id,
+        )
 
 
 async def get_key(session: AsyncSession, caller: Caller, key_id: str) -> ApiKey | None:
@@ -571,7 +585,9 @@ async def list_keys(
         values["expiring_before"] = now + timedelta(days=days)
     if key_filter.scope is not None:
         if key_filter.scope not in catalogue:
-            raise BadUserInput(f"Unknown scope '{key_filter.scope}'.", argument="filter.scope")
+            raise BadUserInput(
+                f"Unknown scope '{excerpt(key_filter.scope)}'.", argument="filter.scope"
+            )
         values["scope_pattern"] = _like_pattern(key_filter.scope)
     if after is not None:
         values["after_created_at"] = after.created_at
@@ -632,7 +648,51 @@ async def last_used_by_id(session: AsyncSession, key_ids: Sequence[str]) -> dict
 
 def _not_found(key_id: str) -> UserError:
     # The same answer for an unknown id, a malformed one and another organization's key.
-    return UserError(UserErrorCode.NOT_FOUND, "id", f"No API key with id '{key_id[:64]}'.")
+    return UserError(UserErrorCode.NOT_FOUND, "id", f"No API key with id '{excerpt(key_id, 64)}'.")
+
+
+# Rotations chain (a key, its replacement, that one's replacement...); a caller in its grace
+# period is at most a few rotations behind, and this bounds the walk.
+_SUCCESSOR_CHAIN_MAX = 16
+
+
+async def _successors(session: AsyncSession, key_id: str) -> set[str]:
+    """The keys that replaced ``key_id``, its replacement's replacement, and so on."""
+    found: set[str] = set()
+    current: str | None = key_id
+    while current is not None and len(found) < _SUCCESSOR_CHAIN_MAX:
+        row = await session.get(ApiKey, current)
+        current = None if row is None else row.superseded_by_key_id
+        if current is None or current in found:
+            break
+        found.add(current)
+    return found
+
+
+async def _management_refusal(
+    session: AsyncSession, caller: Caller, target: ApiKey, verb: str
+) -> UserError | None:
+    """Why ``caller`` may not revoke or rotate ``target``, if it may not. Managing a key needs
+    at least its power; a key may always manage itself (a leaked key's holder revokes it), but a
+    key in its grace period never its own replacement (the old secret could kill the new one)."""
+    if caller.key_id == target.id:
+        return None
+    if any(not caller.holds(scope) for scope in target.scopes):
+        return UserError(
+            UserErrorCode.FORBIDDEN,
+            "id",
+            f"Only a key holding every scope of this key can {verb} it, and yours lacks some "
+            "of them.",
+        )
+    replaced = caller.being_replaced and caller.key_id is not None
+    if replaced and target.id in await _successors(session, str(caller.key_id)):
+        return UserError(
+            UserErrorCode.FORBIDDEN,
+            "id",
+            f"Your key was replaced and works only until its grace period ends; it cannot "
+            f"{verb} the key that replaced it. Use the new key.",
+        )
+    return None
 
 
 async def revoke_key(
@@ -642,6 +702,9 @@ async def revoke_key(
     api_key = await get_key(session, caller, key_id)
     if api_key is None:
         return _not_found(key_id)
+    refusal = await _management_refusal(session, caller, api_key, "revoke")
+    if refusal is not None:
+        return refusal
     if api_key.revoked_at is None:
         api_key.revoked_at = utcnow()
         session.add(api_key)
@@ -714,6 +777,7 @@ async def rotate_key(
     *,
     key_prefix: str,
     broadcast: KeyChangeBroadcast,
+    server_secret: bytes | None = None,
 ) -> KeyRotated | list[UserError]:
     """A new secret with the old key's name, scopes and limits; the old secret keeps working
     for the grace period (0: it stops at once, for a leaked key), then is SUPERSEDED."""
@@ -729,32 +793,28 @@ async def rotate_key(
                 f"got {data.grace_period_hours}.",
             )
         ]
-    digest = idempotency.request_digest(
-        "rotateApiKey", {"id": data.key_id, "gracePeriodHours": data.grace_period_hours}
-    )
-    replayed = await _replayed_rotation(session, caller, data.idempotency_key, digest)
-    if replayed is not None:
-        return replayed
-
     old = await get_key(session, caller, data.key_id)
     if old is None:
         return [_not_found(data.key_id)]
+    # Every check of power before a replay: a replay must not answer a caller the request
+    # itself would refuse.
+    refusal = await _management_refusal(session, caller, old, "rotate")
+    if refusal is not None:
+        return [refusal]
+    digest = idempotency.request_digest(
+        "rotateApiKey",
+        {"id": data.key_id, "gracePeriodHours": data.grace_period_hours},
+        caller.scopes,
+    )
+    replay = _Replay(session, caller, data.idempotency_key, digest, server_secret)
+    replayed = await replay.rotation()
+    if replayed is not None:
+        return replayed
     now = utcnow()
     unrotatable = _unrotatable(old, now)
     if unrotatable is not None:
         # The same request sent twice: the first may have committed since the check above.
-        first = await _replayed_rotation(session, caller, data.idempotency_key, digest)
-        return first or [unrotatable]
-    not_held = [scope for scope in old.scopes if not caller.holds(scope)]
-    if not_held:
-        return [
-            UserError(
-                UserErrorCode.FORBIDDEN,
-                "id",
-                f"Rotating this key would grant scopes your key does not hold: "
-                f"{', '.join(not_held)}.",
-            )
-        ]
+        return await replay.rotation() or [unrotatable]
     policy = await session.get(Organization, caller.organization_id)
     assert policy is not None, "a caller's organization exists"
 
@@ -763,6 +823,7 @@ async def rotate_key(
     new = ApiKey(
         organization_id=caller.organization_id,
         name=old.name,
+        name_key=old.name_key,
         scopes_text=old.scopes_text,
         key_hash=hash_secret(secret),
         hint=hint_for(secret, key_prefix),
@@ -785,8 +846,7 @@ async def rotate_key(
         # Rotated (or revoked) by a concurrent request: if it was this very request sent twice
         # (a retry while the first was in flight), the first one's answer.
         await session.refresh(old)
-        first = await _replayed_rotation(session, caller, data.idempotency_key, digest)
-        return first or [
+        return await replay.rotation() or [
             UserError(
                 UserErrorCode.INVALID_INPUT,
                 "id",
@@ -820,16 +880,6 @@ async def rotate_key(
             keep=[old.id, *([caller.key_id] if caller.key_id else [])],
             broadcast=broadcast,
         )
-    if data.idempotency_key is not None:
-        idempotency.remember(
-            session,
-            caller,
-            data.idempotency_key,
-            operation="rotateApiKey",
-            digest=digest,
-            api_key_id=new.id,
-            secret=secret,
-            previous_api_key_id=old.id,
-        )
+    await replay.remember("rotateApiKey", new.id, secret, previous_api_key_id=old.id)
     await session.flush()
     return KeyRotated(new, secret, old)

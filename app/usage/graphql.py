@@ -14,7 +14,7 @@ import strawberry
 from app.auth.permissions import needs
 from app.context import Info
 from app.keys.outcomes import Outcome
-from app.keys.scopes import READ_ANALYTICS
+from app.keys.scopes import READ_ANALYTICS, READ_API_KEYS
 from app.runtime import usage_retention
 from app.timeutil import utcnow
 from app.usage import service
@@ -63,7 +63,10 @@ class KeyUsage:
     valid: int
     rejected: int
 
-    @strawberry.field
+    @strawberry.field(
+        extensions=needs(READ_API_KEYS),
+        description="The key's details, for a caller that may read keys (read:api_keys).",
+    )
     async def api_key(
         self, info: Info
     ) -> Annotated[ApiKeyType, strawberry.lazy("app.keys.graphql")] | None:

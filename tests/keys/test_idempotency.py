@@ -12,6 +12,7 @@ import httpx
 import pytest
 from sqlalchemy import text
 
+from app.keys import idempotency
 from app.runtime import Runtime
 from tests.lifecycle_support import (
     CREATE_KEY,
@@ -290,3 +291,27 @@ async def test_request_sent_twice_at_once_gets_the_same_answer_and_one_new_key(
     # A rotated key points at the one new key, never at one that was not written.
     expected = {(new_id, None)} if previous is None else {(new_id, None), (previous["id"], new_id)}
     assert {tuple(row) for row in rows} == expected
+
+
+def test_a_sealed_secret_needs_the_server_secret_as_well_as_the_idempotency_key() -> None:
+    sealed = idempotency.seal("kh_secret", "deploy-2026-12-01", b"\x01" * 32)
+
+    assert idempotency.unseal(sealed, "deploy-2026-12-01", b"\x01" * 32) == "kh_secret"
+    # Whoever reads the database and guesses the idempotency key still lacks the server secret.
+    assert idempotency.unseal(sealed, "deploy-2026-12-01", b"\x02" * 32) is None
+
+
+async def test_records_are_purged_once_past_their_retention(
+    client: httpx.AsyncClient,
+    runtime: Runtime,
+    tenant: Tenant,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    await create_key(client, tenant.admin_key, name="old", idempotencyKey="first")
+    travel(monkeypatch, timedelta(hours=24, minutes=1))
+
+    await create_key(client, tenant.admin_key, name="new", idempotencyKey="second")
+
+    async with runtime.engine.connect() as connection:
+        count = await connection.execute(text("SELECT count(*) FROM idempotency_records"))
+        assert count.scalar_one() == 1
