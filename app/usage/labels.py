@@ -35,7 +35,9 @@ _IDENTIFIER_SEGMENT = re.compile(
     r"\d+"  # a number
     r"|[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"  # a UUID
     r"|[0-9a-fA-F]{16,}"  # long hex: digests, object ids
-    r"|[A-Za-z][A-Za-z0-9]{0,9}_[A-Za-z0-9]{16,}"  # prefix_ + base62: an API key or token
+    # prefix_ + base62 (an API key, a token, a Stripe-style id): with a digit, or long enough
+    # that it is no word (by_organization stays).
+    r"|[A-Za-z][A-Za-z0-9]{0,9}_(?:(?=[A-Za-z]*[0-9])[A-Za-z0-9]{12,}|[A-Za-z0-9]{24,})"
     # A long base62 run that mixes letters and digits: a random id, never a word.
     r"|(?=[A-Za-z]*[0-9])(?=[0-9]*[A-Za-z])[A-Za-z0-9]{20,}"
     r")(?=/|$)"
