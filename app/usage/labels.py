@@ -29,9 +29,11 @@ METHOD_MAX_LENGTH = 10
 # of any length and still leaves more than a label's length once identifiers are shortened.
 PATH_SCAN_LENGTH = 4 * OPERATION_MAX_LENGTH
 
-# A whole path segment that identifies one resource rather than naming a kind of resource.
+_SLASH_IDENTIFIER = f"/{IDENTIFIER}"
+# A whole path segment that identifies one resource rather than naming a kind of resource,
+# matched with the slash before it (the search then skips from slash to slash).
 _IDENTIFIER_SEGMENT = re.compile(
-    r"(?<=/)(?:"
+    r"/(?:"
     r"\d+"  # a number
     r"|[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"  # a UUID
     r"|[0-9a-fA-F]{16,}"  # long hex: digests, object ids
@@ -51,7 +53,7 @@ def operation_label(operation: str) -> str:
 
 def normalize_path(path: str) -> str:
     """``path`` with each identifier segment replaced by :data:`IDENTIFIER`."""
-    return _IDENTIFIER_SEGMENT.sub(IDENTIFIER, path)
+    return _IDENTIFIER_SEGMENT.sub(_SLASH_IDENTIFIER, path)
 
 
 def request_label(method: str, path: str) -> str:
