@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 from sqlalchemy import func, select
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from app.auth.presentation import Presentation
 from app.auth.principal import Caller
@@ -759,3 +759,24 @@ async def test_each_key_and_each_hour_has_a_cap_of_its_own(
         (_minute_start(moment), other[0], "GET /b"),
         (_minute_start(next_hour), key, "GET /b"),
     }
+
+
+async def test_a_database_that_stops_answering_sets_nothing_aside(
+    runtime: Runtime, tenant: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    recorder = _recorder(runtime)
+    moment = _recent_moment()
+    key, org = tenant.admin_key_id, tenant.organization_id
+    recorder.record(key, org, "GET /x", Outcome.VALID, moment.timestamp())
+
+    async def locked(*_args: object) -> None:
+        raise OperationalError("INSERT ...", {}, Exception("database is locked"))
+
+    with monkeypatch.context() as patch:
+        patch.setattr(recorder, "_write_counts", locked)
+        with pytest.raises(OperationalError):
+            await recorder.flush()
+    assert recorder.refused_buckets == {}
+    await recorder.flush()  # the database answers again
+
+    assert await _stored(runtime) == _every_granularity(moment, key, "GET /x", "VALID", 1)
