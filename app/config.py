@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     # distinct buckets may wait in memory before a flush starts early.
     usage_flush_interval_seconds: float = Field(default=5.0, gt=0)
     usage_flush_max_buckets: int = Field(default=50_000, ge=1)
+    # Distinct operation labels counted per key and hour; a key's further labels that hour are
+    # counted under "(other)". Bounds the usage tables whatever callers send. Per instance.
+    usage_max_labels_per_key_hour: int = Field(default=1000, ge=1)
     # How long usage is kept, per granularity. Older buckets are deleted; queries reaching
     # further back are refused rather than answered with zeros.
     usage_retention_minute_hours: int = Field(default=72, ge=1)

@@ -71,6 +71,7 @@ class Runtime:
             flush_interval_seconds=settings.usage_flush_interval_seconds,
             max_buckets=settings.usage_flush_max_buckets,
             retention=usage_retention(settings),
+            max_labels_per_key_hour=settings.usage_max_labels_per_key_hour,
         )
         verifier = KeyVerifier(
             settings=settings,

@@ -23,9 +23,11 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
 from app.auth.presentation import Presentation, from_forward_auth
+from app.boundary import excerpt, value_problem
 from app.keys.outcomes import Outcome
 from app.keys.verification import KeyVerifier, Verification
 from app.runtime import Runtime
+from app.usage.labels import operation_label, request_label
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +37,8 @@ MAX_BODY_BYTES = 16 * 1024
 MAX_OPERATION_LENGTH = 200
 MAX_SCOPE_NAME_LENGTH = 100
 SERVICE_TOKEN_HEADER = "x-keyhouse-service-token"  # noqa: S105 - a header name
+# The gateway's name for the operation a forward-auth request is for (see deploy/nginx).
+OPERATION_HEADER = "x-keyhouse-operation"
 
 
 class VerifyRequest(BaseModel):
@@ -152,6 +156,28 @@ def _service_token_refusal(runtime: Runtime, headers: Mapping[str, str]) -> Resp
     )
 
 
+def _scope_problem(scopes: Iterable[str]) -> str | None:
+    """Why a required scope name cannot be looked up (it holds a NUL, a control character...,
+    or is too long), quoting a short excerpt of it; None when every name can."""
+    for index, scope in enumerate(scopes):
+        problem = value_problem(scope, max_length=MAX_SCOPE_NAME_LENGTH)
+        if problem is not None:
+            return f"scopes.{index} {problem}: {excerpt(scope)!r}"
+    return None
+
+
+def _forward_auth_label(headers: Mapping[str, str], url_path: str | None) -> str:
+    """What a forward-auth use is counted under: the gateway's name for the operation when it
+    gives one, else the original method and path with its identifiers replaced."""
+    named = headers.get(OPERATION_HEADER, "").strip()
+    if named:
+        # Header values arrive as Latin-1; a gateway sends a non-ASCII name as UTF-8.
+        return operation_label(named.encode("latin-1").decode("utf-8", "replace"))
+    method = headers.get("x-original-method") or headers.get("x-forwarded-method") or "GET"
+    # The label never includes the query string: that is where keys travel.
+    return request_label(method, url_path or "/")
+
+
 def _describe(error: ValidationError) -> str:
     first = error.errors()[0]
     where = ".".join(str(part) for part in first["loc"]) or "body"
@@ -225,14 +251,13 @@ def data_plane_routes(runtime: Runtime) -> dict[str, DataPlaneRoute]:
             if any(e["type"] == "json_invalid" for e in error.errors()):
                 return _request_error(400, "The body is not valid JSON.")
             return _request_error(422, f"Invalid verify request: {_describe(error)}")
-        if any(len(scope) > MAX_SCOPE_NAME_LENGTH for scope in payload.scopes):
-            return _request_error(
-                422, f"Scope names have at most {MAX_SCOPE_NAME_LENGTH} characters."
-            )
+        problem = _scope_problem(payload.scopes)
+        if problem is not None:
+            return _request_error(422, f"Invalid verify request: {problem}")
         verification = await verifier.verify(
             Presentation.of(payload.key),
             required_scopes=payload.scopes,
-            operation=payload.operation or "verify",
+            operation=operation_label(payload.operation) if payload.operation else "verify",
         )
         # orjson: a quarter of pydantic-core's time on this body.
         return DataPlaneResponse(
@@ -251,10 +276,11 @@ def data_plane_routes(runtime: Runtime) -> dict[str, DataPlaneRoute]:
         required = _required_scopes(auth_query, headers.get("x-required-scopes"))
         if len(required) > MAX_SCOPES:
             return _request_error(400, f"At most {MAX_SCOPES} required scopes.")
+        problem = _scope_problem(required)
+        if problem is not None:
+            return _request_error(400, f"Invalid required scope: {problem}")
         presentation = from_forward_auth(raw_headers, headers)
-        method = headers.get("x-original-method") or headers.get("x-forwarded-method") or "GET"
-        # The label never includes the query string: that is where keys travel.
-        operation = f"{method[:10]} {(presentation.url_path or '/')[:MAX_OPERATION_LENGTH]}"
+        operation = _forward_auth_label(headers, presentation.url_path)
         verification = await verifier.verify(
             presentation, required_scopes=required, operation=operation
         )

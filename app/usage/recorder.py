@@ -8,6 +8,16 @@ same bucket without losing counts, and ``last_used_at`` costs at most one write 
 
 What a crash (kill -9) can lose: the uses recorded since the last flush, at most one flush
 interval's worth. A flush that fails (database briefly unavailable) keeps its counts for the next.
+
+One bad bucket never stops the others: a label no database may hold is set aside before the
+write, and when the database refuses a flush anyway, the flush writes its buckets again in
+halves, down to the single buckets it refuses, which are set aside too (logged, counted in
+``/metrics``, never retried: retrying a refused row would fail every flush after it).
+
+Each key counts at most ``max_labels_per_key_hour`` distinct labels per hour, the rest under
+:data:`~app.usage.labels.OVERFLOW_LABEL`, so no caller grows the usage tables faster than keys x
+outcomes x that cap. The labels seen are kept in this process's memory: with N instances a key
+can reach N times the cap.
 """
 
 from __future__ import annotations
@@ -17,17 +27,21 @@ import contextlib
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Table, bindparam, delete, or_, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from app.boundary import excerpt, value_problem
 from app.db import SessionMaker
 from app.keys.models import ApiKey
 from app.keys.outcomes import Outcome
+from app.metrics import USAGE_REFUSED
+from app.usage.labels import OVERFLOW_LABEL
 from app.usage.models import (
     BUCKET_KEY,
     OPERATION_MAX_LENGTH,
@@ -41,8 +55,17 @@ logger = logging.getLogger(__name__)
 
 # (minute number since the epoch, key id, organization id, operation, outcome)
 BucketKey = tuple[int, str, str, str, str]
+Item = TypeVar("Item")
 UPSERT_CHUNK = 20_000
 PRUNE_EVERY_SECONDS = 3600.0
+DEFAULT_MAX_LABELS_PER_KEY_HOUR = 1000
+# Refused buckets kept in memory for an operator to look at; past this many they are only
+# counted, so a stream of refused rows cannot grow the process.
+REFUSED_KEPT = 10_000
+# SQLSTATE classes of a database that is busy or going away rather than refusing a row:
+# connection exceptions, rollbacks (deadlock, serialization), resources, operator intervention.
+# A write failing this way is retried by a later flush, never set aside.
+_TRANSIENT_SQLSTATE_CLASSES = frozenset({"08", "40", "53", "57", "58"})
 
 
 class _Upsert:
@@ -83,6 +106,79 @@ def _primary_key_order(bucket: BucketKey) -> tuple[str, int, str, str, str]:
     return organization_id, start, key_id, operation, outcome
 
 
+def _is_transient(error: BaseException) -> bool:
+    """Whether a failed write says the database is unavailable rather than that it refuses the
+    rows (SQLite reports a locked or unreadable file as an operational error)."""
+    if isinstance(error, OSError | TimeoutError | OperationalError | InterfaceError):
+        return True
+    if isinstance(error, DBAPIError):
+        if error.connection_invalidated:
+            return True
+        sqlstate = getattr(error.orig, "sqlstate", None) or ""
+        return sqlstate[:2] in _TRANSIENT_SQLSTATE_CLASSES
+    return False
+
+
+def _why_refused(error: BaseException) -> str:
+    """One line about a refusal, for the log: the driver's message, first line, excerpted (it
+    may quote the refused value; statement parameters are hidden by the engine)."""
+    message = str(getattr(error, "orig", None) or error).splitlines() or [""]
+    return f"{type(error).__name__}: {excerpt(message[0])}"
+
+
+async def _write_isolating(
+    connection: AsyncConnection,
+    items: list[Item],
+    write: Callable[[list[Item]], Awaitable[None]],
+) -> dict[Item, str]:
+    """``write`` the items in savepoints, halving each part the database refuses down to the
+    single items it refuses; returns those, with why. A refused item among n costs about
+    2 x log2(n) more writes, of shrinking size."""
+    refused: dict[Item, str] = {}
+    parts = [items]
+    while parts:
+        part = parts.pop()
+        problem = await _refusal_of(connection, write, part)
+        if problem is None:
+            continue
+        if len(part) == 1:
+            refused[part[0]] = problem
+        else:
+            middle = len(part) // 2
+            parts.extend((part[middle:], part[:middle]))
+    return refused
+
+
+async def _refusal_of(
+    connection: AsyncConnection, write: Callable[[list[Item]], Awaitable[None]], part: list[Item]
+) -> str | None:
+    """None when ``part`` was written; why not when the database refused it. Any other failure
+    (the database stopped answering) is raised, so that nothing is set aside for it."""
+    savepoint = await connection.begin_nested()
+    try:
+        await write(part)
+    except Exception as error:
+        if _is_transient(error):
+            raise
+        await savepoint.rollback()
+        # Still answering after the failure: it was these rows the database refused.
+        await connection.exec_driver_sql("SELECT 1")
+        return _why_refused(error)
+    await savepoint.commit()
+    return None
+
+
+def _unstorable(counts: Mapping[BucketKey, int]) -> dict[BucketKey, str]:
+    """Buckets whose label no database column should hold (see app.boundary), with why. Labels
+    reach the recorder cleaned; this keeps one that did not from failing the flush."""
+    refused: dict[BucketKey, str] = {}
+    for bucket in counts:
+        problem = value_problem(bucket[3][:OPERATION_MAX_LENGTH])
+        if problem is not None:
+            refused[bucket] = f"its label {problem}"
+    return refused
+
+
 class UsageRecorder:
     def __init__(
         self,
@@ -91,6 +187,7 @@ class UsageRecorder:
         flush_interval_seconds: float,
         max_buckets: int = 50_000,
         retention: dict[Granularity, timedelta] | None = None,
+        max_labels_per_key_hour: int = DEFAULT_MAX_LABELS_PER_KEY_HOUR,
     ) -> None:
         self._sessionmaker = sessionmaker
         self._interval = flush_interval_seconds
@@ -102,13 +199,25 @@ class UsageRecorder:
         self._flush_lock = asyncio.Lock()
         self._early_flush: asyncio.Task[None] | None = None
         self._last_prune = 0.0
+        self._max_labels = max_labels_per_key_hour
+        # (key id, hour since the epoch) -> the labels its uses were counted under. Kept across
+        # flushes for the hour; past hours are forgotten by the flush.
+        self._labels: defaultdict[tuple[str, int], set[str]] = defaultdict(set)
+        self._refused: dict[BucketKey, int] = {}
 
     def record(
         self, key_id: str, organization_id: str, operation: str, outcome: Outcome, at: float
     ) -> None:
         """Count one use of a key (any outcome attributable to it). Never does I/O."""
+        minute = int(at // 60)
+        labels = self._labels[(key_id, minute // 60)]
+        if operation not in labels:
+            if len(labels) < self._max_labels:
+                labels.add(operation)
+            else:
+                operation = OVERFLOW_LABEL
         # Outcome is a str enum: the member itself is the key (no .value lookup on the hot path).
-        self._counts[(int(at // 60), key_id, organization_id, operation, outcome)] += 1
+        self._counts[(minute, key_id, organization_id, operation, outcome)] += 1
         # The latest use wins even if the wall clock stepped back between two uses.
         if outcome is Outcome.VALID and at > self._last_used.get(key_id, 0.0):
             self._last_used[key_id] = at
@@ -122,6 +231,12 @@ class UsageRecorder:
     @property
     def pending_buckets(self) -> int:
         return len(self._counts)
+
+    @property
+    def refused_buckets(self) -> Mapping[BucketKey, int]:
+        """Buckets set aside because they could not be stored, with their uses (the first
+        :data:`REFUSED_KEPT`; ``/metrics`` counts them all)."""
+        return dict(self._refused)
 
     async def _flush_early(self) -> None:
         try:
@@ -137,23 +252,94 @@ class UsageRecorder:
                 return
             counts, self._counts = self._counts, defaultdict(int)
             last_used, self._last_used = self._last_used, {}
+            refused = _unstorable(counts)
+            storable = {b: n for b, n in counts.items() if b not in refused} if refused else counts
             try:
-                async with self._sessionmaker() as session:
-                    connection = await session.connection()
-                    await self._write_counts(connection, counts)
-                    await self._write_last_used(connection, last_used)
-                    await session.commit()
+                refused.update(await self._write(storable, last_used))
             except Exception:
                 # Put back what could not be written; the next flush tries again.
-                for bucket, count in counts.items():
+                for bucket, count in storable.items():
                     self._counts[bucket] += count
                 for key_id, at in last_used.items():
                     if at > self._last_used.get(key_id, 0.0):
                         self._last_used[key_id] = at
                 logger.exception(
-                    "usage flush failed; keeping %d buckets for the next attempt", len(counts)
+                    "usage flush failed; keeping %d buckets for the next attempt", len(storable)
                 )
                 raise
+            finally:
+                self._forget_past_hours()
+            if refused:
+                self._set_aside(refused, counts)
+
+    async def _write(
+        self, counts: dict[BucketKey, int], last_used: dict[str, float]
+    ) -> dict[BucketKey, str]:
+        """Write the counts and ``last_used_at``; returns the buckets the database refused, with
+        why. One transaction in the common case; a refusal costs a second, isolating, one."""
+        try:
+            await self._write_transaction(counts, last_used, isolating=False)
+            return {}
+        except Exception as error:
+            if _is_transient(error):
+                raise
+        return await self._write_transaction(counts, last_used, isolating=True)
+
+    async def _write_transaction(
+        self, counts: dict[BucketKey, int], last_used: dict[str, float], *, isolating: bool
+    ) -> dict[BucketKey, str]:
+        refused: dict[BucketKey, str] = {}
+        async with self._sessionmaker() as session:
+            connection = await session.connection()
+            if not isolating:
+                await self._write_counts(connection, counts)
+                await self._write_last_used(connection, last_used)
+            else:
+
+                async def write_counts(part: list[BucketKey]) -> None:
+                    await self._write_counts(
+                        connection, {bucket: counts[bucket] for bucket in part}
+                    )
+
+                async def write_last_used(part: list[str]) -> None:
+                    await self._write_last_used(connection, {key: last_used[key] for key in part})
+
+                refused = await _write_isolating(
+                    connection, sorted(counts, key=_primary_key_order), write_counts
+                )
+                unknown = await _write_isolating(connection, sorted(last_used), write_last_used)
+                if unknown:
+                    logger.error("last_used_at of %d keys refused, not retried", len(unknown))
+            await session.commit()
+        return refused
+
+    def _set_aside(self, refused: dict[BucketKey, str], counts: dict[BucketKey, int]) -> None:
+        uses = sum(counts[bucket] for bucket in refused)
+        USAGE_REFUSED.inc(uses)
+        for bucket in refused:
+            if bucket in self._refused or len(self._refused) < REFUSED_KEPT:
+                self._refused[bucket] = self._refused.get(bucket, 0) + counts[bucket]
+        (_, key_id, _, operation, _), why = next(iter(refused.items()))
+        logger.error(
+            "usage flush refused %d buckets (%d uses): set aside, not retried; the first is key"
+            " %s, operation %r: %s",
+            len(refused),
+            uses,
+            key_id,
+            excerpt(operation),
+            why,
+        )
+
+    def _forget_past_hours(self) -> None:
+        """Drop the labels of hours before the previous one. Uses are recorded as they happen,
+        so only the newest hour still grows; the one before stays for a clock stepping back."""
+        hours = {hour for _, hour in self._labels}
+        if len(hours) <= 2:
+            return
+        oldest = max(hours) - 1
+        self._labels = defaultdict(
+            set, {key: seen for key, seen in self._labels.items() if key[1] >= oldest}
+        )
 
     def _by_granularity(
         self, counts: dict[BucketKey, int]

@@ -471,3 +471,132 @@ async def test_key_from_the_query_never_appears_in_the_log(
     assert caplog.records  # the requests were logged at all
     assert key.secret not in caplog.text
     assert unknown not in caplog.text
+
+
+# --- what the use is counted under -------------------------------------------------------------
+
+
+async def _labels(runtime: Runtime, key_id: str) -> dict[str, int]:
+    """Stored minute-bucket counts of one key per operation label."""
+    await runtime.recorder.flush()
+    statement = text(
+        "SELECT operation, SUM(count) FROM usage_buckets"
+        " WHERE api_key_id = :id AND granularity = 'MINUTE' GROUP BY operation"
+    )
+    async with runtime.engine.connect() as connection:
+        rows = (await connection.execute(statement, {"id": key_id})).all()
+    return {operation: int(count) for operation, count in rows}
+
+
+async def test_identifiers_in_the_path_are_one_label(
+    client: httpx.AsyncClient, runtime: Runtime, key: IssuedKey
+) -> None:
+    for path in ("/poi/123", "/poi/124", "/poi/6f1c2d3e-1111-4a2b-9c3d-123456789abc"):
+        response = await auth(client, {"X-API-Key": key.secret, "X-Original-URI": path})
+        assert response.status_code == 200
+
+    assert await _labels(runtime, key.id) == {"GET /poi/{id}": 3}
+
+
+async def test_a_key_pasted_into_the_path_is_not_stored_in_the_label(
+    client: httpx.AsyncClient, runtime: Runtime, key: IssuedKey
+) -> None:
+    response = await auth(
+        client, {"X-API-Key": key.secret, "X-Original-URI": f"/v3/poi/{key.secret}"}
+    )
+    assert response.status_code == 200
+
+    assert await _labels(runtime, key.id) == {"GET /v3/poi/{id}": 1}
+
+
+async def test_the_gateways_operation_header_names_the_use(
+    client: httpx.AsyncClient, runtime: Runtime, key: IssuedKey
+) -> None:
+    headers = {
+        "X-API-Key": key.secret,
+        "X-Original-URI": "/poi/123",
+        "X-Keyhouse-Operation": " list-charge-points ",
+    }
+    assert (await auth(client, headers)).status_code == 200
+
+    assert await _labels(runtime, key.id) == {"list-charge-points": 1}
+
+
+async def test_a_utf8_operation_header_is_read_as_utf8(
+    client: httpx.AsyncClient, runtime: Runtime, key: IssuedKey
+) -> None:
+    headers = [("X-API-Key", key.secret), ("X-Keyhouse-Operation", "Gäste".encode())]
+    response = await client.get(AUTH, headers=headers)  # type: ignore[arg-type]
+    assert response.status_code == 200
+
+    assert await _labels(runtime, key.id) == {"Gäste": 1}
+
+
+@pytest.mark.parametrize(
+    ("headers", "label"),
+    [
+        pytest.param({"X-Original-URI": "/x\x00y"}, "GET /x\ufffdy", id="nul-in-path"),
+        pytest.param({"X-Original-URI": "/x\x1by"}, "GET /x\ufffdy", id="escape-in-path"),
+        pytest.param(
+            {"X-Original-URI": "/x", "X-Original-Method": "GE\x00T"},
+            "GE\ufffdT /x",
+            id="nul-in-method",
+        ),
+        pytest.param({"X-Keyhouse-Operation": "op\x00x"}, "op\ufffdx", id="nul-in-operation"),
+        pytest.param(
+            {
+                "X-Keyhouse-Operation": "op\udc00x".encode("utf-8", "surrogatepass").decode(
+                    "latin-1"
+                )
+            },
+            "op\ufffd\ufffd\ufffdx",
+            id="encoded-surrogate-in-operation",
+        ),
+        pytest.param({"X-Keyhouse-Operation": "o" * 500}, "o" * 200, id="long-operation"),
+    ],
+)
+async def test_a_label_no_database_may_hold_is_counted_cleaned_beside_other_organizations(
+    client: httpx.AsyncClient,
+    runtime: Runtime,
+    key: IssuedKey,
+    other_tenant: Tenant,
+    headers: dict[str, str],
+    label: str,
+) -> None:
+    request_headers = [
+        (name, value.encode("latin-1"))
+        for name, value in {"X-API-Key": key.secret, **headers}.items()
+    ]
+    response = await client.get(AUTH, headers=request_headers)  # type: ignore[arg-type]
+    assert response.status_code == 200
+    for _ in range(200):
+        await auth(client, {"X-API-Key": other_tenant.admin_key, "X-Original-URI": "/x"})
+
+    assert await _labels(runtime, key.id) == {label: 1}
+    assert await _labels(runtime, other_tenant.admin_key_id) == {"GET /x": 200}
+    assert runtime.recorder.refused_buckets == {}
+
+
+@pytest.mark.parametrize(
+    "scopes",
+    [
+        pytest.param("read:charge_points\x00", id="nul"),
+        pytest.param("read:\x1b[2J", id="escape"),
+        pytest.param("s" * 101, id="101-chars"),
+    ],
+)
+async def test_a_required_scope_no_key_could_hold_is_a_bad_request_that_spends_nothing(
+    client: httpx.AsyncClient, runtime: Runtime, key: IssuedKey, scopes: str
+) -> None:
+    request_headers = [
+        ("X-API-Key", key.secret.encode()),
+        ("X-Required-Scopes", scopes.encode("latin-1")),
+    ]
+    response = await client.get(AUTH, headers=request_headers)  # type: ignore[arg-type]
+
+    assert response.status_code == 400
+    message = response.json()["message"]
+    assert message.startswith("Invalid required scope: scopes.")
+    assert "\x00" not in message
+    assert "\x1b" not in message
+    assert await _labels(runtime, key.id) == {}

@@ -12,8 +12,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sqlite3
 import string
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -68,6 +70,8 @@ def keyhouse_env(database: Path) -> dict[str, str]:
         KEYHOUSE_DEFAULT_RATE_LIMIT_REQUESTS=str(RATE_LIMIT),
         KEYHOUSE_DEFAULT_RATE_LIMIT_PER_SECONDS="60",
         KEYHOUSE_LOG_LEVEL="WARNING",
+        # Uses reach the database soon after they happen, for the usage-label test.
+        KEYHOUSE_USAGE_FLUSH_INTERVAL_SECONDS="0.2",
     )
     return env
 
@@ -205,6 +209,9 @@ class Stack:
     billing_key: str  # read:billing only
     throttled_key: str  # read:charge_points, used by the rate-limit test alone
     throttled_key_id: str
+    labelled_key: str  # read:charge_points, used by the usage-label test alone
+    labelled_key_id: str
+    database: Path
 
 
 @pytest.fixture(scope="module")
@@ -225,6 +232,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     reader = create("reader", "read:charge_points")
     billing = create("billing", "read:billing")
     throttled = create("throttled", "read:charge_points")
+    labelled = create("labelled", "read:charge_points")
 
     with ExitStack() as stack:
         port = free_port()
@@ -257,6 +265,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             billing_key=billing["apiKey"],
             throttled_key=throttled["apiKey"],
             throttled_key_id=throttled["id"],
+            labelled_key=labelled["apiKey"],
+            labelled_key_id=labelled["id"],
+            database=tmp / "keyhouse.db",
         )
 
 
@@ -400,6 +411,35 @@ def test_a_rate_limited_key_gets_429_with_retry_after_through_nginx(stack: Stack
     assert response.headers["X-RateLimit-Remaining"] == "0"
     # Another key of the same organization has its own budget.
     assert stack.gateway.get("/", headers={"X-API-Key": stack.reader_key}).status_code == 200
+
+
+# --- usage labels ---------------------------------------------------------------------------
+
+
+def stored_labels(database: Path, key_id: str) -> dict[str, int]:
+    with sqlite3.connect(database) as connection:
+        rows = connection.execute(
+            "SELECT operation, SUM(count) FROM usage_buckets"
+            " WHERE api_key_id = ? AND granularity = 'MINUTE' GROUP BY operation",
+            (key_id,),
+        ).fetchall()
+    return {operation: int(count) for operation, count in rows}
+
+
+def test_a_use_is_counted_under_the_locations_operation_name_not_the_clients(
+    stack: Stack,
+) -> None:
+    headers = {"X-API-Key": stack.labelled_key, "X-Keyhouse-Operation": "forged"}
+    for poi in (123, 124):
+        upstream_saw(stack.gateway.get(f"/poi/{poi}", headers=headers))
+
+    deadline = time.monotonic() + 10
+    labels = stored_labels(stack.database, stack.labelled_key_id)
+    while sum(labels.values()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+        labels = stored_labels(stack.database, stack.labelled_key_id)
+
+    assert labels == {"GET charge-points": 2}
 
 
 # --- keyhouse unreachable -------------------------------------------------------------------

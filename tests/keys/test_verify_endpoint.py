@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import text
 
 from app.keys.secret import generate_secret
 from app.runtime import Runtime
@@ -343,6 +344,10 @@ async def test_body_that_is_not_json_is_400_with_a_clear_error(
         pytest.param({"scopes": [f"s{i}" for i in range(21)]}, "scopes", id="21-scopes"),
         pytest.param({"operation": "x" * 201}, "operation", id="operation-201-chars"),
         pytest.param({"keys": ["x"]}, "keys", id="unknown-field"),
+        pytest.param({"scopes": ["read:billing\x00"]}, "scopes.0", id="scope-with-nul"),
+        pytest.param({"scopes": ["ok", "read\x1b[2J"]}, "scopes.1", id="scope-with-escape"),
+        pytest.param({"scopes": ["read:\u202ebilling"]}, "scopes.0", id="scope-with-bidi"),
+        pytest.param({"scopes": ["s" * 101]}, "scopes.0", id="scope-101-chars"),
     ],
 )
 async def test_invalid_request_is_422_naming_the_field_and_changes_nothing(
@@ -456,3 +461,83 @@ async def test_an_unexpected_failure_is_a_500_that_shows_nothing_of_it(
     }
     assert "SELECT" not in response.text
     assert key.secret not in caplog.text
+
+
+# --- what the body sends never stops usage metering --------------------------------------------
+
+
+async def _stored_operations(runtime: Runtime) -> dict[tuple[str, str], int]:
+    """Stored minute-bucket counts per (key id, operation)."""
+    statement = text(
+        "SELECT api_key_id, operation, SUM(count) FROM usage_buckets"
+        " WHERE granularity = 'MINUTE' GROUP BY api_key_id, operation"
+    )
+    async with runtime.engine.connect() as connection:
+        rows = (await connection.execute(statement)).all()
+    return {(key_id, operation): int(count) for key_id, operation, count in rows}
+
+
+@pytest.mark.parametrize(
+    ("operation", "label"),
+    [
+        pytest.param("GET /x\u0000y", "GET /x\ufffdy", id="nul"),
+        pytest.param("GET /x\u001b[2Jy", "GET /x\ufffd[2Jy", id="escape"),
+        pytest.param("GET /x\u202ey", "GET /x\ufffdy", id="bidi-override"),
+        pytest.param("GET /x\ny", "GET /x\ufffdy", id="line-break"),
+    ],
+)
+async def test_an_operation_no_label_may_hold_is_counted_cleaned_beside_other_organizations(
+    client: httpx.AsyncClient,
+    runtime: Runtime,
+    tenant: Tenant,
+    other_tenant: Tenant,
+    operation: str,
+    label: str,
+) -> None:
+    response = await verify(client, tenant.admin_key, operation=operation)
+    assert response.json()["valid"] is True
+    for _ in range(200):
+        await verify(client, other_tenant.admin_key, operation="GET /x")
+
+    await runtime.recorder.flush()
+    await verify(client, other_tenant.admin_key, operation="GET /x")
+    await runtime.recorder.flush()  # and every flush after it
+
+    assert await _stored_operations(runtime) == {
+        (tenant.admin_key_id, label): 1,
+        (other_tenant.admin_key_id, "GET /x"): 201,
+    }
+    assert runtime.recorder.refused_buckets == {}
+
+
+async def test_a_lone_surrogate_in_the_body_is_not_json_and_changes_nothing(
+    client: httpx.AsyncClient, runtime: Runtime, tenant: Tenant
+) -> None:
+    before = await snapshot(runtime)
+
+    response = await client.post(
+        VERIFY,
+        content=f'{{"key": "{tenant.admin_key}", "operation": "Q\\udc00"}}',
+        headers={"Content-Type": "application/json"},
+    )
+
+    assert response.status_code == 400
+    assert response.json()["message"] == "The body is not valid JSON."
+    await runtime.recorder.flush()
+    assert await snapshot(runtime) == before
+
+
+async def test_a_refused_scope_name_is_quoted_as_a_short_clean_excerpt(
+    client: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    scope = "read:" + "\x00" * 95
+
+    response = await verify(client, tenant.admin_key, [scope])
+
+    assert response.status_code == 422
+    message = response.json()["message"]
+    assert message.startswith(
+        "Invalid verify request: scopes.0 holds a NUL character at position 5"
+    )
+    assert "\x00" not in message
+    assert len(message) < 250

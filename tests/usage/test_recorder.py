@@ -12,8 +12,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import select
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy import func, select
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from app.auth.presentation import Presentation
 from app.auth.principal import Caller
@@ -24,7 +24,7 @@ from app.keys.models import ApiKey
 from app.keys.outcomes import Outcome
 from app.keys.secret import generate_secret
 from app.runtime import Runtime, usage_retention
-from app.usage.models import Granularity, UsageBucket
+from app.usage.models import Granularity, OrganizationUsage, UsageBucket
 from app.usage.recorder import UsageRecorder
 from tests.support import Tenant, count_statements, make_key
 
@@ -495,4 +495,288 @@ async def test_a_forward_auth_use_is_labelled_with_its_method_and_path_without_t
     await runtime.recorder.flush()
 
     operations = {operation for _, _, _, operation, _ in await _stored(runtime)}
-    assert operations == {"POST /charge-points/42"}
+    assert operations == {"POST /charge-points/{id}"}
+
+
+# --- a bucket the database refuses never stops the others -------------------------------------
+
+# Labels no database column may hold: PostgreSQL refuses a NUL in text, SQLite's driver a lone
+# surrogate (it cannot encode it as UTF-8). The boundary cleans labels before they reach the
+# recorder; these are injected past it, as a future caller that forgot the boundary would.
+UNSTORABLE_LABELS = [
+    pytest.param("GET /x\x00y", id="nul"),
+    pytest.param("graphql:Q\udc00", id="lone-surrogate"),
+    pytest.param("GET /\x1b[31mred", id="escape"),
+]
+
+
+def _refused_metric(metrics_text: str) -> float:
+    found = re.search(r"^keyhouse_usage_refused_uses_total (\S+)$", metrics_text, re.MULTILINE)
+    return 0.0 if found is None else float(found.group(1))
+
+
+async def _metrics_text(client: httpx.AsyncClient) -> str:
+    return (await client.get("/metrics")).text
+
+
+async def _organization_totals(runtime: Runtime, organization_id: str) -> dict[str, int]:
+    """Stored uses of one organization per granularity, from the organization-wide table."""
+    table = OrganizationUsage.metadata.tables["organization_usage"]
+    statement = (
+        select(table.c.granularity, func.sum(table.c["count"]))
+        .where(table.c.organization_id == organization_id)
+        .group_by(table.c.granularity)
+    )
+    async with runtime.engine.connect() as connection:
+        rows = (await connection.execute(statement)).all()
+    return {granularity: int(total) for granularity, total in rows}
+
+
+@pytest.mark.parametrize("label", UNSTORABLE_LABELS)
+async def test_an_unstorable_label_is_set_aside_and_every_other_bucket_is_written(
+    client: httpx.AsyncClient,
+    runtime: Runtime,
+    tenant: Tenant,
+    other_tenant: Tenant,
+    label: str,
+) -> None:
+    recorder = _recorder(runtime)
+    moment = _recent_moment()
+    refused_before = _refused_metric(await _metrics_text(client))
+    recorder.record(
+        tenant.admin_key_id, tenant.organization_id, label, Outcome.VALID, moment.timestamp()
+    )
+    for _ in range(200):
+        recorder.record(
+            other_tenant.admin_key_id,
+            other_tenant.organization_id,
+            "GET /x",
+            Outcome.VALID,
+            moment.timestamp(),
+        )
+
+    await recorder.flush()
+
+    assert await _stored(runtime) == _every_granularity(
+        moment, other_tenant.admin_key_id, "GET /x", "VALID", 200
+    )
+    assert await _organization_totals(runtime, other_tenant.organization_id) == {
+        "MINUTE": 200,
+        "HOUR": 200,
+        "DAY": 200,
+    }
+    assert await _organization_totals(runtime, tenant.organization_id) == {}
+    assert recorder.pending_buckets == 0
+    assert list(recorder.refused_buckets.values()) == [1]
+    assert _refused_metric(await _metrics_text(client)) - refused_before == 1
+
+
+async def test_a_refused_bucket_is_not_retried_and_later_flushes_write_everything_else(
+    runtime: Runtime, tenant: Tenant, other_tenant: Tenant, caplog: pytest.LogCaptureFixture
+) -> None:
+    recorder = _recorder(runtime)
+    moment = _recent_moment()
+    key, org = tenant.admin_key_id, tenant.organization_id
+    recorder.record(key, org, "GET /x\x00y", Outcome.VALID, moment.timestamp())
+    await recorder.flush()
+    recorder.record(key, org, "GET /x\x00y", Outcome.VALID, moment.timestamp())
+    recorder.record(key, org, "GET /ok", Outcome.VALID, moment.timestamp())
+    other = other_tenant.admin_key_id, other_tenant.organization_id
+    recorder.record(*other, "GET /x", Outcome.VALID, moment.timestamp())
+
+    with count_statements(runtime.engine) as statements:
+        await recorder.flush()
+    await recorder.flush()  # nothing left to write: the refused bucket is not tried again
+
+    assert await _stored(runtime) == {
+        **_every_granularity(moment, key, "GET /ok", "VALID", 1),
+        **_every_granularity(moment, other[0], "GET /x", "VALID", 1),
+    }
+    assert sum(recorder.refused_buckets.values()) == 2
+    assert not any("\x00" in str(statement) for statement in statements.statements)
+    refusals = [record for record in caplog.records if "refused" in record.getMessage()]
+    assert len(refusals) == 2  # once per flush that set something aside
+    assert "\x00" not in caplog.text
+
+
+async def test_a_bucket_the_database_itself_refuses_is_found_and_set_aside(
+    runtime: Runtime, tenant: Tenant, other_tenant: Tenant
+) -> None:
+    # A key id no database accepts (longer than its column on PostgreSQL, not encodable as
+    # UTF-8 on SQLite) passes the recorder's own label check: only the database can refuse it.
+    recorder = _recorder(runtime)
+    moment = _recent_moment()
+    unstorable_key = "key_\udc00" + "x" * 40
+    recorder.record(
+        unstorable_key, tenant.organization_id, "GET /x", Outcome.VALID, moment.timestamp()
+    )
+    good_keys = [f"key_{number:03d}" for number in range(300)]
+    for key_id in good_keys:
+        recorder.record(
+            key_id, other_tenant.organization_id, "GET /x", Outcome.VALID, moment.timestamp()
+        )
+
+    await recorder.flush()
+
+    stored = await _stored(runtime)
+    assert {key_id for _, _, key_id, _, _ in stored} == set(good_keys)
+    assert set(stored.values()) == {1}
+    assert await _organization_totals(runtime, other_tenant.organization_id) == {
+        "MINUTE": 300,
+        "HOUR": 300,
+        "DAY": 300,
+    }
+    assert await _organization_totals(runtime, tenant.organization_id) == {}
+    assert list(recorder.refused_buckets) == [
+        (int(moment.timestamp() // 60), unstorable_key, tenant.organization_id, "GET /x", "VALID")
+    ]
+
+
+async def test_a_graceful_stop_writes_every_good_use_beside_a_poisoned_one(
+    client: httpx.AsyncClient, runtime: Runtime, tenant: Tenant, other_tenant: Tenant
+) -> None:
+    # Through the running service: the poisoned label goes straight into its recorder.
+    moment = _recent_moment()
+    runtime.recorder.record(
+        tenant.admin_key_id,
+        tenant.organization_id,
+        "GET /x\x00y",
+        Outcome.VALID,
+        moment.timestamp(),
+    )
+    for _ in range(200):
+        response = await client.post(
+            "/v1/keys/verify", json={"key": other_tenant.admin_key, "operation": "GET /x"}
+        )
+        assert response.json()["valid"] is True
+
+    await runtime.stop()
+
+    totals = await _totals_per_granularity(runtime)
+    expected = Counter({(other_tenant.admin_key_id, "GET /x", "VALID"): 200})
+    assert totals == {"MINUTE": expected, "HOUR": expected, "DAY": expected}
+
+
+# --- a key's distinct labels per hour are capped -----------------------------------------------
+
+
+def _labels_by_granularity(stored: dict[BucketId, int], key_id: str) -> dict[str, set[str]]:
+    labels: dict[str, set[str]] = {g.value: set() for g in Granularity}
+    for granularity, _, stored_key, operation, _ in stored:
+        if stored_key == key_id:
+            labels[granularity].add(operation)
+    return labels
+
+
+async def test_100000_distinct_labels_store_at_most_the_cap_and_every_use_is_counted(
+    runtime: Runtime, tenant: Tenant
+) -> None:
+    recorder = _recorder(runtime)
+    assert runtime.settings.usage_max_labels_per_key_hour == 1000  # the default
+    moment = _recent_moment()
+    key, org = tenant.admin_key_id, tenant.organization_id
+    for number in range(100_000):
+        recorder.record(key, org, f"GET /poi/{number}", Outcome.VALID, moment.timestamp())
+
+    await recorder.flush()
+
+    stored = await _stored(runtime)
+    for granularity, labels in _labels_by_granularity(stored, key).items():
+        assert len(labels) == 1000 + 1, granularity  # the first 1,000 and the overflow label
+        assert "(other)" in labels
+    totals = await _totals_per_granularity(runtime)
+    for granularity in Granularity:
+        assert sum(totals[granularity.value].values()) == 100_000
+        assert totals[granularity.value][(key, "(other)", "VALID")] == 99_000
+
+
+async def test_the_cap_holds_across_flushes_within_the_hour(
+    runtime: Runtime, tenant: Tenant
+) -> None:
+    recorder = _recorder(runtime)
+    moment = _recent_moment()
+    key, org = tenant.admin_key_id, tenant.organization_id
+    for flush in range(3):
+        for number in range(600):
+            operation = f"GET /poi/{flush}-{number}"
+            recorder.record(key, org, operation, Outcome.VALID, moment.timestamp())
+        await recorder.flush()
+
+    hour_labels = _labels_by_granularity(await _stored(runtime), key)["HOUR"]
+    assert len(hour_labels) == 1000 + 1
+    totals = await _totals_per_granularity(runtime)
+    assert totals["HOUR"][(key, "(other)", "VALID")] == 3 * 600 - 1000
+
+
+async def test_a_label_counted_before_the_cap_keeps_its_own_bucket_after_it(
+    runtime: Runtime, tenant: Tenant
+) -> None:
+    recorder = UsageRecorder(
+        runtime.sessionmaker, flush_interval_seconds=3600, max_labels_per_key_hour=2
+    )
+    moment = _recent_moment()
+    key, org, at = tenant.admin_key_id, tenant.organization_id, moment.timestamp()
+    for operation in ("GET /a", "GET /b", "GET /c", "GET /a", "GET /d"):
+        recorder.record(key, org, operation, Outcome.VALID, at)
+    recorder.record(key, org, "GET /b", Outcome.RATE_LIMITED, at)
+
+    await recorder.flush()
+
+    assert await _stored(runtime) == {
+        **_every_granularity(moment, key, "GET /a", "VALID", 2),
+        **_every_granularity(moment, key, "GET /b", "VALID", 1),
+        **_every_granularity(moment, key, "GET /b", "RATE_LIMITED", 1),
+        **_every_granularity(moment, key, "(other)", "VALID", 2),
+    }
+
+
+async def test_each_key_and_each_hour_has_a_cap_of_its_own(
+    runtime: Runtime, tenant: Tenant, other_tenant: Tenant
+) -> None:
+    recorder = UsageRecorder(
+        runtime.sessionmaker, flush_interval_seconds=3600, max_labels_per_key_hour=1
+    )
+    moment = _recent_moment()
+    next_hour = moment + timedelta(hours=1)
+    key, org = tenant.admin_key_id, tenant.organization_id
+    other = other_tenant.admin_key_id, other_tenant.organization_id
+    recorder.record(key, org, "GET /a", Outcome.VALID, moment.timestamp())
+    recorder.record(key, org, "GET /b", Outcome.VALID, moment.timestamp())
+    recorder.record(*other, "GET /b", Outcome.VALID, moment.timestamp())
+    recorder.record(key, org, "GET /b", Outcome.VALID, next_hour.timestamp())
+
+    await recorder.flush()
+
+    stored = await _stored(runtime)
+    minute_labels = {
+        (start, key_id, operation)
+        for granularity, start, key_id, operation, _ in stored
+        if granularity == "MINUTE"
+    }
+    assert minute_labels == {
+        (_minute_start(moment), key, "GET /a"),
+        (_minute_start(moment), key, "(other)"),
+        (_minute_start(moment), other[0], "GET /b"),
+        (_minute_start(next_hour), key, "GET /b"),
+    }
+
+
+async def test_a_database_that_stops_answering_sets_nothing_aside(
+    runtime: Runtime, tenant: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    recorder = _recorder(runtime)
+    moment = _recent_moment()
+    key, org = tenant.admin_key_id, tenant.organization_id
+    recorder.record(key, org, "GET /x", Outcome.VALID, moment.timestamp())
+
+    async def locked(*_args: object) -> None:
+        raise OperationalError("INSERT ...", {}, Exception("database is locked"))
+
+    with monkeypatch.context() as patch:
+        patch.setattr(recorder, "_write_counts", locked)
+        with pytest.raises(OperationalError):
+            await recorder.flush()
+    assert recorder.refused_buckets == {}
+    await recorder.flush()  # the database answers again
+
+    assert await _stored(runtime) == _every_granularity(moment, key, "GET /x", "VALID", 1)
