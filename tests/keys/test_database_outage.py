@@ -9,16 +9,14 @@ server itself is never touched.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
 
 import httpx
 import pytest
 
 from app.config import Settings
-from app.main import create_app
 from app.runtime import Runtime
-from tests.support import Tenant, gql, make_key
+from tests.support import Tenant, gql, make_key, serving
 from tests.tcp_proxy import TcpProxy, tcp_proxy
 
 pytestmark = pytest.mark.postgres
@@ -133,16 +131,6 @@ async def test_a_mutation_meeting_the_outage_answers_unavailable_and_changes_not
     assert_unavailable_headers(created.response)
     assert [e["extensions"]["code"] for e in created.errors] == ["UNAVAILABLE"]
     assert listed.data == {"apiKeys": {"totalCount": 1}}
-
-
-@asynccontextmanager
-async def serving(settings: Settings) -> AsyncIterator[tuple[Runtime, httpx.AsyncClient]]:
-    runtime = Runtime.create(settings)
-    app = create_app(runtime=runtime)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://k.test") as client:
-            yield runtime, client
 
 
 async def test_a_cached_key_keeps_working_until_its_entry_expires(
