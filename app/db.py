@@ -8,6 +8,7 @@ revocation) is queued with :func:`after_commit`.
 from __future__ import annotations
 
 import logging
+import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from datetime import datetime
@@ -39,19 +40,29 @@ POSTGRES_CONNECT_TIMEOUT_SECONDS = 5.0
 _OUTAGES = (
     OSError,
     TimeoutError,
-    sa_exc.OperationalError,
-    sa_exc.InterfaceError,
     sa_exc.TimeoutError,  # no pooled connection came free in time
     asyncpg.PostgresConnectionError,
     asyncpg.CannotConnectNowError,
+    asyncpg.AdminShutdownError,
 )
+# SQLite says OperationalError for a bad statement too; these messages mean the file itself
+# cannot be used (another process holds it past the busy timeout, or the disk failed).
+_SQLITE_OUTAGES = ("database is locked", "unable to open database file", "disk I/O error")
 
 
 def is_outage(error: BaseException) -> bool:
     """Whether ``error`` means the database did not answer (rather than refused a statement)."""
-    if isinstance(error, sa_exc.DBAPIError) and error.connection_invalidated:
+    if not isinstance(error, sa_exc.DBAPIError):
+        return isinstance(error, _OUTAGES)
+    if error.connection_invalidated:
         return True
-    return isinstance(error, _OUTAGES)
+    driver_error = error.orig
+    if isinstance(driver_error, sqlite3.OperationalError):
+        return any(message in str(driver_error) for message in _SQLITE_OUTAGES)
+    # SQLAlchemy's asyncpg adapter raises its own error from asyncpg's.
+    return isinstance(driver_error, _OUTAGES) or isinstance(
+        getattr(driver_error, "__cause__", None), _OUTAGES
+    )
 
 
 @contextmanager
