@@ -15,7 +15,7 @@ from starlette.responses import Response
 from strawberry.dataloader import DataLoader
 
 from app.auth.principal import Caller
-from app.db import commit, rollback
+from app.db import commit, outages_as_unavailable, rollback
 from app.errors import AppError
 from app.keys import service as keys_service
 from app.keys.models import ApiKey
@@ -64,7 +64,9 @@ class Context:
         async with self._session_lock:
             if self._session is None:
                 self._session = self.runtime.sessionmaker()
-            yield self._session
+            # A resolver that meets a database outage answers UNAVAILABLE, never INTERNAL.
+            with outages_as_unavailable():
+                yield self._session
 
     async def finish(self, *, succeeded: bool) -> None:
         """End the request's unit of work: commit what it did, or roll all of it back."""
@@ -72,10 +74,11 @@ class Context:
         if session is None:
             return
         try:
-            if succeeded:
-                await commit(session)
-            else:
-                await rollback(session)
+            with outages_as_unavailable():
+                if succeeded:
+                    await commit(session)
+                else:
+                    await rollback(session)
         finally:
             await session.close()
 

@@ -8,12 +8,15 @@ revocation) is queued with :func:`after_commit`.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from contextlib import asynccontextmanager
+import sqlite3
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
 from datetime import datetime
 from typing import Any
 
+import asyncpg
 from sqlalchemy import DateTime, Executable, event
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Dialect, Result
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.types import TypeDecorator
@@ -21,10 +24,57 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app import sqlite
 from app.config import DEFAULT_SQLITE_POOL_SIZE
+from app.errors import Unavailable
 from app.timeutil import as_utc
 
 SessionMaker = async_sessionmaker[AsyncSession]
 AfterCommit = Callable[[], Awaitable[None]]
+
+# asyncpg waits a minute by default for a server that does not answer; a request waiting on a
+# lost database should be told so within a few seconds instead.
+POSTGRES_CONNECT_TIMEOUT_SECONDS = 5.0
+
+# Failures that say the database could not be reached, not that it refused a statement. A
+# refused connection surfaces as the socket's own error; a connection lost mid-statement as a
+# DBAPIError that invalidated the connection; a server starting or stopping as asyncpg's errors.
+_OUTAGES = (
+    OSError,
+    TimeoutError,
+    sa_exc.TimeoutError,  # no pooled connection came free in time
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.AdminShutdownError,
+)
+# SQLite says OperationalError for a bad statement too; these messages mean the file itself
+# cannot be used (another process holds it past the busy timeout, or the disk failed).
+_SQLITE_OUTAGES = ("database is locked", "unable to open database file", "disk I/O error")
+
+
+def is_outage(error: BaseException) -> bool:
+    """Whether ``error`` means the database did not answer (rather than refused a statement)."""
+    if not isinstance(error, sa_exc.DBAPIError):
+        return isinstance(error, _OUTAGES)
+    if error.connection_invalidated:
+        return True
+    driver_error = error.orig
+    if isinstance(driver_error, sqlite3.OperationalError):
+        return any(message in str(driver_error) for message in _SQLITE_OUTAGES)
+    # SQLAlchemy's asyncpg adapter raises its own error from asyncpg's.
+    return isinstance(driver_error, _OUTAGES) or isinstance(
+        getattr(driver_error, "__cause__", None), _OUTAGES
+    )
+
+
+@contextmanager
+def outages_as_unavailable() -> Iterator[None]:
+    """Turns a database outage inside the block into :class:`Unavailable`, which every entry
+    point answers as HTTP 503 with ``Retry-After`` (the cause stays chained for the log)."""
+    try:
+        yield
+    except Exception as error:
+        if is_outage(error):
+            raise Unavailable("The database is unavailable; retry in a few seconds.") from error
+        raise
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -80,7 +130,12 @@ def create_engine(
 
         return engine
     return create_async_engine(
-        database_url, pool_size=10, max_overflow=10, pool_pre_ping=True, hide_parameters=True
+        database_url,
+        pool_size=10,
+        max_overflow=10,
+        pool_pre_ping=True,
+        hide_parameters=True,
+        connect_args={"timeout": POSTGRES_CONNECT_TIMEOUT_SECONDS},
     )
 
 

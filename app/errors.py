@@ -28,6 +28,16 @@ class BadUserInput(AppError):
     code = "BAD_USER_INPUT"
 
 
+class Unavailable(AppError):
+    """A dependency (the database) did not answer: the request may succeed if retried, so it is
+    answered as an outage (HTTP 503 with ``Retry-After``), never as an internal error."""
+
+    code = "UNAVAILABLE"
+    # Long enough for a database failover or a restart to complete, short enough that a client
+    # does not wait much longer than the outage (the nginx example's fallback says the same).
+    retry_after_seconds = 5
+
+
 class UserErrorCode:
     """Codes of expected mutation failures (seed 001's error table, plus INVALID_INPUT)."""
 

@@ -43,7 +43,7 @@ from app.auth.presentation import from_request
 from app.auth.principal import Caller
 from app.config import Settings
 from app.context import Context
-from app.errors import AppError
+from app.errors import AppError, Unavailable
 from app.executor import KeyhouseExecutor
 from app.graphql_inputs import BoundaryCheck
 from app.keys.graphql import Mutation as KeysMutation
@@ -69,6 +69,10 @@ Mutation = merge_types("Mutation", (KeysMutation, OrganizationsMutation))
 def _code_of(error: GraphQLError) -> str | None:
     code = (error.extensions or {}).get("code")
     return code if isinstance(code, str) else None
+
+
+# Codes of errors after which the request's unit of work is rolled back rather than committed.
+_UNDONE = frozenset({"INTERNAL", Unavailable.code})
 
 
 def _is_expected(error: GraphQLError) -> bool:
@@ -118,7 +122,11 @@ class KeyhouseSchema(strawberry.Schema):
         # logged (they may hold names and ids a customer considers private).
         for error in errors:
             path = ".".join(str(p) for p in error.path or ()) or "-"
-            if _is_expected(error):
+            if isinstance(error.original_error, Unavailable):
+                logger.warning(
+                    "graphql error UNAVAILABLE at %s: %r", path, error.original_error.__cause__
+                )
+            elif _is_expected(error):
                 code = _code_of(error) or "BAD_USER_INPUT"
                 logger.info("graphql error %s at %s: %s", code, path, _loggable(error))
             else:
@@ -168,7 +176,9 @@ class MutationViaGet(Exception):
 
 
 def _refusal_code(outcome: Outcome) -> str:
-    return "RATE_LIMITED" if outcome is Outcome.RATE_LIMITED else "UNAUTHORIZED"
+    if outcome in (Outcome.RATE_LIMITED, Outcome.UNAVAILABLE):
+        return outcome.value
+    return "UNAUTHORIZED"
 
 
 def refusal_response(verification: Verification) -> JSONResponse:
@@ -176,12 +186,20 @@ def refusal_response(verification: Verification) -> JSONResponse:
     extensions: dict[str, Any] = {"code": _refusal_code(outcome), "reason": outcome.value}
     if verification.hint:
         extensions["hint"] = verification.hint
-    # Rate-limited requests carry Retry-After (from the status headers); refused keys a challenge.
-    headers = {} if verification.ratelimit is None else verification.ratelimit.headers()
-    if outcome is not Outcome.RATE_LIMITED:
+    # Rate-limited requests and outages carry Retry-After (from the status headers); refused keys
+    # a challenge.
+    headers = verification.status_headers()
+    if outcome.http_status == 401:
         headers["WWW-Authenticate"] = 'Bearer realm="keyhouse"'
     body = {"data": None, "errors": [{"message": verification.message, "extensions": extensions}]}
     return JSONResponse(body, status_code=outcome.http_status, headers=headers)
+
+
+def unavailable_response(outage: Unavailable) -> JSONResponse:
+    body = {"data": None, "errors": [{"message": outage.message, "extensions": outage.extensions}]}
+    return JSONResponse(
+        body, status_code=503, headers={"Retry-After": str(outage.retry_after_seconds)}
+    )
 
 
 def _wants_graphql_response_json(request: Request) -> bool:
@@ -229,6 +247,24 @@ class KeyhouseGraphQL(GraphQL[Context, None]):
         except MutationViaGet as refused:
             response = PlainTextResponse(refused.reason, status_code=405, headers={"Allow": "POST"})
             await response(scope, receive, send)
+        except Unavailable as outage:
+            # The database went away while the request's work was being committed.
+            logger.warning("graphql request unavailable: %r", outage.__cause__)
+            await unavailable_response(outage)(scope, receive, send)
+
+    def create_response(
+        self, response_data: GraphQLHTTPResponse | list[GraphQLHTTPResponse], sub_response: Response
+    ) -> Response:
+        response = super().create_response(response_data, sub_response)
+        if isinstance(response_data, dict) and any(
+            cast(dict[str, Any], error).get("extensions", {}).get("code") == Unavailable.code
+            for error in response_data.get("errors") or ()
+        ):
+            # Part of the answer is missing because the database did not answer: an outage, so
+            # clients and load balancers retry rather than treat it as a result.
+            response.status_code = 503
+            response.headers["Retry-After"] = str(Unavailable.retry_after_seconds)
+        return response
 
     def encode_json(self, data: object) -> bytes:
         # orjson: a page of 50 keys encodes in 5 µs, a fifth of pydantic-core's time and a
@@ -282,11 +318,12 @@ class KeyhouseGraphQL(GraphQL[Context, None]):
             # Batching and subscriptions are off: the result is one ExecutionResult.
             assert isinstance(answer, ExecutionResult)
             result = answer
-            succeeded = not any(_code_of(e) == "INTERNAL" for e in result.errors or ())
+            succeeded = not any(_code_of(e) in _UNDONE for e in result.errors or ())
             return result
         finally:
-            await context.finish(succeeded=succeeded)
+            # Counted first: a commit that fails (an outage) must not lose the use.
             verifier.record_valid_use(key, _usage_label(context, result))
+            await context.finish(succeeded=succeeded)
 
     async def process_result(
         self, request: Request, result: ExecutionResult

@@ -9,7 +9,6 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from sqlalchemy import text
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -17,6 +16,7 @@ from starlette.types import Receive, Scope, Send
 
 from app.config import Settings
 from app.graphql import KeyhouseGraphQL, build_schema
+from app.health import readiness
 from app.keys.router import DataPlaneRoute, data_plane_routes
 from app.runtime import Runtime
 
@@ -73,30 +73,8 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         return JSONResponse({"status": "ok"})
 
     async def readyz(_: Request) -> Response:
-        checks: dict[str, str] = {}
-        ready = True
-        try:
-            async with runtime.engine.connect() as connection:
-                await connection.execute(text("SELECT 1"))
-            checks["database"] = "ok"
-        except Exception as exc:
-            logger.warning("readiness: database unavailable: %s", type(exc).__name__)
-            checks["database"] = "unavailable"
-            ready = False
-        checks["rateLimits"] = runtime.limiter.backend
-        if runtime.broadcast.configured:
-            checks["revocationBroadcast"] = (
-                "live"
-                if runtime.broadcast.live
-                else (
-                    "down: cache entries expire after "
-                    f"{runtime.settings.cache_ttl_without_broadcast_seconds:g}s"
-                )
-            )
-        return JSONResponse(
-            {"status": "ready" if ready else "unavailable", "checks": checks},
-            status_code=200 if ready else 503,
-        )
+        status, body = await readiness(runtime)
+        return JSONResponse(body, status_code=status)
 
     async def metrics(_: Request) -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

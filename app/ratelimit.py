@@ -131,19 +131,32 @@ class RateLimiter:
                 count = await self._shared.incr(counter, item.get_expiry())
                 reset = await self._shared.get_expiry(counter)
             except StorageError as exc:
-                if not self._shared_down_until:
-                    logger.warning(
-                        "rate limit storage unavailable, counting in process memory: %s",
-                        type(exc.storage_error).__name__,
-                    )
-                self._shared_down_until = time.monotonic() + REDIS_RETRY_SECONDS
+                self._shared_unavailable(type(exc.storage_error).__name__)
             else:
-                if self._shared_down_until:
-                    logger.warning("rate limit storage reachable again, counting in redis")
-                    self._shared_down_until = 0.0
+                self._shared_available()
                 return _status(item, count, reset)
         count, reset = self._local.incr(counter, item.get_expiry())
         return _status(item, count, reset)
+
+    async def check(self) -> str:
+        """Asks Redis now (readiness probes) and counts accordingly from here on; returns
+        :attr:`backend`. The caller bounds the wait."""
+        if self._shared is not None:
+            if await self._shared.check():
+                self._shared_available()
+            else:
+                self._shared_unavailable("no answer to PING")
+        return self.backend
+
+    def _shared_unavailable(self, reason: str) -> None:
+        if not self._shared_down_until:
+            logger.warning("rate limit storage unavailable, counting in process memory: %s", reason)
+        self._shared_down_until = time.monotonic() + REDIS_RETRY_SECONDS
+
+    def _shared_available(self) -> None:
+        if self._shared_down_until:
+            logger.warning("rate limit storage reachable again, counting in redis")
+            self._shared_down_until = 0.0
 
     async def close(self) -> None:
         """Close the Redis connection pool (``limits`` offers no close of its own)."""

@@ -98,6 +98,7 @@ class Runtime:
     async def start(self) -> None:
         self._tasks = [
             asyncio.create_task(self.broadcast.listen(), name="key-change-broadcast"),
+            asyncio.create_task(self.broadcast.deliver(), name="key-change-delivery"),
             asyncio.create_task(self.recorder.run(), name="usage-flush"),
         ]
 

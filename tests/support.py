@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,8 +15,10 @@ from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.auth.principal import Caller
+from app.config import Settings
 from app.db import session_scope
 from app.keys import service as keys_service
+from app.main import create_app
 from app.organizations.service import OrganizationCreated, create_organization
 from app.runtime import Runtime
 
@@ -148,3 +152,26 @@ def count_statements(engine: AsyncEngine) -> Iterator[StatementLog]:
         yield log
     finally:
         event.remove(engine.sync_engine, "before_cursor_execute", record)
+
+
+@asynccontextmanager
+async def serving(settings: Settings) -> AsyncIterator[tuple[Runtime, httpx.AsyncClient]]:
+    """A keyhouse instance of its own, started (background tasks running), and a client for it:
+    several of them on one database make a deployment of several instances in one process."""
+    runtime = Runtime.create(settings)
+    app = create_app(runtime=runtime)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://k.test") as client:
+            yield runtime, client
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], *, within: float) -> bool:
+    """Whether ``check`` holds at some point within ``within`` seconds (polled)."""
+    deadline = time.monotonic() + within
+    while True:
+        if await check():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        await asyncio.sleep(0.05)

@@ -15,7 +15,7 @@ import pytest
 import strawberry.schema.schema
 from graphql.validation import validate
 from sqlalchemy import text
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import OperationalError, ProgrammingError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.graphql import KeyhouseGraphQL, build_schema
@@ -407,10 +407,19 @@ async def test_a_document_is_validated_once_and_its_limits_hold_on_every_request
 
 
 def _database_failure(*_args: Any, **_kwargs: Any) -> Any:
+    raise ProgrammingError(
+        "SELECT key_hash FROM api_keys WHERE organization_id = 'org_x'",
+        {},
+        RuntimeError("column 'key_hash' does not exist (server 10.0.0.7)"),
+    )
+
+
+def _lost_connection(*_args: Any, **_kwargs: Any) -> Any:
     raise OperationalError(
         "SELECT key_hash FROM api_keys WHERE organization_id = 'org_x'",
         {},
         RuntimeError("connection to server at 10.0.0.7 lost"),
+        connection_invalidated=True,
     )
 
 
@@ -428,6 +437,27 @@ async def test_an_unexpected_error_is_masked_as_internal_without_details(
             "locations": [{"line": 1, "column": 3}],
             "path": ["apiKeys"],
             "extensions": {"code": "INTERNAL"},
+        }
+    ]
+    for detail in ("SELECT", "key_hash", "10.0.0.7", "Traceback", "OperationalError", ".py"):
+        assert detail not in result.response.text
+
+
+async def test_a_lost_database_connection_is_unavailable_without_details(
+    client: httpx.AsyncClient, tenant: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("app.keys.service.list_keys", _lost_connection)
+
+    result = await gql(client, "{ apiKeys { totalCount } }", key=tenant.admin_key)
+
+    assert result.response.status_code == 503
+    assert result.response.headers["Retry-After"] == "5"
+    assert result.errors == [
+        {
+            "message": "The database is unavailable; retry in a few seconds.",
+            "locations": [{"line": 1, "column": 3}],
+            "path": ["apiKeys"],
+            "extensions": {"code": "UNAVAILABLE"},
         }
     ]
     for detail in ("SELECT", "key_hash", "10.0.0.7", "Traceback", "OperationalError", ".py"):

@@ -23,6 +23,8 @@ class Outcome(StrEnum):
     SUPERSEDED = "SUPERSEDED"
     INSUFFICIENT_SCOPE = "INSUFFICIENT_SCOPE"
     RATE_LIMITED = "RATE_LIMITED"
+    # Not an answer about the key: the database did not answer for a key not in the cache.
+    UNAVAILABLE = "UNAVAILABLE"
 
     @property
     def http_status(self) -> int:
@@ -32,6 +34,8 @@ class Outcome(StrEnum):
             return 403
         if self is Outcome.RATE_LIMITED:
             return 429
+        if self is Outcome.UNAVAILABLE:
+            return 503
         return 401
 
     @property

@@ -24,6 +24,7 @@ from starlette.types import Receive, Scope, Send
 
 from app.auth.presentation import Presentation, from_forward_auth
 from app.boundary import excerpt, value_problem
+from app.errors import Unavailable
 from app.keys.outcomes import Outcome
 from app.keys.verification import KeyVerifier, Verification
 from app.runtime import Runtime
@@ -132,8 +133,9 @@ def verification_body(verification: Verification) -> dict[str, Any]:
 
 
 def verification_headers(verification: Verification) -> dict[str, str]:
-    """Rate-limit status, plus deprecation and expiry notices for a valid key."""
-    headers = {} if verification.ratelimit is None else verification.ratelimit.headers()
+    """Rate-limit status (or when to retry an outage), plus deprecation and expiry notices for a
+    valid key."""
+    headers = verification.status_headers()
     headers.update(verification.notice_headers())
     return headers
 
@@ -188,8 +190,9 @@ Endpoint = Callable[[Request], Awaitable[Response]]
 
 
 class DataPlaneRoute:
-    """One data-plane path as a bare ASGI app: method check, the endpoint, and a JSON 500 that
-    shows nothing of the failure if the endpoint raises (the log has it, without the request).
+    """One data-plane path as a bare ASGI app: method check, the endpoint, a JSON 503 if the
+    endpoint meets a database outage, and a JSON 500 that shows nothing of the failure if it
+    raises anything else (the log has it, without the request).
 
     The application calls these before FastAPI's middleware stack (app/main.py): on a cached key
     that stack and Starlette's routing cost more than the verification itself.
@@ -210,6 +213,9 @@ class DataPlaneRoute:
         else:
             try:
                 response = await self.endpoint(Request(scope, receive))
+            except Unavailable as outage:
+                logger.warning("data plane at %s: %r", scope["path"], outage.__cause__)
+                response = unavailable_response(outage)
             except Exception:
                 logger.exception("data plane error at %s", scope["path"])
                 response = JSONResponse(
@@ -217,6 +223,15 @@ class DataPlaneRoute:
                     status_code=500,
                 )
         await response(scope, receive, send)
+
+
+def unavailable_response(outage: Unavailable) -> Response:
+    """An outage met outside verification (which answers with its own body): the same code."""
+    return JSONResponse(
+        {"code": outage.code, "message": outage.message, "hint": "Retry in a few seconds."},
+        status_code=503,
+        headers={"Retry-After": str(outage.retry_after_seconds)},
+    )
 
 
 async def _bounded_body(request: Request) -> bytes | None:
@@ -259,10 +274,7 @@ def data_plane_routes(runtime: Runtime) -> dict[str, DataPlaneRoute]:
             required_scopes=payload.scopes,
             operation=operation_label(payload.operation) if payload.operation else "verify",
         )
-        # orjson: a quarter of pydantic-core's time on this body.
-        return DataPlaneResponse(
-            orjson.dumps(verification_body(verification)), verification_headers(verification)
-        )
+        return verify_response(verification)
 
     async def forward_auth(request: Request) -> Response:
         # Read once into a dict: this endpoint looks up to six headers by name. The key headers
@@ -326,6 +338,17 @@ def _required_scopes(query: AuthQuery, header: str | None) -> list[str]:
     if not header:
         return sorted(query.scopes)
     return sorted(query.scopes.union(_scope_names([header])))
+
+
+def verify_response(verification: Verification) -> Response:
+    """HTTP 200 for every answer about the key, valid or not; 503 when it could not be checked."""
+    status = 503 if verification.outcome is Outcome.UNAVAILABLE else 200
+    # orjson: a quarter of pydantic-core's time on this body.
+    return DataPlaneResponse(
+        orjson.dumps(verification_body(verification)),
+        verification_headers(verification),
+        status_code=status,
+    )
 
 
 def forward_auth_response(verification: Verification, *, rate_limit_as_403: bool) -> Response:

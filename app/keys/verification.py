@@ -13,6 +13,7 @@ dependency all call :meth:`KeyVerifier.verify`. The order of the steps is the co
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Collection
 from datetime import UTC, datetime
@@ -24,7 +25,8 @@ from sqlmodel import col, select
 
 from app.auth.presentation import Presentation, choose_key
 from app.config import Settings
-from app.db import SessionMaker
+from app.db import SessionMaker, outages_as_unavailable
+from app.errors import Unavailable
 from app.keys.broadcast import KeyChangeBroadcast
 from app.keys.cache import KeyCache, KeyRecord
 from app.keys.models import ApiKey
@@ -34,6 +36,8 @@ from app.keys.secret import hash_secret
 from app.metrics import REJECTIONS
 from app.ratelimit import RateLimiter, RateLimitStatus, rate_limit_item
 from app.usage.recorder import UsageRecorder
+
+logger = logging.getLogger(__name__)
 
 
 class Verification(NamedTuple):
@@ -64,6 +68,13 @@ class Verification(NamedTuple):
             and key.expires_ts is not None
             and key.expires_ts - time.time() <= EXPIRY_NOTICE_SECONDS
         )
+
+    def status_headers(self) -> dict[str, str]:
+        """The key's rate-limit status (with ``Retry-After`` once it is spent), or, when the key
+        could not be checked, when to retry."""
+        if self.outcome is Outcome.UNAVAILABLE:
+            return {"Retry-After": str(Unavailable.retry_after_seconds)}
+        return {} if self.ratelimit is None else self.ratelimit.headers()
 
     def notice_headers(self) -> dict[str, str]:
         """Deprecation (RFC 9745) and Sunset (RFC 8594) for a replaced key still in its grace
@@ -134,7 +145,10 @@ class KeyVerifier:
         ttl = self._ttl_live if self._broadcast.live else self._ttl_fallback
         record = self._cache.get(key_hash, ttl)
         if record is None:
-            record = await self._load(key_hash, ttl)
+            try:
+                record = await self._load(key_hash, ttl)
+            except Unavailable as outage:
+                return self._unavailable(operation, outage)
             if record is None:
                 return self._refuse(
                     operation,
@@ -229,6 +243,17 @@ class KeyVerifier:
             outcome=outcome, message=message, hint=hint, key=record, ratelimit=ratelimit
         )
 
+    def _unavailable(self, operation: str, outage: Unavailable) -> Verification:
+        # The cause (a refused connection, a connection lost mid-statement) is logged here once
+        # per lookup, without the request; the caller is told only that it may retry.
+        logger.warning("key lookup failed, database unavailable: %r", outage.__cause__)
+        return self._refuse(
+            operation,
+            Outcome.UNAVAILABLE,
+            "The API key could not be checked: the database is unavailable.",
+            f"Retry in {Unavailable.retry_after_seconds} seconds.",
+        )
+
     def _describe_missing_scopes(self, required: Collection[str], held: frozenset[str]) -> str:
         missing = sorted(set(required) - held)
         unknown = set(self._catalogue.unknown(missing))
@@ -246,22 +271,28 @@ class KeyVerifier:
             cached = self._cache.get(key_hash, ttl)
             if cached is not None:
                 return cached
-            async with self._sessionmaker() as session:
-                row = (
-                    await session.exec(select(ApiKey).where(col(ApiKey.key_hash) == key_hash))
-                ).first()
-                # A superseded key's refusal names its replacement (one more query, only then).
-                replacement = (
-                    None
-                    if row is None or row.superseded_by_key_id is None
-                    else await session.get(ApiKey, row.superseded_by_key_id)
-                )
+            with outages_as_unavailable():
+                row, replacement = await self._read(key_hash)
         if row is None:
             self._cache.remember_unknown(key_hash, generation)
             return None
         record = KeyRecord.from_row(row, self.rate_limit_for(row), replacement)
         self._cache.put(key_hash, record, generation)
         return record
+
+    async def _read(self, key_hash: str) -> tuple[ApiKey | None, ApiKey | None]:
+        """The key's row and, for a superseded key, its replacement's."""
+        async with self._sessionmaker() as session:
+            row = (
+                await session.exec(select(ApiKey).where(col(ApiKey.key_hash) == key_hash))
+            ).first()
+            # A superseded key's refusal names its replacement (one more query, only then).
+            replacement = (
+                None
+                if row is None or row.superseded_by_key_id is None
+                else await session.get(ApiKey, row.superseded_by_key_id)
+            )
+        return row, replacement
 
     def rate_limit_for(self, row: ApiKey) -> RateLimitItem:
         if row.rate_limit_requests is None or row.rate_limit_per_seconds is None:

@@ -454,7 +454,7 @@ def test_nginx_fails_closed_with_503_when_keyhouse_does_not_answer(tmp_path: Pat
         response = gateway.get("/charge_points", headers={"X-API-Key": generate_secret("kh")})
 
         assert response.status_code == 503, response.text
-        assert response.json()["code"] == "AUTH_UNAVAILABLE"
+        assert response.json()["code"] == "UNAVAILABLE"
         assert response.headers["Retry-After"] == "5"
         assert upstream.seen == []
 
