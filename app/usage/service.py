@@ -70,12 +70,23 @@ def floor_to(moment: datetime, granularity: Granularity) -> datetime:
     return datetime.fromtimestamp(seconds - seconds % granularity.seconds, UTC)
 
 
+LATEST_AHEAD = timedelta(days=366)
+
+
 def check_query(query: UsageQuery, *, retention: timedelta, now: datetime) -> UsageQuery:
     """The query with ``start`` floored to its granularity, or a clear BAD_USER_INPUT."""
     start, end = as_utc(query.start), as_utc(query.end)
     granularity = query.granularity
     if start >= end:
         raise BadUserInput("'from' must be before 'to'.", argument="from")
+    if end > now + LATEST_AHEAD:
+        # Nothing is counted in the future; near the end of the calendar, a series' next step
+        # would not even be a date.
+        raise BadUserInput(
+            f"'to' can be at most {LATEST_AHEAD.days} days after now; usage in the future is "
+            "always zero.",
+            argument="to",
+        )
     if end - start > MAX_SPAN[granularity]:
         raise BadUserInput(
             f"{granularity.value} usage can be asked for at most {_span(MAX_SPAN[granularity])} "

@@ -738,3 +738,24 @@ async def test_the_usage_chart_query_draws_totals_series_and_outcomes(
             ],
         }
     }
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "granularity"),
+    [
+        ("9999-12-31T23:00:00Z", "9999-12-31T23:59:30Z", "MINUTE"),
+        ("9999-12-30T00:00:00Z", "9999-12-31T23:59:59Z", "DAY"),
+    ],
+)
+async def test_dates_the_service_cannot_count_are_bad_user_input_never_internal(
+    client: httpx.AsyncClient, tenant: Tenant, start: str, end: str, granularity: str
+) -> None:
+    result = await gql(
+        client,
+        USAGE,
+        {"from": start, "to": end, "granularity": granularity},
+        key=tenant.admin_key,
+    )
+
+    assert result.error_codes == ["BAD_USER_INPUT"]
+    assert result.errors[0]["extensions"]["argument"] == "to"
