@@ -70,6 +70,11 @@ class Settings(BaseSettings):
     graphql_max_depth: int = Field(default=10, ge=1)
     graphql_max_tokens: int = Field(default=2000, ge=1)
     graphql_max_aliases: int = Field(default=15, ge=1)
+    # Bodies past this are refused (HTTP 413) before they are read in full, let alone parsed.
+    graphql_max_body_bytes: int = Field(default=1024 * 1024, ge=1)
+    # The most an operation may cost (app/cost.py); the default admits each dashboard operation
+    # four times over and refuses what costs much more.
+    graphql_max_cost: int = Field(default=60_000, ge=1)
 
     log_level: str = "INFO"
 
