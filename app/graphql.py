@@ -44,6 +44,7 @@ from app.auth.principal import Caller
 from app.boundary import REPLACEMENT, excerpt
 from app.config import Settings
 from app.context import Context
+from app.cost import CostCache, CostModel, QueryCost
 from app.errors import AppError
 from app.executor import KeyhouseExecutor
 from app.keys.graphql import Mutation as KeysMutation
@@ -54,6 +55,7 @@ from app.organizations.graphql import Mutation as OrganizationsMutation
 from app.organizations.graphql import Query as OrganizationsQuery
 from app.request_body import BodyTooLarge, check_declared_length, within
 from app.runtime import Runtime
+from app.usage.graphql import LIST_SIZES as USAGE_LIST_SIZES
 from app.usage.graphql import Query as UsageQuery
 
 logger = logging.getLogger("app.graphql")
@@ -134,11 +136,14 @@ def build_schema(settings: Settings) -> KeyhouseSchema:
         *QueryDepthLimiter(max_depth=settings.graphql_max_depth).validation_rules,
         *MaxAliasesLimiter(max_alias_count=settings.graphql_max_aliases).validation_rules,
     ]
+    cost_model = CostModel(maximum=settings.graphql_max_cost, list_sizes=USAGE_LIST_SIZES)
+    costs = CostCache()
     extensions: list[Callable[[], SchemaExtension]] = [
         lambda: AddValidationRules(limit_rules),
         lambda: MaxTokensLimiter(max_token_count=settings.graphql_max_tokens),
         lambda: ParserCache(maxsize=256),
         lambda: ValidationCache(maxsize=256),
+        lambda: QueryCost(model=cost_model, cache=costs),
         MaskUnexpectedErrors,
     ]
     return KeyhouseSchema(
