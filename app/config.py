@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from functools import cached_property
 
 from pydantic import Field, field_validator
@@ -20,6 +21,15 @@ DEFAULT_PRODUCT_SCOPES: dict[str, str] = {
     "write:webhooks": "Create and manage webhook endpoints",
     "read:sessions": "View charging session history",
 }
+
+
+class Plane(StrEnum):
+    """What one keyhouse process answers. Separate processes for the two planes keep the data
+    plane's latency from depending on how heavy the control plane's queries are."""
+
+    DATA = "data"  # /v1/keys/verify, /v1/auth, health and metrics
+    CONTROL = "control"  # /graphql, health and metrics
+    ALL = "all"
 
 
 class Settings(BaseSettings):
@@ -75,6 +85,8 @@ class Settings(BaseSettings):
     # The most an operation may cost (app/cost.py); the default admits each dashboard operation
     # four times over and refuses what costs much more.
     graphql_max_cost: int = Field(default=60_000, ge=1)
+
+    plane: Plane = Plane.ALL
 
     log_level: str = "INFO"
 
