@@ -247,7 +247,10 @@ class KeyhouseGraphQL(GraphQL[Context, None]):
             message = f"The request body is larger than {refused.limit:,} bytes."
             response = self.request_error(request, 413, message, code="PAYLOAD_TOO_LARGE")
         except HTTPException as error:
-            response = self.request_error(request, error.status_code, _reason(error))
+            headers = {"Allow": "GET, POST"} if error.status_code == 405 else None
+            response = self.request_error(
+                request, error.status_code, _reason(error), headers=headers
+            )
         await response(scope, receive, send)
 
     def request_error(

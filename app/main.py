@@ -102,8 +102,9 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
 
     if plane is not Plane.DATA:
         graphql_app = KeyhouseGraphQL(build_schema(runtime.settings), runtime)
-        # An ASGI app as endpoint: Starlette hands it the raw request.
-        app.router.routes.append(Route("/graphql", graphql_app, methods=["GET", "POST"]))
+        # An ASGI app as endpoint: Starlette hands it the raw request. Every method reaches it,
+        # so that even a PUT is refused with a GraphQL response rather than Starlette's text.
+        app.router.routes.append(Route("/graphql", graphql_app))
     app.router.routes.extend(
         [
             Route("/healthz", healthz, methods=["GET"]),

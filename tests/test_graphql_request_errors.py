@@ -226,6 +226,17 @@ async def test_a_mutation_sent_with_get_is_a_405_graphql_error_and_changes_nothi
     assert await snapshot(runtime) == before
 
 
+@pytest.mark.parametrize("method", ["PUT", "PATCH", "DELETE", "OPTIONS"])
+async def test_a_method_graphql_does_not_take_is_a_405_graphql_error(
+    client: httpx.AsyncClient, method: str
+) -> None:
+    response = await client.request(method, "/graphql", json={"query": "{ __typename }"})
+
+    assert response.status_code == 405
+    assert response.headers["Allow"] == "GET, POST"
+    assert _only_error(response)["extensions"] == {"code": "BAD_USER_INPUT"}
+
+
 # --- text UTF-8 cannot carry ----------------------------------------------------------------
 
 
