@@ -41,7 +41,7 @@ from strawberry.types import ExecutionContext, ExecutionResult
 from app.audit.graphql import Query as AuditQuery
 from app.auth.presentation import from_request
 from app.auth.principal import Caller
-from app.boundary import REPLACEMENT, excerpt
+from app.boundary import EXCERPT_LENGTH, REPLACEMENT, excerpt
 from app.config import Settings
 from app.context import Context
 from app.cost import CostCache, CostModel, QueryCost
@@ -195,6 +195,20 @@ def _reason(error: HTTPException) -> str:
             return "The document holds several operations, or none: name one in operationName."
         return f"The document has no operation named '{excerpt(cause.operation_name)}'."
     return error.reason
+
+
+# graphql-core's messages quote the document and variable values ('name', "value") in full.
+BOUNDED_MESSAGE = 2 * EXCERPT_LENGTH
+_QUOTED_AT_LENGTH = EXCERPT_LENGTH + 1
+_LONG_QUOTE = re.compile(f"'([^']{{{_QUOTED_AT_LENGTH},}})'|\"([^\"]{{{_QUOTED_AT_LENGTH},}})\"")
+
+
+def _with_excerpts(message: str) -> str:
+    """The message with every long quotation cut to an excerpt, and at most a few of them."""
+    shortened = _LONG_QUOTE.sub(
+        lambda quoted: f"'{excerpt(quoted.group(1) or quoted.group(2))}'", message
+    )
+    return excerpt(shortened, 4 * EXCERPT_LENGTH)
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -351,6 +365,9 @@ class KeyhouseGraphQL(GraphQL[Context, None]):
             # Parse, validation and limit errors come from graphql-core without a code.
             extensions = cast(dict[str, Any], error).setdefault("extensions", {})
             extensions.setdefault("code", "BAD_USER_INPUT")
+            message = cast(dict[str, Any], error)["message"]
+            if len(message) > BOUNDED_MESSAGE:
+                cast(dict[str, Any], error)["message"] = _with_excerpts(message)
         if result.data is None and result.errors and all(e.path is None for e in result.errors):
             request.state.graphql_request_error = True
             if _wants_graphql_response_json(request):

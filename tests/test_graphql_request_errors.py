@@ -16,7 +16,7 @@ from app.config import Settings
 from app.graphql import KeyhouseGraphQL, build_schema
 from app.main import create_app
 from app.runtime import Runtime
-from tests.support import Tenant, snapshot
+from tests.support import Tenant, gql, snapshot
 
 GRAPHQL_RESPONSE_JSON = "application/graphql-response+json"
 MiB = 1024 * 1024
@@ -235,6 +235,34 @@ async def test_a_method_graphql_does_not_take_is_a_405_graphql_error(
     assert response.status_code == 405
     assert response.headers["Allow"] == "GET, POST"
     assert _only_error(response)["extensions"] == {"code": "BAD_USER_INPUT"}
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        pytest.param("{ organization { " + "x" * 100_000 + " } }", id="an unknown field"),
+        pytest.param("{ organization { id } } " + "y" * 100_000, id="a syntax error"),
+    ],
+)
+async def test_an_error_quotes_at_most_an_excerpt_of_the_document(
+    client: httpx.AsyncClient, tenant: Tenant, query: str
+) -> None:
+    result = await gql(client, query, key=tenant.admin_key)
+
+    [error] = result.errors
+    assert len(error["message"]) <= 400
+    assert len(result.response.content) < 1000
+
+
+async def test_an_error_quotes_at_most_an_excerpt_of_a_variable(
+    client: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    query = "query ($first: Int!) { apiKeys(first: $first) { totalCount } }"
+
+    result = await gql(client, query, {"first": "9" * 100_000}, key=tenant.admin_key)
+
+    assert result.error_codes == ["BAD_USER_INPUT"]
+    assert len(result.errors[0]["message"]) <= 400
 
 
 # --- text UTF-8 cannot carry ----------------------------------------------------------------
