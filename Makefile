@@ -36,3 +36,4 @@ schema: install
 bench: install
 	$(BIN)/python benchmarks/verify.py
 	$(BIN)/python benchmarks/graphql_keys.py
+	$(BIN)/python benchmarks/isolation.py

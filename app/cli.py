@@ -19,7 +19,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlmodel import select
 
 from app.auth.principal import Caller
-from app.config import Settings
+from app.config import Plane, Settings
 from app.db import session_scope
 from app.errors import UserError
 from app.keys import service as keys_service
@@ -310,6 +310,13 @@ def export_schema(
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    plane: Annotated[
+        Plane | None,
+        typer.Option(
+            help="What to answer: data (verify, forward auth), control (GraphQL) or all; "
+            "default: KEYHOUSE_PLANE, else all.",
+        ),
+    ] = None,
 ) -> None:
     """Run the service. On an empty database, first creates an organization and its admin key."""
     import uvicorn
@@ -328,11 +335,12 @@ def serve(
     if isinstance(created, OrganizationCreated):
         console.print("[bold]First start:[/bold] created an organization and its admin key.")
         _print_organization(created, as_json=False)
-    console.print(
-        f"GraphiQL: http://{host}:{port}/graphql  "
-        "(send the key as header X-API-Key in GraphiQL's Headers tab)"
-    )
-    settings = Settings()
+    settings = Settings() if plane is None else Settings(plane=plane)
+    if settings.plane is not Plane.DATA:
+        console.print(
+            f"GraphiQL: http://{host}:{port}/graphql  "
+            "(send the key as header X-API-Key in GraphiQL's Headers tab)"
+        )
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from enum import StrEnum
 from functools import cached_property
 
 from pydantic import Field, SecretStr, field_validator
@@ -21,6 +22,15 @@ DEFAULT_PRODUCT_SCOPES: dict[str, str] = {
     "write:webhooks": "Create and manage webhook endpoints",
     "read:sessions": "View charging session history",
 }
+
+
+class Plane(StrEnum):
+    """What one keyhouse process answers. Separate processes for the two planes keep the data
+    plane's latency from depending on how heavy the control plane's queries are."""
+
+    DATA = "data"  # /v1/keys/verify, /v1/auth, health and metrics
+    CONTROL = "control"  # /graphql, health and metrics
+    ALL = "all"
 
 
 class Settings(BaseSettings):
@@ -81,6 +91,13 @@ class Settings(BaseSettings):
     graphql_max_depth: int = Field(default=10, ge=1)
     graphql_max_tokens: int = Field(default=2000, ge=1)
     graphql_max_aliases: int = Field(default=15, ge=1)
+    # Bodies past this are refused (HTTP 413) before they are read in full, let alone parsed.
+    graphql_max_body_bytes: int = Field(default=1024 * 1024, ge=1)
+    # The most an operation may cost (app/cost.py); the default admits each dashboard operation
+    # four times over and refuses what costs much more.
+    graphql_max_cost: int = Field(default=60_000, ge=1)
+
+    plane: Plane = Plane.ALL
 
     log_level: str = "INFO"
 

@@ -18,7 +18,7 @@ from cross_web import HTTPException
 from graphql import GraphQLError
 from pydantic_core import to_jsonable_python
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
@@ -32,17 +32,19 @@ from strawberry.extensions import (
     SchemaExtension,
     ValidationCache,
 )
-from strawberry.http import GraphQLHTTPResponse
+from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
 from strawberry.schema.config import StrawberryConfig
-from strawberry.schema.exceptions import InvalidOperationTypeError
+from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 from strawberry.tools import merge_types
 from strawberry.types import ExecutionContext, ExecutionResult
 
 from app.audit.graphql import Query as AuditQuery
 from app.auth.presentation import from_request
 from app.auth.principal import Caller
+from app.boundary import EXCERPT_LENGTH, REPLACEMENT, excerpt
 from app.config import Settings
 from app.context import Context
+from app.cost import CostCache, CostModel, QueryCost
 from app.errors import AppError, Unavailable
 from app.executor import KeyhouseExecutor
 from app.graphql_inputs import BoundaryCheck
@@ -52,7 +54,9 @@ from app.keys.outcomes import Outcome
 from app.keys.verification import Verification
 from app.organizations.graphql import Mutation as OrganizationsMutation
 from app.organizations.graphql import Query as OrganizationsQuery
+from app.request_body import BodyTooLarge, check_declared_length, within
 from app.runtime import Runtime
+from app.usage.graphql import LIST_SIZES as USAGE_LIST_SIZES
 from app.usage.graphql import Query as UsageQuery
 
 logger = logging.getLogger("app.graphql")
@@ -143,12 +147,15 @@ def build_schema(settings: Settings) -> KeyhouseSchema:
         *QueryDepthLimiter(max_depth=settings.graphql_max_depth).validation_rules,
         *MaxAliasesLimiter(max_alias_count=settings.graphql_max_aliases).validation_rules,
     ]
+    cost_model = CostModel(maximum=settings.graphql_max_cost, list_sizes=USAGE_LIST_SIZES)
+    costs = CostCache()
     extensions: list[Callable[[], SchemaExtension]] = [
         lambda: AddValidationRules(limit_rules),
         lambda: MaxTokensLimiter(max_token_count=settings.graphql_max_tokens),
         lambda: ParserCache(maxsize=256),
         lambda: ValidationCache(maxsize=256),
         BoundaryCheck,
+        lambda: QueryCost(model=cost_model, cache=costs),
         MaskUnexpectedErrors,
     ]
     return KeyhouseSchema(
@@ -202,6 +209,43 @@ def unavailable_response(outage: Unavailable) -> JSONResponse:
     )
 
 
+def _reason(error: HTTPException) -> str:
+    """What Strawberry's refusal of a request says, quoting at most an excerpt of the request."""
+    cause = error.__cause__
+    if isinstance(cause, CannotGetOperationTypeError):
+        if cause.operation_name is None:
+            return "The document holds several operations, or none: name one in operationName."
+        return f"The document has no operation named '{excerpt(cause.operation_name)}'."
+    return error.reason
+
+
+# graphql-core's messages quote the document and variable values ('name', "value") in full.
+BOUNDED_MESSAGE = 2 * EXCERPT_LENGTH
+_QUOTED_AT_LENGTH = EXCERPT_LENGTH + 1
+_LONG_QUOTE = re.compile(f"'([^']{{{_QUOTED_AT_LENGTH},}})'|\"([^\"]{{{_QUOTED_AT_LENGTH},}})\"")
+
+
+def _with_excerpts(message: str) -> str:
+    """The message with every long quotation cut to an excerpt, and at most a few of them."""
+    shortened = _LONG_QUOTE.sub(
+        lambda quoted: f"'{excerpt(quoted.group(1) or quoted.group(2))}'", message
+    )
+    return excerpt(shortened, 4 * EXCERPT_LENGTH)
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _without_surrogates(value: object) -> object:
+    if isinstance(value, str):
+        return _SURROGATE.sub(REPLACEMENT, value)
+    if isinstance(value, dict):
+        return {_without_surrogates(k): _without_surrogates(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_surrogates(item) for item in value]
+    return value
+
+
 def _wants_graphql_response_json(request: Request) -> bool:
     accept = request.headers.get("accept", "")
     position = accept.find(GRAPHQL_RESPONSE_JSON)
@@ -238,19 +282,46 @@ class KeyhouseGraphQL(GraphQL[Context, None]):
             # No subscriptions: refuse websockets rather than accept unauthenticated sessions.
             await send({"type": "websocket.close", "code": 1008})
             return
+        limit = self.runtime.settings.graphql_max_body_bytes
+        request = Request(scope, receive=within(receive, limit))
         try:
-            await super().__call__(scope, receive, send)
+            check_declared_length(scope, limit)
+            response = await self.run(request)
         except RequestRefused as refused:
             outcome = refused.verification.outcome
             logger.info("graphql request refused %s: %s", _refusal_code(outcome), outcome.value)
-            await refusal_response(refused.verification)(scope, receive, send)
+            response = refusal_response(refused.verification)
         except MutationViaGet as refused:
-            response = PlainTextResponse(refused.reason, status_code=405, headers={"Allow": "POST"})
-            await response(scope, receive, send)
+            response = self.request_error(request, 405, refused.reason, headers={"Allow": "POST"})
         except Unavailable as outage:
             # The database went away while the request's work was being committed.
             logger.warning("graphql request unavailable: %r", outage.__cause__)
-            await unavailable_response(outage)(scope, receive, send)
+            response = unavailable_response(outage)
+        except BodyTooLarge as refused:
+            message = f"The request body is larger than {refused.limit:,} bytes."
+            response = self.request_error(request, 413, message, code="PAYLOAD_TOO_LARGE")
+        except HTTPException as error:
+            headers = {"Allow": "GET, POST"} if error.status_code == 405 else None
+            response = self.request_error(
+                request, error.status_code, _reason(error), headers=headers
+            )
+        await response(scope, receive, send)
+
+    def request_error(
+        self,
+        request: Request,
+        status: int,
+        message: str,
+        *,
+        code: str = "BAD_USER_INPUT",
+        headers: dict[str, str] | None = None,
+    ) -> Response:
+        """A request refused before any operation ran, as a GraphQL response: errors, no data."""
+        body = {"errors": [{"message": message, "extensions": {"code": code}}]}
+        media_type = (
+            GRAPHQL_RESPONSE_JSON if _wants_graphql_response_json(request) else "application/json"
+        )
+        return Response(self.encode_json(body), status, headers, media_type)
 
     def create_response(
         self, response_data: GraphQLHTTPResponse | list[GraphQLHTTPResponse], sub_response: Response
@@ -270,7 +341,28 @@ class KeyhouseGraphQL(GraphQL[Context, None]):
         # orjson: a page of 50 keys encodes in 5 µs, a fifth of pydantic-core's time and a
         # fifteenth of the standard library's. What orjson does not know (a set, a Decimal in a
         # JSON scalar) pydantic-core turns into something it does.
-        return orjson.dumps(data, default=to_jsonable_python)
+        try:
+            return orjson.dumps(data, default=to_jsonable_python)
+        except TypeError:
+            # A lone surrogate (UTF-8 has none) that an error message quoted from the request:
+            # the answer says U+FFFD there rather than failing.
+            return orjson.dumps(_without_surrogates(to_jsonable_python(data)))
+
+    def parse_json(self, data: str | bytes) -> Any:
+        parsed = super().parse_json(data)
+        # Strawberry reads a body that is a JSON string or number as if it were an object.
+        if not isinstance(parsed, dict | list):
+            raise HTTPException(400, "A GraphQL request is a JSON object.")
+        return parsed
+
+    async def parse_http_body(self, request: Any) -> GraphQLRequestData | list[GraphQLRequestData]:
+        request_data = await super().parse_http_body(request)
+        for each in request_data if isinstance(request_data, list) else [request_data]:
+            if not isinstance(each.operation_name, str | None):
+                raise HTTPException(
+                    400, "The GraphQL request's `operationName` must be a string or null."
+                )
+        return request_data
 
     async def get_context(
         self, request: Request | WebSocket, response: Response | WebSocket
@@ -333,8 +425,14 @@ class KeyhouseGraphQL(GraphQL[Context, None]):
             # Parse, validation and limit errors come from graphql-core without a code.
             extensions = cast(dict[str, Any], error).setdefault("extensions", {})
             extensions.setdefault("code", "BAD_USER_INPUT")
+            message = cast(dict[str, Any], error)["message"]
+            if len(message) > BOUNDED_MESSAGE:
+                cast(dict[str, Any], error)["message"] = _with_excerpts(message)
         if never_executed(result):
             request.state.graphql_request_error = True
+            if _wants_graphql_response_json(request):
+                # GraphQL over HTTP: a request that never executed has no data entry at all.
+                response.pop("data", None)
         return response
 
     async def run(self, request: Request, context: Any = None, root_value: Any = None) -> Response:  # type: ignore[override]

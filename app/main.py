@@ -14,7 +14,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from app.config import Settings
+from app.config import Plane, Settings
 from app.graphql import KeyhouseGraphQL, build_schema
 from app.health import readiness
 from app.keys.router import DataPlaneRoute, data_plane_routes
@@ -65,9 +65,8 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.runtime = runtime
-    app.data_plane = data_plane_routes(runtime)
-
-    graphql_app = KeyhouseGraphQL(build_schema(runtime.settings), runtime)
+    plane = runtime.settings.plane
+    app.data_plane = data_plane_routes(runtime) if plane is not Plane.CONTROL else {}
 
     async def healthz(_: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -79,10 +78,13 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     async def metrics(_: Request) -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
+    if plane is not Plane.DATA:
+        graphql_app = KeyhouseGraphQL(build_schema(runtime.settings), runtime)
+        # An ASGI app as endpoint: Starlette hands it the raw request. Every method reaches it,
+        # so that even a PUT is refused with a GraphQL response rather than Starlette's text.
+        app.router.routes.append(Route("/graphql", graphql_app))
     app.router.routes.extend(
         [
-            # An ASGI app as endpoint: Starlette hands it the raw request.
-            Route("/graphql", graphql_app, methods=["GET", "POST"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),

@@ -699,3 +699,30 @@ def test_serve_in_a_fresh_directory_answers_with_the_key_it_printed(tmp_path: Pa
         assert "graphiql" in graphiql.text.lower()
     # The secret was printed once, at start-up, and never logged afterwards.
     assert len(SECRET.findall(log.read_text())) == 1
+
+
+@sqlite_only
+@pytest.mark.parametrize("plane", ["data", "control", "all"])
+def test_serve_runs_the_plane_it_is_asked_for(
+    cli_database: str, monkeypatch: pytest.MonkeyPatch, plane: str
+) -> None:
+    import logging
+
+    import uvicorn
+    from starlette.routing import Route
+
+    served: list[set[str]] = []
+
+    def run(app: Any, **_: object) -> None:
+        routes = {route.path for route in app.router.routes if isinstance(route, Route)}
+        served.append(routes | set(app.data_plane))
+
+    monkeypatch.setattr(uvicorn, "run", run)
+    monkeypatch.setattr(logging, "basicConfig", lambda **_: None)
+
+    result = succeeded(keyhouse("serve", "--plane", plane))
+
+    [paths] = served
+    assert ("/graphql" in paths) is (plane != "data")
+    assert ("/v1/keys/verify" in paths) is (plane != "control")
+    assert ("/graphql" in one_line(result.stdout)) is (plane != "data")

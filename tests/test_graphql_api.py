@@ -101,7 +101,7 @@ async def test_a_key_is_accepted_in_each_documented_place(
     result = await _post(client, ORGANIZATION, headers=headers, params=params)
 
     assert result.response.status_code == 200
-    assert result.body == {"data": {"organization": {"id": tenant.organization_id}}}
+    assert result.data == {"organization": {"id": tenant.organization_id}}
 
 
 Presented = Callable[[Tenant, Tenant], tuple[Headers, dict[str, str]]]
@@ -274,7 +274,7 @@ async def test_a_query_can_be_sent_with_get(client: httpx.AsyncClient, tenant: T
     )
 
     assert response.status_code == 200
-    assert response.json() == {"data": {"organization": {"id": tenant.organization_id}}}
+    assert response.json()["data"] == {"organization": {"id": tenant.organization_id}}
 
 
 async def test_a_mutation_sent_with_get_is_refused_and_changes_nothing(

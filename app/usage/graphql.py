@@ -5,9 +5,11 @@ Each field of ``Usage`` runs one aggregate over the buckets, and only when it is
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from datetime import datetime
 from enum import Enum
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import strawberry
 
@@ -16,7 +18,7 @@ from app.context import Info
 from app.keys.outcomes import Outcome
 from app.keys.scopes import READ_ANALYTICS, READ_API_KEYS
 from app.runtime import usage_retention
-from app.timeutil import utcnow
+from app.timeutil import as_utc, utcnow
 from app.usage import service
 from app.usage.models import Granularity
 
@@ -159,6 +161,28 @@ class Usage:
             OutcomeUsage(outcome=UsageOutcome(share.label), requests=share.counts.requests)
             for share in shares
         ]
+
+
+def series_points(_series_args: Mapping[str, Any], usage_args: Mapping[str, Any]) -> int:
+    """How many points a ``series`` answers, for its cost: one per step of the ``usage`` range,
+    at most as many as a range may span (a longer one is refused with its own message)."""
+    start, end = usage_args.get("from"), usage_args.get("to")
+    granularity = usage_args.get("granularity")
+    if not isinstance(start, datetime) or not isinstance(end, datetime):
+        return 0
+    if not isinstance(granularity, Granularity):
+        return 0
+    try:
+        first = as_utc(start).timestamp()
+        span = min(as_utc(end) - as_utc(start), service.MAX_SPAN[granularity]).total_seconds()
+    except OverflowError:
+        return 0  # past year 9999 in UTC: the resolver refuses the range
+    step = granularity.seconds
+    return max(0, math.ceil((first + span) / step) - math.floor(first / step))
+
+
+# The cost model's sizes of lists that know their own (app/cost.py).
+LIST_SIZES = {"Usage.series": series_points}
 
 
 def usage_query(
