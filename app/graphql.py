@@ -18,7 +18,7 @@ from cross_web import HTTPException
 from graphql import GraphQLError
 from pydantic_core import to_jsonable_python
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
@@ -188,7 +188,8 @@ def _refusal_code(outcome: Outcome) -> str:
     return "UNAUTHORIZED"
 
 
-def refusal_response(verification: Verification) -> JSONResponse:
+def refusal_error(verification: Verification) -> tuple[dict[str, Any], dict[str, str]]:
+    """The error (message, extensions) and headers of a request whose key was refused."""
     outcome = verification.outcome
     extensions: dict[str, Any] = {"code": _refusal_code(outcome), "reason": outcome.value}
     if verification.hint:
@@ -198,15 +199,7 @@ def refusal_response(verification: Verification) -> JSONResponse:
     headers = verification.status_headers()
     if outcome.http_status == 401:
         headers["WWW-Authenticate"] = 'Bearer realm="keyhouse"'
-    body = {"data": None, "errors": [{"message": verification.message, "extensions": extensions}]}
-    return JSONResponse(body, status_code=outcome.http_status, headers=headers)
-
-
-def unavailable_response(outage: Unavailable) -> JSONResponse:
-    body = {"data": None, "errors": [{"message": outage.message, "extensions": outage.extensions}]}
-    return JSONResponse(
-        body, status_code=503, headers={"Retry-After": str(outage.retry_after_seconds)}
-    )
+    return {"message": verification.message, "extensions": extensions}, headers
 
 
 def _reason(error: HTTPException) -> str:
@@ -290,20 +283,24 @@ class KeyhouseGraphQL(GraphQL[Context, None]):
         except RequestRefused as refused:
             outcome = refused.verification.outcome
             logger.info("graphql request refused %s: %s", _refusal_code(outcome), outcome.value)
-            response = refusal_response(refused.verification)
+            error, challenge = refusal_error(refused.verification)
+            status = refused.verification.outcome.http_status
+            response = self.error_response(request, status, error, challenge)
         except MutationViaGet as refused:
             response = self.request_error(request, 405, refused.reason, headers={"Allow": "POST"})
         except Unavailable as outage:
             # The database went away while the request's work was being committed.
             logger.warning("graphql request unavailable: %r", outage.__cause__)
-            response = unavailable_response(outage)
+            failure = {"message": outage.message, "extensions": outage.extensions}
+            retry = {"Retry-After": str(outage.retry_after_seconds)}
+            response = self.error_response(request, 503, failure, retry)
         except BodyTooLarge as refused:
             message = f"The request body is larger than {refused.limit:,} bytes."
             response = self.request_error(request, 413, message, code="PAYLOAD_TOO_LARGE")
-        except HTTPException as error:
-            headers = {"Allow": "GET, POST"} if error.status_code == 405 else None
+        except HTTPException as refusal:
+            allow = {"Allow": "GET, POST"} if refusal.status_code == 405 else None
             response = self.request_error(
-                request, error.status_code, _reason(error), headers=headers
+                request, refusal.status_code, _reason(refusal), headers=allow
             )
         await response(scope, receive, send)
 
@@ -317,11 +314,21 @@ class KeyhouseGraphQL(GraphQL[Context, None]):
         headers: dict[str, str] | None = None,
     ) -> Response:
         """A request refused before any operation ran, as a GraphQL response: errors, no data."""
-        body = {"errors": [{"message": message, "extensions": {"code": code}}]}
+        error = {"message": message, "extensions": {"code": code}}
+        return self.error_response(request, status, error, headers)
+
+    def error_response(
+        self,
+        request: Request,
+        status: int,
+        error: dict[str, Any],
+        headers: dict[str, str] | None = None,
+    ) -> Response:
+        """One error, no ``data`` entry (nothing was executed), in the media type asked for."""
         media_type = (
             GRAPHQL_RESPONSE_JSON if _wants_graphql_response_json(request) else "application/json"
         )
-        return Response(self.encode_json(body), status, headers, media_type)
+        return Response(self.encode_json({"errors": [error]}), status, headers, media_type)
 
     def create_response(
         self, response_data: GraphQLHTTPResponse | list[GraphQLHTTPResponse], sub_response: Response

@@ -140,6 +140,7 @@ async def test_a_use_is_labelled_with_the_operation_that_ran(
     ("query", "operation_name"),
     [
         pytest.param("query Q { scopes { name } }", "Q\x00x", id="nul-operation-name"),
+        pytest.param("query Q { scopes { name } }", "Q\udc00", id="surrogate-operation-name"),
         pytest.param("query Q { scopes { nme } }", None, id="invalid-document"),
         pytest.param("query Q { scopes { name } ", None, id="unparsable-document"),
         pytest.param('query Q { apiKey(id: "\\u0000") { id } }', None, id="refused-literal"),
@@ -156,19 +157,21 @@ async def test_a_request_that_never_ran_counts_under_one_fixed_label(
     if operation_name is not None:
         payload["operationName"] = operation_name
 
-    await client.post(
+    response = await client.post(
         "/graphql",
         content=json.dumps(payload),
         headers={"X-API-Key": tenant.admin_key, "Content-Type": "application/json"},
     )
 
+    assert response.status_code in (200, 400)
+    assert response.json()["errors"]
     assert await _labels(runtime, tenant.organization_id) == ["graphql"]
 
 
 async def test_a_hostile_operation_name_never_stops_metering_for_anyone(
     client: httpx.AsyncClient, runtime: Runtime, tenant: Tenant, other_tenant: Tenant
 ) -> None:
-    for name in ("Q\x00x", "Q\x00y"):
+    for name in ("Q\x00x", "Q\udc00"):
         await client.post(
             "/graphql",
             content=json.dumps({"query": "query Q { scopes { name } }", "operationName": name}),
@@ -190,3 +193,19 @@ async def test_a_hostile_operation_name_never_stops_metering_for_anyone(
             {"org": other_tenant.organization_id},
         )
         assert stored.scalar_one() == 20
+
+
+async def test_a_refused_key_with_graphql_response_json_gets_no_data_entry(
+    client: httpx.AsyncClient,
+) -> None:
+    response = await client.post(
+        "/graphql",
+        json={"query": "{ scopes { name } }"},
+        headers={"Accept": "application/graphql-response+json"},
+    )
+
+    assert response.status_code == 401
+    assert response.headers["content-type"].startswith("application/graphql-response+json")
+    body = response.json()
+    assert "data" not in body
+    assert body["errors"][0]["extensions"]["code"] == "UNAUTHORIZED"
