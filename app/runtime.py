@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app import server_secret
 from app.config import Settings
 from app.db import SessionMaker, create_engine, create_sessionmaker
+from app.keys import idempotency
 from app.keys.broadcast import KeyChangeBroadcast
 from app.keys.cache import KeyCache
 from app.keys.scopes import ScopeCatalogue
@@ -100,6 +101,9 @@ class Runtime:
             asyncio.create_task(self.broadcast.listen(), name="key-change-broadcast"),
             asyncio.create_task(self.broadcast.deliver(), name="key-change-delivery"),
             asyncio.create_task(self.recorder.run(), name="usage-flush"),
+            asyncio.create_task(
+                idempotency.purge_periodically(self.sessionmaker), name="idempotency-purge"
+            ),
         ]
 
     async def stop(self) -> None:

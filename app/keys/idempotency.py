@@ -14,10 +14,12 @@ are purged 24 hours after they were made.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
 import json
+import logging
 import os
 from collections.abc import Collection
 from datetime import timedelta
@@ -30,11 +32,15 @@ from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.auth.principal import Caller
+from app.db import SessionMaker
 from app.keys.models import IdempotencyRecord
 from app.timeutil import utcnow
 
 RETENTION = timedelta(hours=24)
 MAX_LENGTH = 255
+PURGE_EVERY_SECONDS = 3600.0
+
+logger = logging.getLogger(__name__)
 
 
 def _derive(server_secret: bytes, purpose: bytes, idempotency_key: str) -> bytes:
@@ -90,6 +96,19 @@ async def purge_expired(session: AsyncSession) -> None:
     await session.exec(
         delete(IdempotencyRecord).where(col(IdempotencyRecord.created_at) < utcnow() - RETENTION)
     )
+
+
+async def purge_periodically(sessionmaker: SessionMaker) -> None:
+    """Purge expired records every hour until cancelled, so none outlives its retention by
+    more than an hour even in an organization that stopped creating keys."""
+    while True:
+        await asyncio.sleep(PURGE_EVERY_SECONDS)
+        try:
+            async with sessionmaker() as session:
+                await purge_expired(session)
+                await session.commit()
+        except Exception:
+            logger.exception("purging expired idempotency records failed; will retry")
 
 
 async def remember(

@@ -315,3 +315,29 @@ async def test_records_are_purged_once_past_their_retention(
     async with runtime.engine.connect() as connection:
         count = await connection.execute(text("SELECT count(*) FROM idempotency_records"))
         assert count.scalar_one() == 1
+
+
+async def test_the_periodic_purge_removes_expired_records_without_a_new_request(
+    client: httpx.AsyncClient,
+    runtime: Runtime,
+    tenant: Tenant,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    await create_key(client, tenant.admin_key, name="old", idempotencyKey="first")
+    travel(monkeypatch, timedelta(hours=24, minutes=1))
+    monkeypatch.setattr(idempotency, "PURGE_EVERY_SECONDS", 0.01)
+
+    purge = asyncio.create_task(idempotency.purge_periodically(runtime.sessionmaker))
+    try:
+        for _ in range(200):
+            async with runtime.engine.connect() as connection:
+                count = await connection.execute(text("SELECT count(*) FROM idempotency_records"))
+                if count.scalar_one() == 0:
+                    break
+            await asyncio.sleep(0.01)
+    finally:
+        purge.cancel()
+
+    async with runtime.engine.connect() as connection:
+        count = await connection.execute(text("SELECT count(*) FROM idempotency_records"))
+        assert count.scalar_one() == 0
