@@ -11,8 +11,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_SQLITE_POOL_SIZE = 2
 
-# Seed 001's scope table: the product scopes a deployment starts with. A deployment replaces them
-# with its own through KEYHOUSE_PRODUCT_SCOPES (a JSON object of name -> description).
+# The product scopes a deployment starts with (a charging-network API's own table). A deployment
+# replaces them with its own through KEYHOUSE_PRODUCT_SCOPES (a JSON object of name -> description).
 DEFAULT_PRODUCT_SCOPES: dict[str, str] = {
     "read:charge_points": "Read charge point data and status",
     "write:charge_points": "Register and update charge points",

@@ -39,7 +39,8 @@ class Unavailable(AppError):
 
 
 class UserErrorCode:
-    """Codes of expected mutation failures (seed 001's error table, plus INVALID_INPUT)."""
+    """Codes of expected mutation failures: the error table API providers publish for their
+    keys, plus INVALID_INPUT."""
 
     INVALID_INPUT = "INVALID_INPUT"
     INVALID_SCOPE = "INVALID_SCOPE"

@@ -1,8 +1,8 @@
 """Where a request carries its key, and the mistakes people make when they put it there.
 
-Seed 000 is a forum thread of users guessing why their key was rejected: ``?key=$openchargemapkey``,
-a quoted key, a JWT, a key pasted into the URL path. Each of those gets its own reason and hint
-here, decided from the request alone, without a database query.
+Users of public APIs guess, in forum threads, why their key was rejected:
+``?key=$openchargemapkey``, a quoted key, a JWT, a key pasted into the URL path. Each of those
+gets its own reason and hint here, decided from the request alone, without a database query.
 """
 
 from __future__ import annotations

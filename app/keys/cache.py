@@ -21,7 +21,7 @@ from app.ratelimit import Budget
 
 @dataclass(frozen=True, slots=True)
 class Replacement:
-    """The key that replaced a superseded one: what its holder needs to find it (seed 002)."""
+    """The key that replaced a superseded one: what its holder needs to find it."""
 
     id: str
     name: str

@@ -234,8 +234,8 @@ class KeyVerifier:
     ) -> Verification:
         REJECTIONS.labels(outcome.value).inc()
         if record is not None:
-            # A refused use of a known key is part of its organization's usage (seeds 000, 002:
-            # integrations still calling with revoked or replaced keys).
+            # A refused use of a known key is part of its organization's usage: integrations
+            # still calling with revoked or replaced keys are what its operators look for.
             self._recorder.record(
                 record.id, record.organization_id, operation, outcome, time.time()
             )

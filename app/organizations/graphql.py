@@ -24,7 +24,7 @@ class KeyCounts:
     superseded: int
 
 
-@strawberry.type(description="Rules for the organization's keys (seed 002, GitHub-style).")
+@strawberry.type(description="Rules for the organization's keys (GitHub-style).")
 class KeyPolicy:
     single_active_key: bool = strawberry.field(
         description="Creating a key supersedes the organization's other active keys (but the "

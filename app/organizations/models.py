@@ -16,7 +16,7 @@ class Organization(SQLModel, table=True):
     name: str = Field(max_length=128)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
-    # Key policy (seed 002). single_active_key: creating a key supersedes the organization's other
+    # Key policy. single_active_key: creating a key supersedes the organization's other
     # active keys (but the caller's own), after supersede_grace_hours.
     single_active_key: bool = Field(default=False)
     supersede_grace_hours: int = Field(default=0)
