@@ -20,18 +20,18 @@ from sqlmodel import select
 
 from app.auth.principal import Caller
 from app.config import Plane, Settings
-from app.db import session_scope
-from app.errors import UserError
 from app.keys import service as keys_service
-from app.keys.models import ApiKey, KeyStatus, ListedKey
+from app.kit.db import session_scope
+from app.kit.errors import UserError
+from app.kit.pagination import Cursor
+from app.kit.server_secret import MissingServerSecret
+from app.kit.server_secret import generate as generate_secret
+from app.kit.timeutil import utcnow
 from app.migrate import setup_lock, upgrade_to_head
-from app.organizations.models import Organization
+from app.models.keys import ApiKey, KeyStatus, ListedKey
+from app.models.organizations import Organization
 from app.organizations.service import OrganizationCreated, create_organization
-from app.pagination import Cursor
 from app.runtime import Runtime
-from app.server_secret import MissingServerSecret
-from app.server_secret import generate as generate_secret
-from app.timeutil import utcnow
 
 app = typer.Typer(help="keyhouse: issue, scope, verify and meter API keys.", no_args_is_help=True)
 orgs_app = typer.Typer(help="Organizations.", no_args_is_help=True)

@@ -15,10 +15,10 @@ from starlette.responses import Response
 from strawberry.dataloader import DataLoader
 
 from app.auth.principal import Caller
-from app.db import commit, outages_as_unavailable, rollback
-from app.errors import AppError
 from app.keys import service as keys_service
-from app.keys.models import ApiKey
+from app.kit.db import commit, outages_as_unavailable, rollback
+from app.kit.errors import AppError
+from app.models.keys import ApiKey
 from app.runtime import Runtime
 from app.usage import service as usage_service
 from app.usage.service import Counts, UsageQuery

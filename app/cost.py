@@ -55,7 +55,7 @@ from graphql.execution.collect_fields import (
 from graphql.execution.values import VariableValues, get_argument_values, get_variable_values
 from strawberry.extensions import SchemaExtension
 
-from app.pagination import MAX_PAGE_SIZE
+from app.kit.pagination import MAX_PAGE_SIZE
 
 # How many items a list field may hold, from its arguments and those of the field above it.
 ListSize = Callable[[Mapping[str, Any], Mapping[str, Any]], int]

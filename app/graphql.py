@@ -39,19 +39,19 @@ from strawberry.tools import merge_types
 from strawberry.types import ExecutionContext, ExecutionResult
 
 from app.audit.graphql import Query as AuditQuery
+from app.auth.outcomes import Outcome
 from app.auth.presentation import from_request
 from app.auth.principal import Caller
-from app.boundary import EXCERPT_LENGTH, REPLACEMENT, excerpt
 from app.config import Settings
 from app.context import Context
 from app.cost import CostCache, CostModel, QueryCost
-from app.errors import AppError, Unavailable
 from app.executor import KeyhouseExecutor
 from app.graphql_inputs import BoundaryCheck
 from app.keys.graphql import Mutation as KeysMutation
 from app.keys.graphql import Query as KeysQuery
-from app.keys.outcomes import Outcome
 from app.keys.verification import Verification
+from app.kit.boundary import EXCERPT_LENGTH, REPLACEMENT, excerpt
+from app.kit.errors import AppError, Unavailable
 from app.organizations.graphql import Mutation as OrganizationsMutation
 from app.organizations.graphql import Query as OrganizationsQuery
 from app.request_body import BodyTooLarge, check_declared_length, within

@@ -1,7 +1,7 @@
 """GraphQL's side of the boundary: every string a request sends is checked before anything runs.
 
 A string reaches a resolver as a literal in the document (an argument, a default value) or as a
-variable. Both go through :func:`app.boundary.value_problem` here, once per request and before
+variable. Both go through :func:`app.kit.boundary.value_problem` here, once per request and before
 execution, so no resolver, service or database sees a NUL, a lone surrogate or a control
 character, and a refused request changes nothing. Fields with stricter rules of their own (a
 key's name) apply them on top, in their service.
@@ -21,7 +21,7 @@ from graphql import ExecutionResult as GraphQLExecutionResult
 from graphql.utilities import get_operation_ast
 from strawberry.extensions import SchemaExtension
 
-from app.boundary import label, problems_in, value_problem
+from app.kit.boundary import label, problems_in, value_problem
 
 OPERATION_LABEL_MAX = 100
 ANONYMOUS = "anonymous"

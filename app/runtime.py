@@ -13,16 +13,16 @@ from datetime import timedelta
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app import server_secret
 from app.config import Settings
-from app.db import SessionMaker, create_engine, create_sessionmaker
 from app.keys import idempotency
 from app.keys.broadcast import KeyChangeBroadcast
 from app.keys.cache import KeyCache
 from app.keys.scopes import ScopeCatalogue
 from app.keys.verification import KeyVerifier
-from app.ratelimit import RateLimiter
-from app.usage.models import Granularity
+from app.kit import server_secret
+from app.kit.db import SessionMaker, create_engine, create_sessionmaker
+from app.kit.ratelimit import RateLimiter
+from app.models.usage import Granularity
 from app.usage.recorder import UsageRecorder
 
 logger = logging.getLogger(__name__)

@@ -69,10 +69,10 @@ from common import (
 
 from app.auth.principal import Caller
 from app.config import Settings
-from app.db import session_scope
 from app.keys import service as keys_service
+from app.kit.db import session_scope
+from app.kit.timeutil import utcnow
 from app.runtime import Runtime
-from app.timeutil import utcnow
 
 KEYS = 1000
 PAGE_SIZE = 50

@@ -50,16 +50,16 @@ from sqlalchemy import event, func, select
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from app.auth.outcomes import Outcome  # noqa: E402
 from app.auth.principal import Caller  # noqa: E402
 from app.config import Settings  # noqa: E402
-from app.db import session_scope  # noqa: E402
 from app.keys import service as keys_service  # noqa: E402
-from app.keys.outcomes import Outcome  # noqa: E402
+from app.kit.db import session_scope  # noqa: E402
 from app.migrate import upgrade_to_head  # noqa: E402
+from app.models.usage import Granularity, UsageBucket  # noqa: E402
 from app.organizations.service import OrganizationCreated, create_organization  # noqa: E402
 from app.runtime import Runtime, usage_retention  # noqa: E402
 from app.usage import service as usage_service  # noqa: E402
-from app.usage.models import Granularity, UsageBucket  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "usage.json"
 

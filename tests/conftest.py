@@ -20,7 +20,7 @@ import pytest
 from fastapi import FastAPI
 
 from app.config import Settings
-from app.db import create_engine
+from app.kit.db import create_engine
 from app.main import create_app
 from app.migrate import upgrade_to_head
 from app.runtime import Runtime

@@ -10,7 +10,7 @@ from typing import Any, Literal
 import httpx
 import pytest
 
-import app.timeutil
+import app.kit.timeutil
 from tests.support import gql
 
 CREATE_KEY = """
@@ -120,7 +120,7 @@ _real_datetime = datetime
 
 
 class _ShiftedDatetime:
-    """Stands in for ``datetime`` inside app.timeutil, whose ``utcnow`` every service uses."""
+    """Stands in for ``datetime`` inside app.kit.timeutil, whose ``utcnow`` every service uses."""
 
     def __init__(self, by: timedelta) -> None:
         self._by = by
@@ -132,7 +132,7 @@ class _ShiftedDatetime:
 def travel(monkeypatch: pytest.MonkeyPatch, by: timedelta) -> None:
     """Move keyhouse's clock ``by`` from the real now: the services' ``utcnow`` and the hot
     path's ``time.time`` alike (cached keys included: nothing is reloaded)."""
-    monkeypatch.setattr(app.timeutil, "datetime", _ShiftedDatetime(by))
+    monkeypatch.setattr(app.kit.timeutil, "datetime", _ShiftedDatetime(by))
     monkeypatch.setattr(time, "time", lambda: _real_time() + by.total_seconds())
 
 

@@ -16,8 +16,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.auth.principal import Caller
 from app.config import Settings
-from app.db import session_scope
 from app.keys import service as keys_service
+from app.kit.db import session_scope
 from app.main import create_app
 from app.organizations.service import OrganizationCreated, create_organization
 from app.runtime import Runtime

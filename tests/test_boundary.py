@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.boundary import (
+from app.kit.boundary import (
     EXCERPT_LENGTH,
     MAX_VALUE_LENGTH,
     excerpt,

@@ -23,13 +23,13 @@ from typer.testing import CliRunner, Result
 
 from app import cli
 from app.config import Settings
-from app.db import create_engine
 from app.graphql import build_schema
 from app.keys.scopes import ScopeCatalogue
+from app.kit.db import create_engine
+from app.kit.timeutil import utcnow
 from app.main import create_app
 from app.migrate import alembic_config
 from app.runtime import Runtime
-from app.timeutil import utcnow
 from tests.conftest import fresh_postgres_database
 from tests.processes import (
     environment_without_settings,

@@ -7,8 +7,8 @@ import sqlite3
 import pytest
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
-from app.db import is_outage, outages_as_unavailable
-from app.errors import Unavailable
+from app.kit.db import is_outage, outages_as_unavailable
+from app.kit.errors import Unavailable
 
 
 @pytest.mark.parametrize(

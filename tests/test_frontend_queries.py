@@ -23,14 +23,14 @@ from graphql import build_schema as parse_sdl
 
 from app.auth.principal import Caller
 from app.config import Settings
-from app.db import session_scope
-from app.errors import UserError
 from app.graphql import build_schema
 from app.keys import service as keys_service
-from app.keys.models import ApiKey
+from app.kit.db import session_scope
+from app.kit.errors import UserError
+from app.kit.timeutil import utcnow
+from app.models.keys import ApiKey
 from app.organizations.service import PolicyUpdate, PolicyUpdated, update_key_policy
 from app.runtime import Runtime
-from app.timeutil import utcnow
 from tests.support import GraphQLResult, IssuedKey, Tenant, gql, make_key
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -11,7 +11,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy import inspect
 from sqlalchemy.engine import Connection
 
-from app.db import create_engine
+from app.kit.db import create_engine
 from app.migrate import alembic_config, upgrade_to_head
 from app.models import metadata
 

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from app import ratelimit
 from app.config import Settings
-from app.ratelimit import Budget, RateLimiter, rate_limit_item
+from app.kit import ratelimit
+from app.kit.ratelimit import Budget, RateLimiter, rate_limit_item
 from app.runtime import Runtime
 
 # Nothing listens on port 1: connections are refused at once.
@@ -84,7 +84,7 @@ async def test_refused_hit_reports_when_to_retry() -> None:
 class FakeClock:
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.now = 1_800_000_000.0
-        monkeypatch.setattr("app.ratelimit.time.time", lambda: self.now)
+        monkeypatch.setattr("app.kit.ratelimit.time.time", lambda: self.now)
 
 
 async def test_a_new_window_starts_when_the_last_one_ended(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -160,7 +160,7 @@ async def test_redis_down_falls_back_to_counting_in_memory(
     limiter = make_limiter(REDIS_DOWN_URL)
     key = budget(2, 60)
 
-    with caplog.at_level(logging.WARNING, logger="app.ratelimit"):
+    with caplog.at_level(logging.WARNING, logger="app.kit.ratelimit"):
         statuses = [await limiter.hit(key) for _ in range(3)]
 
     assert [status.allowed for status in statuses] == [True, True, False]
@@ -176,11 +176,11 @@ async def test_redis_down_is_logged_once_however_often_it_is_retried(
     monkeypatch.setattr(ratelimit, "REDIS_RETRY_SECONDS", 0.0)
     limiter = make_limiter(REDIS_DOWN_URL)
 
-    with caplog.at_level(logging.WARNING, logger="app.ratelimit"):
+    with caplog.at_level(logging.WARNING, logger="app.kit.ratelimit"):
         for _ in range(5):
             assert (await limiter.hit(budget(100, 60))).allowed
 
-    warnings = [r for r in caplog.records if r.name == "app.ratelimit"]
+    warnings = [r for r in caplog.records if r.name == "app.kit.ratelimit"]
     assert len(warnings) == 1
     assert warnings[0].levelno == logging.WARNING
     assert "counting in process memory" in warnings[0].getMessage()

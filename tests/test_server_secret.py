@@ -10,8 +10,9 @@ import pytest
 from pydantic import ValidationError
 from typer.testing import CliRunner
 
-from app import cli, server_secret
+from app import cli
 from app.config import Settings
+from app.kit import server_secret
 from app.runtime import Runtime
 
 

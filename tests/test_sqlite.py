@@ -15,8 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import QueuePool
 
 from app.config import Settings
-from app.db import create_engine
-from app.sqlite import OneTripConnection, OneTripCursor
+from app.kit.db import create_engine
+from app.kit.sqlite import OneTripConnection, OneTripCursor
 from tests.support import Tenant, gql
 
 

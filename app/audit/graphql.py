@@ -10,12 +10,12 @@ import strawberry
 from strawberry.scalars import JSON
 
 from app.audit import service
-from app.audit.models import AuditAction, AuditEvent
 from app.auth.permissions import needs
 from app.context import Info
 from app.keys.graphql import ApiKeyType, PageInfo
 from app.keys.scopes import READ_API_KEYS
-from app.pagination import DEFAULT_PAGE_SIZE, Cursor, check_page_size
+from app.kit.pagination import DEFAULT_PAGE_SIZE, Cursor, check_page_size
+from app.models.audit import AuditAction, AuditEvent
 
 # The domain enum itself is the GraphQL enum.
 strawberry.enum(AuditAction, name="AuditAction")

@@ -11,9 +11,9 @@ from sqlalchemy import and_, func, or_
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from app.audit.models import AuditAction, AuditEvent
 from app.auth.principal import Caller
-from app.pagination import Cursor
+from app.kit.pagination import Cursor
+from app.models.audit import AuditAction, AuditEvent
 
 
 def record_event(

@@ -13,8 +13,8 @@ from collections.abc import Iterable, Mapping
 from typing import NamedTuple
 from urllib.parse import parse_qsl, urlsplit
 
-from app.keys.outcomes import Outcome, Rejection
-from app.keys.secret import FormatProblem, format_problem, secret_length
+from app.auth.outcomes import Outcome, Rejection
+from app.auth.secret import FormatProblem, format_problem, secret_length
 
 HOW_TO_SEND = (
     "Send the key in the X-API-Key header, as 'Authorization: Bearer <key>', or as the 'key' "

@@ -15,8 +15,8 @@ from datetime import datetime
 
 from limits import RateLimitItem
 
-from app.keys.models import ApiKey
-from app.ratelimit import Budget
+from app.kit.ratelimit import Budget
+from app.models.keys import ApiKey
 
 
 @dataclass(frozen=True, slots=True)

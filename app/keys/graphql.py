@@ -15,15 +15,15 @@ import strawberry
 
 from app.auth.permissions import needs
 from app.context import Context, Info
-from app.errors import UserError
 from app.keys import service
-from app.keys.models import ApiKey as ApiKeyRow
-from app.keys.models import KeyStatus, ListedKey
 from app.keys.scopes import READ_ANALYTICS, READ_API_KEYS, WRITE_API_KEYS
-from app.pagination import DEFAULT_PAGE_SIZE, Cursor, check_page_size
-from app.timeutil import utcnow
+from app.kit.errors import UserError
+from app.kit.pagination import DEFAULT_PAGE_SIZE, Cursor, check_page_size
+from app.kit.timeutil import utcnow
+from app.models.keys import ApiKey as ApiKeyRow
+from app.models.keys import KeyStatus, ListedKey
+from app.models.usage import Granularity
 from app.usage.graphql import UsageCounts, usage_query
-from app.usage.models import Granularity
 
 logger = logging.getLogger(__name__)
 

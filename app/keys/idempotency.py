@@ -32,9 +32,9 @@ from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.auth.principal import Caller
-from app.db import SessionMaker
-from app.keys.models import IdempotencyRecord
-from app.timeutil import utcnow
+from app.kit.db import SessionMaker
+from app.kit.timeutil import utcnow
+from app.models.keys import IdempotencyRecord
 
 RETENTION = timedelta(hours=24)
 MAX_LENGTH = 255

@@ -22,13 +22,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
+from app.auth.outcomes import Outcome
 from app.auth.presentation import Presentation, from_forward_auth
-from app.boundary import excerpt, value_problem
-from app.errors import Unavailable
-from app.keys.outcomes import Outcome
 from app.keys.verification import KeyVerifier, Verification
+from app.kit.boundary import excerpt, value_problem
+from app.kit.errors import Unavailable
+from app.kit.labels import operation_label, request_label
 from app.runtime import Runtime
-from app.usage.labels import operation_label, request_label
 
 logger = logging.getLogger(__name__)
 

@@ -20,21 +20,21 @@ from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from app.audit.models import AuditAction
 from app.audit.service import record_event
 from app.auth.principal import Caller
-from app.boundary import excerpt, name_key, name_problem
-from app.db import UTCDateTime, after_commit, execute_core
-from app.errors import BadUserInput, UserError, UserErrorCode
-from app.ids import is_id_of
+from app.auth.secret import generate_secret, hash_secret, hint_for
 from app.keys import idempotency
 from app.keys.broadcast import KeyChangeBroadcast
-from app.keys.models import ApiKey, KeyStatus, ListedKey
 from app.keys.scopes import ScopeCatalogue
-from app.keys.secret import generate_secret, hash_secret, hint_for
-from app.organizations.models import Organization
-from app.pagination import Cursor
-from app.timeutil import utcnow
+from app.kit.boundary import excerpt, name_key, name_problem
+from app.kit.db import UTCDateTime, after_commit, execute_core
+from app.kit.errors import BadUserInput, UserError, UserErrorCode
+from app.kit.ids import is_id_of
+from app.kit.pagination import Cursor
+from app.kit.timeutil import utcnow
+from app.models.audit import AuditAction
+from app.models.keys import ApiKey, KeyStatus, ListedKey
+from app.models.organizations import Organization
 
 NAME_MAX_LENGTH = 128
 EXPIRES_IN_DAYS_MAX = 3650

@@ -23,18 +23,18 @@ from typing import NamedTuple
 from limits import RateLimitItem
 from sqlmodel import col, select
 
+from app.auth.outcomes import Outcome, Rejection
 from app.auth.presentation import Presentation, choose_key
+from app.auth.secret import hash_secret
 from app.config import Settings
-from app.db import SessionMaker, outages_as_unavailable
-from app.errors import Unavailable
 from app.keys.broadcast import KeyChangeBroadcast
 from app.keys.cache import KeyCache, KeyRecord
-from app.keys.models import ApiKey
-from app.keys.outcomes import Outcome, Rejection
 from app.keys.scopes import ScopeCatalogue
-from app.keys.secret import hash_secret
+from app.kit.db import SessionMaker, outages_as_unavailable
+from app.kit.errors import Unavailable
+from app.kit.ratelimit import RateLimiter, RateLimitStatus, rate_limit_item
 from app.metrics import REJECTIONS
-from app.ratelimit import RateLimiter, RateLimitStatus, rate_limit_item
+from app.models.keys import ApiKey
 from app.usage.recorder import UsageRecorder
 
 logger = logging.getLogger(__name__)

@@ -9,7 +9,7 @@ from alembic import context
 from sqlalchemy.engine import Connection
 
 from app.config import Settings
-from app.db import create_engine
+from app.kit.db import create_engine
 from app.models import metadata
 
 config = context.config

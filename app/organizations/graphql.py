@@ -11,8 +11,8 @@ from app.context import Info
 from app.keys import service as keys_service
 from app.keys.graphql import UserErrorType, user_errors
 from app.keys.scopes import READ_API_KEYS, WRITE_API_KEYS
+from app.models.organizations import Organization as OrganizationRow
 from app.organizations import service
-from app.organizations.models import Organization as OrganizationRow
 
 
 @strawberry.type

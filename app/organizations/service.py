@@ -6,10 +6,8 @@ from dataclasses import dataclass
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from app.audit.models import AuditAction
 from app.audit.service import record_event
 from app.auth.principal import Caller
-from app.errors import UserError, UserErrorCode
 from app.keys.broadcast import KeyChangeBroadcast
 from app.keys.scopes import ScopeCatalogue
 from app.keys.service import (
@@ -21,7 +19,9 @@ from app.keys.service import (
     count_supersedable_keys,
     create_key,
 )
-from app.organizations.models import Organization
+from app.kit.errors import UserError, UserErrorCode
+from app.models.audit import AuditAction
+from app.models.organizations import Organization
 
 ADMIN_KEY_NAME = "admin"
 

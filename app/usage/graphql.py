@@ -13,14 +13,14 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import strawberry
 
+from app.auth.outcomes import Outcome
 from app.auth.permissions import needs
 from app.context import Info
-from app.keys.outcomes import Outcome
 from app.keys.scopes import READ_ANALYTICS, READ_API_KEYS
+from app.kit.timeutil import as_utc, utcnow
+from app.models.usage import Granularity
 from app.runtime import usage_retention
-from app.timeutil import as_utc, utcnow
 from app.usage import service
-from app.usage.models import Granularity
 
 if TYPE_CHECKING:
     from app.keys.graphql import ApiKeyType

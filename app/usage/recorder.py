@@ -15,7 +15,7 @@ halves, down to the single buckets it refuses, which are set aside too (logged, 
 ``/metrics``, never retried: retrying a refused row would fail every flush after it).
 
 Each key counts at most ``max_labels_per_key_hour`` distinct labels per hour, the rest under
-:data:`~app.usage.labels.OVERFLOW_LABEL`, so no caller grows the usage tables faster than keys x
+:data:`~app.kit.labels.OVERFLOW_LABEL`, so no caller grows the usage tables faster than keys x
 outcomes x that cap. The labels seen are kept in this process's memory: with N instances a key
 can reach N times the cap.
 """
@@ -36,15 +36,14 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from app.boundary import excerpt, value_problem
-from app.db import SessionMaker
-from app.keys.models import ApiKey
-from app.keys.outcomes import Outcome
+from app.auth.outcomes import Outcome
+from app.kit.boundary import excerpt, value_problem
+from app.kit.db import SessionMaker
+from app.kit.labels import OPERATION_MAX_LENGTH, OVERFLOW_LABEL
 from app.metrics import USAGE_REFUSED
-from app.usage.labels import OVERFLOW_LABEL
-from app.usage.models import (
+from app.models.keys import ApiKey
+from app.models.usage import (
     BUCKET_KEY,
-    OPERATION_MAX_LENGTH,
     ORGANIZATION_KEY,
     Granularity,
     OrganizationUsage,
@@ -169,7 +168,7 @@ async def _refusal_of(
 
 
 def _unstorable(counts: Mapping[BucketKey, int]) -> dict[BucketKey, str]:
-    """Buckets whose label no database column should hold (see app.boundary), with why. Labels
+    """Buckets whose label no database column should hold (see app.kit.boundary), with why. Labels
     reach the recorder cleaned; this keeps one that did not from failing the flush."""
     refused: dict[BucketKey, str] = {}
     for bucket in counts:

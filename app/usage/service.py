@@ -14,12 +14,13 @@ from typing import Any
 from sqlalchemy import ColumnElement, Label, Table, and_, case, func, or_, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from app.auth.outcomes import Outcome
 from app.auth.principal import Caller
-from app.db import execute_core
-from app.errors import BadUserInput
-from app.keys.outcomes import Outcome
-from app.timeutil import as_utc
-from app.usage.models import OPERATION_MAX_LENGTH, Granularity, OrganizationUsage, UsageBucket
+from app.kit.db import execute_core
+from app.kit.errors import BadUserInput
+from app.kit.labels import OPERATION_MAX_LENGTH
+from app.kit.timeutil import as_utc
+from app.models.usage import Granularity, OrganizationUsage, UsageBucket
 
 MAX_SPAN = {
     Granularity.MINUTE: timedelta(hours=24),

@@ -11,10 +11,10 @@ from fastapi import Depends, FastAPI
 from sqlmodel import col, select
 
 from app.auth.dependencies import require_key
+from app.auth.secret import generate_secret
 from app.keys.cache import KeyRecord
-from app.keys.secret import generate_secret
+from app.models.usage import UsageBucket
 from app.runtime import Runtime
-from app.usage.models import UsageBucket
 from tests.support import Tenant, make_key
 
 ReadChargePoints = Annotated[KeyRecord, Depends(require_key("read:charge_points"))]

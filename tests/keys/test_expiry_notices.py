@@ -9,8 +9,8 @@ from typing import Any
 import httpx
 import pytest
 
+from app.kit.timeutil import utcnow
 from app.runtime import Runtime
-from app.timeutil import utcnow
 from tests.lifecycle_support import (
     SURFACES,
     Surface,

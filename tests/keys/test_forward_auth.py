@@ -12,9 +12,9 @@ import pytest
 from sqlalchemy import text
 
 from app.auth.principal import Caller
-from app.db import session_scope
+from app.auth.secret import generate_secret
 from app.keys import service
-from app.keys.secret import generate_secret
+from app.kit.db import session_scope
 from app.runtime import Runtime
 from tests.support import IssuedKey, Tenant, gql, make_key
 

@@ -13,13 +13,13 @@ import httpx
 import pytest
 from sqlmodel import select
 
+from app.auth.outcomes import Outcome
 from app.auth.principal import Caller
-from app.db import session_scope
-from app.errors import UserError
-from app.ids import new_id
 from app.keys import service as keys_service
-from app.keys.models import ApiKey
-from app.keys.outcomes import Outcome
+from app.kit.db import session_scope
+from app.kit.errors import UserError
+from app.kit.ids import new_id
+from app.models.keys import ApiKey
 from app.runtime import Runtime
 from tests.support import IssuedKey, Tenant, count_statements, gql, make_key
 

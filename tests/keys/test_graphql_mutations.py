@@ -12,9 +12,9 @@ import httpx
 import pytest
 from sqlalchemy import text
 
-from app.db import session_scope
-from app.ids import new_id
-from app.keys.models import ApiKey
+from app.kit.db import session_scope
+from app.kit.ids import new_id
+from app.models.keys import ApiKey
 from app.runtime import Runtime
 from tests.support import GraphQLResult, Tenant, gql, make_key, snapshot
 

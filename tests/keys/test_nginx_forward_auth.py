@@ -26,7 +26,7 @@ from typing import Any
 import httpx
 import pytest
 
-from app.keys.secret import generate_secret
+from app.auth.secret import generate_secret
 from tests.conftest import REQUIRE_SERVICES
 from tests.processes import (
     STOP_SECONDS,

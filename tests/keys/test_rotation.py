@@ -12,8 +12,8 @@ import httpx
 import pytest
 from sqlalchemy import text
 
+from app.kit.timeutil import utcnow
 from app.runtime import Runtime
-from app.timeutil import utcnow
 from tests.lifecycle_support import (
     CREATE_KEY,
     ROTATE_KEY,

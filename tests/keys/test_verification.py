@@ -11,17 +11,17 @@ import pytest
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from app.auth.outcomes import Outcome
 from app.auth.presentation import Presentation
 from app.auth.principal import Caller
-from app.db import session_scope
+from app.auth.secret import generate_secret, hash_secret
 from app.keys import service
 from app.keys.cache import KeyCache, KeyRecord
-from app.keys.models import ApiKey
-from app.keys.outcomes import Outcome
-from app.keys.secret import generate_secret, hash_secret
-from app.ratelimit import Budget, rate_limit_item
+from app.kit.db import session_scope
+from app.kit.ratelimit import Budget, rate_limit_item
+from app.models.keys import ApiKey
+from app.models.usage import UsageBucket
 from app.runtime import Runtime
-from app.usage.models import UsageBucket
 from tests.support import IssuedKey, Tenant, count_statements, make_key
 
 

@@ -13,7 +13,7 @@ import httpx
 import pytest
 from sqlalchemy import text
 
-from app.keys.secret import generate_secret
+from app.auth.secret import generate_secret
 from app.runtime import Runtime
 from tests.support import Tenant, gql, make_key, snapshot
 

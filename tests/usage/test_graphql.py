@@ -11,13 +11,13 @@ from typing import Any
 import httpx
 import pytest
 
+from app.auth.outcomes import Outcome
 from app.auth.principal import Caller
-from app.db import session_scope
-from app.errors import UserError
-from app.ids import new_id
+from app.auth.secret import hint_for
 from app.keys import service as keys_service
-from app.keys.outcomes import Outcome
-from app.keys.secret import hint_for
+from app.kit.db import session_scope
+from app.kit.errors import UserError
+from app.kit.ids import new_id
 from app.runtime import Runtime
 from tests.support import IssuedKey, Tenant, count_statements, gql, make_key
 

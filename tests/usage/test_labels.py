@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from app.keys.secret import generate_secret
-from app.usage.labels import normalize_path, operation_label, request_label
+from app.auth.secret import generate_secret
+from app.kit.labels import normalize_path, operation_label, request_label
 
 
 @pytest.mark.parametrize(

@@ -15,16 +15,16 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
+from app.auth.outcomes import Outcome
 from app.auth.presentation import Presentation
 from app.auth.principal import Caller
+from app.auth.secret import generate_secret
 from app.config import Settings
-from app.db import create_engine, create_sessionmaker, session_scope
 from app.keys import service as keys_service
-from app.keys.models import ApiKey
-from app.keys.outcomes import Outcome
-from app.keys.secret import generate_secret
+from app.kit.db import create_engine, create_sessionmaker, session_scope
+from app.models.keys import ApiKey
+from app.models.usage import Granularity, OrganizationUsage, UsageBucket
 from app.runtime import Runtime, usage_retention
-from app.usage.models import Granularity, OrganizationUsage, UsageBucket
 from app.usage.recorder import UsageRecorder
 from tests.support import Tenant, count_statements, make_key
 

@@ -7,12 +7,12 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from app.auth.outcomes import Outcome
 from app.auth.principal import Caller
-from app.db import session_scope
-from app.keys.outcomes import Outcome
+from app.kit.db import session_scope
+from app.models.usage import Granularity
 from app.runtime import Runtime
 from app.usage import service
-from app.usage.models import Granularity
 from app.usage.service import UsageQuery, tiles
 from tests.support import Tenant
 

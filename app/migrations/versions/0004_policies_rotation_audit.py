@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-from app.db import UTCDateTime
+from app.kit.db import UTCDateTime
 
 revision: str = "0004"
 down_revision: str | None = "0003"

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-from app.boundary import name_key
+from app.kit.boundary import name_key
 
 revision: str = "0007"
 down_revision: str | None = "0006"

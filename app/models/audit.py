@@ -6,9 +6,9 @@ from enum import StrEnum
 from sqlalchemy import Index
 from sqlmodel import Field, SQLModel
 
-from app.db import UTCDateTime
-from app.ids import new_id
-from app.timeutil import utcnow
+from app.kit.db import UTCDateTime
+from app.kit.ids import new_id
+from app.kit.timeutil import utcnow
 
 
 class AuditAction(StrEnum):

@@ -6,7 +6,8 @@ from enum import StrEnum
 from sqlalchemy import BigInteger, Column, Index, PrimaryKeyConstraint
 from sqlmodel import Field, SQLModel
 
-from app.db import UTCDateTime
+from app.kit.db import UTCDateTime
+from app.kit.labels import OPERATION_MAX_LENGTH
 
 
 class Granularity(StrEnum):
@@ -21,7 +22,6 @@ class Granularity(StrEnum):
 
 _SECONDS = {Granularity.MINUTE: 60, Granularity.HOUR: 3600, Granularity.DAY: 86400}
 
-OPERATION_MAX_LENGTH = 200
 
 # What identifies a bucket, in the order usage queries narrow it down. A key belongs to one
 # organization, so the organization adds nothing to uniqueness: it is first for the queries.

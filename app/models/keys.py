@@ -7,9 +7,9 @@ from enum import StrEnum
 from sqlalchemy import Index, text
 from sqlmodel import Field, SQLModel
 
-from app.db import UTCDateTime
-from app.ids import new_id
-from app.timeutil import utcnow
+from app.kit.db import UTCDateTime
+from app.kit.ids import new_id
+from app.kit.timeutil import utcnow
 
 
 class KeyStatus(StrEnum):

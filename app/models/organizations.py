@@ -4,9 +4,9 @@ from datetime import datetime
 
 from sqlmodel import Field, SQLModel
 
-from app.db import UTCDateTime
-from app.ids import new_id
-from app.timeutil import utcnow
+from app.kit.db import UTCDateTime
+from app.kit.ids import new_id
+from app.kit.timeutil import utcnow
 
 
 class Organization(SQLModel, table=True):

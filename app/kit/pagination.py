@@ -7,7 +7,7 @@ import binascii
 from dataclasses import dataclass
 from datetime import datetime
 
-from app.errors import BadUserInput
+from app.kit.errors import BadUserInput
 
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100

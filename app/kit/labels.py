@@ -9,18 +9,19 @@ path, where every resource has its own identifier. Three things keep the rows bo
   into a path is never stored);
 - a gateway may name the operation itself (``X-Keyhouse-Operation``);
 - the recorder counts at most so many distinct labels per key and hour and the rest under
-  :data:`OVERFLOW_LABEL` (:class:`app.usage.recorder.UsageRecorder`).
+  :data:`OVERFLOW_LABEL` (the usage recorder).
 
-Every label is cleaned by the boundary (:func:`app.boundary.label`) before it is counted.
+Every label is cleaned by the boundary (:func:`app.kit.boundary.label`) before it is counted.
 """
 
 from __future__ import annotations
 
 import re
 
-from app.boundary import label
-from app.usage.models import OPERATION_MAX_LENGTH
+from app.kit.boundary import label
 
+# The longest label kept (the usage tables' operation column).
+OPERATION_MAX_LENGTH = 200
 IDENTIFIER = "{id}"
 OVERFLOW_LABEL = "(other)"
 # Methods are short words (GET, PROPFIND); a longer one is cut, like any label.

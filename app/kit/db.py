@@ -22,10 +22,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async
 from sqlalchemy.types import TypeDecorator
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from app import sqlite
 from app.config import DEFAULT_SQLITE_POOL_SIZE
-from app.errors import Unavailable
-from app.timeutil import as_utc
+from app.kit import sqlite
+from app.kit.errors import Unavailable
+from app.kit.timeutil import as_utc
 
 SessionMaker = async_sessionmaker[AsyncSession]
 AfterCommit = Callable[[], Awaitable[None]]

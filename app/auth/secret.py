@@ -11,7 +11,7 @@ import hashlib
 import zlib
 from enum import StrEnum
 
-from app.ids import BASE62, random_base62
+from app.kit.ids import BASE62, random_base62
 
 RANDOM_LENGTH = 32  # 32 base62 characters: about 190 bits
 CHECKSUM_LENGTH = 6  # 62**6 > 2**32
