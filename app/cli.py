@@ -297,7 +297,7 @@ def export_schema(
     ] = None,
 ) -> None:
     """Print the GraphQL schema (SDL); schema.graphql at the root is this output."""
-    from app.graphql import build_schema
+    from app.graphql.schema import build_schema
 
     sdl = build_schema(Settings()).as_str() + "\n"
     if output is None:

@@ -15,7 +15,8 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from app.config import Plane, Settings
-from app.graphql import KeyhouseGraphQL, build_schema
+from app.graphql.schema import build_schema
+from app.graphql.view import KeyhouseGraphQL
 from app.health import readiness
 from app.keys.router import DataPlaneRoute, data_plane_routes
 from app.runtime import Runtime

@@ -55,8 +55,8 @@ from common import (
 from graphql import parse
 
 from app.config import Settings
-from app.cost import CostModel, operation_cost
-from app.graphql import build_schema
+from app.graphql.cost import CostModel, operation_cost
+from app.graphql.schema import build_schema
 from app.usage.graphql import LIST_SIZES
 
 MAX_P99_RATIO = 3.0

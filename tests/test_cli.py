@@ -23,7 +23,7 @@ from typer.testing import CliRunner, Result
 
 from app import cli
 from app.config import Settings
-from app.graphql import build_schema
+from app.graphql.schema import build_schema
 from app.keys.scopes import ScopeCatalogue
 from app.kit.db import create_engine
 from app.kit.timeutil import utcnow

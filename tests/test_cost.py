@@ -12,8 +12,8 @@ import pytest
 from graphql import GraphQLSchema, parse
 
 from app.config import Settings
-from app.cost import CostCache, CostModel, operation_cost
-from app.graphql import build_schema
+from app.graphql.cost import CostCache, CostModel, operation_cost
+from app.graphql.schema import build_schema
 from app.main import create_app
 from app.runtime import Runtime
 from app.usage.graphql import LIST_SIZES

@@ -16,8 +16,8 @@ from graphql.pyutils import Undefined
 from strawberry.extensions import SchemaExtension
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
-import app.executor
-from app.executor import KeyhouseExecutor
+import app.graphql.executor
+from app.graphql.executor import KeyhouseExecutor
 
 MOMENT = datetime(2026, 11, 23, 12, 30, tzinfo=UTC)
 
@@ -99,15 +99,15 @@ def _errors(result: ExecutionResult) -> list[tuple[str, list[str | int] | None]]
 def shortcut_uses(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The fields the shortcut answered (rather than handing them to graphql-core)."""
     answered: list[str] = []
-    real = app.executor._plain_leaf_value
+    real = app.graphql.executor._plain_leaf_value
 
-    def spy(shortcut: app.executor.LeafField, source: Any) -> Any:
+    def spy(shortcut: app.graphql.executor.LeafField, source: Any) -> Any:
         value = real(shortcut, source)
         if value is not Undefined:
             answered.append(shortcut.leaf.name)
         return value
 
-    monkeypatch.setattr(app.executor, "_plain_leaf_value", spy)
+    monkeypatch.setattr(app.graphql.executor, "_plain_leaf_value", spy)
     return answered
 
 

@@ -23,7 +23,7 @@ from graphql import build_schema as parse_sdl
 
 from app.auth.principal import Caller
 from app.config import Settings
-from app.graphql import build_schema
+from app.graphql.schema import build_schema
 from app.keys import service as keys_service
 from app.kit.db import session_scope
 from app.kit.errors import UserError

@@ -19,7 +19,8 @@ from sqlalchemy.exc import OperationalError, ProgrammingError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.auth.secret import generate_secret
-from app.graphql import KeyhouseGraphQL, build_schema
+from app.graphql.schema import build_schema
+from app.graphql.view import KeyhouseGraphQL
 from app.runtime import Runtime
 from tests.support import GraphQLResult, Tenant, gql, make_key, snapshot
 

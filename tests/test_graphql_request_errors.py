@@ -13,7 +13,8 @@ import httpx
 import pytest
 
 from app.config import Settings
-from app.graphql import KeyhouseGraphQL, build_schema
+from app.graphql.schema import build_schema
+from app.graphql.view import KeyhouseGraphQL
 from app.main import create_app
 from app.runtime import Runtime
 from tests.support import Tenant, gql, snapshot

@@ -8,7 +8,7 @@ from pathlib import Path
 from graphql import build_schema as parse_sdl
 
 from app.config import Settings
-from app.graphql import build_schema
+from app.graphql.schema import build_schema
 
 SCHEMA_FILE = Path(__file__).resolve().parents[1] / "schema.graphql"
 

@@ -10,8 +10,8 @@ import strawberry
 from strawberry.scalars import JSON
 
 from app.audit import service
-from app.auth.permissions import needs
-from app.context import Info
+from app.graphql.context import Info
+from app.graphql.permissions import needs
 from app.keys.graphql import ApiKeyType, PageInfo
 from app.keys.scopes import READ_API_KEYS
 from app.kit.pagination import DEFAULT_PAGE_SIZE, Cursor, check_page_size

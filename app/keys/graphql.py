@@ -13,8 +13,8 @@ from typing import Annotated
 
 import strawberry
 
-from app.auth.permissions import needs
-from app.context import Context, Info
+from app.graphql.context import Context, Info
+from app.graphql.permissions import needs
 from app.keys import service
 from app.keys.scopes import READ_ANALYTICS, READ_API_KEYS, WRITE_API_KEYS
 from app.kit.errors import UserError

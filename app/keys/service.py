@@ -451,10 +451,12 @@ class _Replay:
         secret = idempotency.unseal(record.sealed_secret, self.idempotency_key, server_secret)
         if api_key is None or secret is None:
             return _idempotency_misuse()
+        # Fresh from the database: the power checks may have read the rotated key before a
+        # concurrent first request replaced it.
         previous = (
             None
             if record.previous_api_key_id is None
-            else await session.get(ApiKey, record.previous_api_key_id)
+            else await session.get(ApiKey, record.previous_api_key_id, populate_existing=True)
         )
         return api_key, secret, previous
 

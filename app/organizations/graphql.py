@@ -6,8 +6,8 @@ from datetime import datetime
 
 import strawberry
 
-from app.auth.permissions import needs
-from app.context import Info
+from app.graphql.context import Info
+from app.graphql.permissions import needs
 from app.keys import service as keys_service
 from app.keys.graphql import UserErrorType, user_errors
 from app.keys.scopes import READ_API_KEYS, WRITE_API_KEYS

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 import strawberry
 
 from app.auth.outcomes import Outcome
-from app.auth.permissions import needs
-from app.context import Info
+from app.graphql.context import Info
+from app.graphql.permissions import needs
 from app.keys.scopes import READ_ANALYTICS, READ_API_KEYS
 from app.kit.timeutil import as_utc, utcnow
 from app.models.usage import Granularity

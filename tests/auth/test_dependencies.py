@@ -10,8 +10,8 @@ import pytest
 from fastapi import Depends, FastAPI
 from sqlmodel import col, select
 
-from app.auth.dependencies import require_key
 from app.auth.secret import generate_secret
+from app.dependencies import require_key
 from app.keys.cache import KeyRecord
 from app.models.usage import UsageBucket
 from app.runtime import Runtime

@@ -1,4 +1,5 @@
-"""The GraphQL control plane: schema, its abuse limits and error policy, and the HTTP view.
+"""The GraphQL HTTP view at ``/graphql``: authentication, one transaction per request, body
+limits, and answers in the media type asked for.
 
 Every request authenticates with an organization's key through the same verification function
 as the data plane (so it spends the key's rate-limit budget and counts as a use). The GraphiQL
@@ -9,162 +10,37 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable
 from typing import Any, cast
 
 import orjson
-import strawberry
 from cross_web import HTTPException
-from graphql import GraphQLError
 from pydantic_core import to_jsonable_python
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
-from strawberry.extensions import (
-    AddValidationRules,
-    MaskErrors,
-    MaxAliasesLimiter,
-    MaxTokensLimiter,
-    ParserCache,
-    QueryDepthLimiter,
-    SchemaExtension,
-    ValidationCache,
-)
 from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
-from strawberry.schema.config import StrawberryConfig
 from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
-from strawberry.tools import merge_types
-from strawberry.types import ExecutionContext, ExecutionResult
+from strawberry.types import ExecutionResult
 
-from app.audit.graphql import Query as AuditQuery
 from app.auth.outcomes import Outcome
 from app.auth.presentation import from_request
 from app.auth.principal import Caller
-from app.config import Settings
-from app.context import Context
-from app.cost import CostCache, CostModel, QueryCost
-from app.executor import KeyhouseExecutor
-from app.graphql_inputs import BoundaryCheck
-from app.keys.graphql import Mutation as KeysMutation
-from app.keys.graphql import Query as KeysQuery
+from app.graphql.context import Context
+from app.graphql.request_body import BodyTooLarge, check_declared_length, within
+from app.graphql.schema import UNDONE_CODES, KeyhouseSchema, error_code
 from app.keys.verification import Verification
 from app.kit.boundary import EXCERPT_LENGTH, REPLACEMENT, excerpt
-from app.kit.errors import AppError, Unavailable
-from app.organizations.graphql import Mutation as OrganizationsMutation
-from app.organizations.graphql import Query as OrganizationsQuery
-from app.request_body import BodyTooLarge, check_declared_length, within
+from app.kit.errors import Unavailable
 from app.runtime import Runtime
-from app.usage.graphql import LIST_SIZES as USAGE_LIST_SIZES
-from app.usage.graphql import Query as UsageQuery
 
-logger = logging.getLogger("app.graphql")
+logger = logging.getLogger(__name__)
 
 GRAPHQL_RESPONSE_JSON = "application/graphql-response+json"
 # The usage label of a GraphQL request that never ran an operation: refused by authentication,
 # parsing, validation, the boundary or its cost. Hostile documents cannot mint labels this way.
 UNRESOLVED_OPERATION = "graphql"
-
-Query = merge_types("Query", (OrganizationsQuery, KeysQuery, UsageQuery, AuditQuery))
-Mutation = merge_types("Mutation", (KeysMutation, OrganizationsMutation))
-
-
-def _code_of(error: GraphQLError) -> str | None:
-    code = (error.extensions or {}).get("code")
-    return code if isinstance(code, str) else None
-
-
-# Codes of errors after which the request's unit of work is rolled back rather than committed.
-_UNDONE = frozenset({"INTERNAL", Unavailable.code})
-
-
-def _is_expected(error: GraphQLError) -> bool:
-    """Errors the client may see as they are: ours (with a code) and GraphQL's own
-    (syntax, validation, limits), which carry no original exception."""
-    original = error.original_error
-    return original is None or isinstance(original, (AppError, GraphQLError))
-
-
-class MaskUnexpectedErrors(MaskErrors):
-    """Hides everything but expected errors, and labels what it hides as INTERNAL."""
-
-    def __init__(self) -> None:
-        super().__init__(
-            should_mask_error=lambda error: not _is_expected(error),
-            error_message="Internal server error.",
-        )
-
-    def anonymise_error(self, error: GraphQLError) -> GraphQLError:
-        masked = super().anonymise_error(error)
-        masked.extensions = {"code": "INTERNAL"}
-        return masked
-
-
-_VARIABLE_ERROR = re.compile(r"Variable '\$\w+'")
-
-
-def _loggable(error: GraphQLError) -> str:
-    """What an expected error's log line says: never a value the request sent. Our messages
-    quote the input (a page size, a scope name), so ours are logged by their extensions
-    (``argument``, ``requiredScope``); graphql-core's messages come from the document, except
-    variable coercion errors, which quote the variable's value."""
-    if error.original_error is not None:
-        extensions = error.extensions or {}
-        return " ".join(f"{k}={v}" for k, v in extensions.items() if k != "code") or "-"
-    variable = _VARIABLE_ERROR.match(error.message)
-    if variable is not None:
-        return f"{variable.group(0)} has an invalid value."
-    return error.message
-
-
-class KeyhouseSchema(strawberry.Schema):
-    def process_errors(
-        self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
-    ) -> None:
-        # Expected errors are one line each, without a traceback; request variables are never
-        # logged (they may hold names and ids a customer considers private).
-        for error in errors:
-            path = ".".join(str(p) for p in error.path or ()) or "-"
-            if isinstance(error.original_error, Unavailable):
-                logger.warning(
-                    "graphql error UNAVAILABLE at %s: %r", path, error.original_error.__cause__
-                )
-            elif _is_expected(error):
-                code = _code_of(error) or "BAD_USER_INPUT"
-                logger.info("graphql error %s at %s: %s", code, path, _loggable(error))
-            else:
-                logger.error("graphql internal error at %s", path, exc_info=error.original_error)
-
-
-def build_schema(settings: Settings) -> KeyhouseSchema:
-    # Factories, not instances: Strawberry builds fresh extensions for every request, since an
-    # extension keeps that request's execution context. The parser and validation caches live at
-    # module level, so they survive that. The limits' validation rules are classes made once
-    # here: ValidationCache keys on the rule classes, and a depth or alias limiter built per
-    # request would bring classes of its own and miss the cache every time.
-    limit_rules = [
-        *QueryDepthLimiter(max_depth=settings.graphql_max_depth).validation_rules,
-        *MaxAliasesLimiter(max_alias_count=settings.graphql_max_aliases).validation_rules,
-    ]
-    cost_model = CostModel(maximum=settings.graphql_max_cost, list_sizes=USAGE_LIST_SIZES)
-    costs = CostCache()
-    extensions: list[Callable[[], SchemaExtension]] = [
-        lambda: AddValidationRules(limit_rules),
-        lambda: MaxTokensLimiter(max_token_count=settings.graphql_max_tokens),
-        lambda: ParserCache(maxsize=256),
-        lambda: ValidationCache(maxsize=256),
-        BoundaryCheck,
-        lambda: QueryCost(model=cost_model, cache=costs),
-        MaskUnexpectedErrors,
-    ]
-    return KeyhouseSchema(
-        query=Query,
-        mutation=Mutation,
-        extensions=extensions,
-        config=StrawberryConfig(auto_camel_case=True),
-        execution_context_class=KeyhouseExecutor,
-    )
 
 
 class RequestRefused(Exception):
@@ -417,7 +293,7 @@ class KeyhouseGraphQL(GraphQL[Context, None]):
             # Batching and subscriptions are off: the result is one ExecutionResult.
             assert isinstance(answer, ExecutionResult)
             result = answer
-            succeeded = not any(_code_of(e) in _UNDONE for e in result.errors or ())
+            succeeded = not any(error_code(e) in UNDONE_CODES for e in result.errors or ())
             return result
         finally:
             # Counted first: a commit that fails (an outage) must not lose the use.

@@ -11,7 +11,7 @@ from typing import Any
 from strawberry.extensions.field_extension import FieldExtension
 from strawberry.permission import BasePermission, PermissionExtension
 
-from app.context import Info
+from app.graphql.context import Info
 
 
 class RequireScope(BasePermission):

@@ -92,6 +92,6 @@ class BoundaryCheck(SchemaExtension):
         if error is not None:
             context.result = GraphQLExecutionResult(data=None, errors=[error])
         else:
-            # The context is keyhouse's own (app.context.Context): it records the use.
+            # The context is keyhouse's own (app.graphql.context.Context): it records the use.
             context.context.operation = operation_label(document, context.operation_name)
         yield
