@@ -44,7 +44,7 @@ os.environ["KEYHOUSE_SECRET_KEY"] = SERVER_SECRET
 FUZZ_EXAMPLES = os.environ.get("KEYHOUSE_FUZZ_EXAMPLES")
 hypothesis_settings.register_profile(
     "keyhouse",
-    max_examples=int(FUZZ_EXAMPLES or 30),
+    max_examples=int(FUZZ_EXAMPLES or 50),
     derandomize=FUZZ_EXAMPLES is None,
     database=None,
     print_blob=True,
