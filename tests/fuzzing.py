@@ -11,8 +11,13 @@ from typing import Any
 
 import httpx
 from hypothesis import strategies as st
+from sqlalchemy import text
 
+from app.boundary import label
 from app.config import Settings
+from app.runtime import Runtime
+from app.usage.models import OPERATION_MAX_LENGTH
+from tests.support import IssuedKey
 
 # Characters that have broken, or could break, something between the request and the
 # database: NUL (PostgreSQL text), lone surrogates (UTF-8, SQLite's driver, orjson), C0 and C1
@@ -146,3 +151,42 @@ def assert_messages_bounded(response: httpx.Response, sent: list[str]) -> None:
         assert len(message) <= MESSAGE_LENGTH_MAX, message[:200]
         for value in long_values:
             assert value not in message, message[:200]
+
+
+async def _stored_uses(runtime: Runtime, organization_id: str) -> int:
+    async with runtime.engine.connect() as connection:
+        stored = await connection.execute(
+            text(
+                "SELECT coalesce(sum(count), 0) FROM usage_buckets"
+                " WHERE organization_id = :org AND granularity = 'MINUTE'"
+            ),
+            {"org": organization_id},
+        )
+        return int(stored.scalar_one())
+
+
+async def _stored_labels(runtime: Runtime) -> list[str]:
+    async with runtime.engine.connect() as connection:
+        rows = await connection.execute(text("SELECT DISTINCT operation FROM usage_buckets"))
+        return [row[0] for row in rows]
+
+
+async def assert_metering_unharmed(
+    client: httpx.AsyncClient, runtime: Runtime, bystander: IssuedKey, organization_id: str
+) -> None:
+    """One use of another organization's key, then a flush: the flush writes everything (sets
+    nothing aside), the bystander's use is stored, and every stored label is clean."""
+    before = await _stored_uses(runtime, organization_id)
+    set_aside = runtime.recorder.refused_buckets
+    answer = await client.post(
+        "/v1/keys/verify", json={"key": bystander.secret, "operation": "bystander"}
+    )
+    assert answer.json()["valid"] is True
+
+    await runtime.recorder.flush()
+
+    assert runtime.recorder.pending_buckets == 0
+    assert runtime.recorder.refused_buckets == set_aside
+    assert await _stored_uses(runtime, organization_id) == before + 1
+    for stored in await _stored_labels(runtime):
+        assert stored == label(stored, OPERATION_MAX_LENGTH), repr(stored[:100])

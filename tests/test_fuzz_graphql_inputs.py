@@ -33,8 +33,13 @@ from hypothesis import given
 
 from app.config import Settings
 from app.runtime import Runtime
-from tests.fuzzing import assert_messages_bounded, fuzz_settings, hostile_text
-from tests.support import Tenant, gql, snapshot
+from tests.fuzzing import (
+    assert_messages_bounded,
+    assert_metering_unharmed,
+    fuzz_settings,
+    hostile_text,
+)
+from tests.support import IssuedKey, Tenant, gql, make_key, snapshot
 
 SCHEMA: GraphQLSchema = build_schema((Path(__file__).parent.parent / "schema.graphql").read_text())
 STRING_TYPES = frozenset({"String", "ID"})
@@ -227,3 +232,32 @@ async def test_a_hostile_string_argument_is_answered_never_with_a_500_and_a_refu
     assert_messages_bounded(result.response, [value])
     if _refused(result.body) or slot.operation_type == "query":
         assert await snapshot(runtime) == before
+
+
+@pytest.fixture
+async def bystander_key(runtime: Runtime, other_tenant: Tenant) -> IssuedKey:
+    return await make_key(runtime, other_tenant, "bystander", ["read:charge_points"])
+
+
+@given(operation_name=hostile_text)
+async def test_any_operation_name_is_answered_as_graphql_and_never_stops_metering(
+    client: httpx.AsyncClient,
+    runtime: Runtime,
+    tenant: Tenant,
+    other_tenant: Tenant,
+    bystander_key: IssuedKey,
+    operation_name: str,
+) -> None:
+    result = await gql(
+        client,
+        "query Q { scopes { name } }",
+        key=tenant.admin_key,
+        operation_name=operation_name,
+    )
+
+    # 200 when it names the operation, 400 (no such operation) otherwise, 413 past the limit.
+    assert result.response.status_code in {200, 400, 413}, result.response.text[:500]
+    assert "data" in result.body or "errors" in result.body
+    assert "INTERNAL" not in result.error_codes, result.errors
+    assert_messages_bounded(result.response, [operation_name])
+    await assert_metering_unharmed(client, runtime, bystander_key, other_tenant.organization_id)

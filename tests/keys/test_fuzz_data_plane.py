@@ -11,14 +11,12 @@ import httpx
 import pytest
 from hypothesis import event, given
 from hypothesis import strategies as st
-from sqlalchemy import text
 
-from app.boundary import label
 from app.config import DEFAULT_PRODUCT_SCOPES, Settings
 from app.keys.router import MAX_OPERATION_LENGTH
 from app.runtime import Runtime
-from app.usage.models import OPERATION_MAX_LENGTH
 from tests.fuzzing import (
+    assert_metering_unharmed,
     fuzz_settings,
     header_text,
     hostile_characters,
@@ -48,43 +46,6 @@ async def key(runtime: Runtime, tenant: Tenant) -> IssuedKey:
 async def bystander_key(runtime: Runtime, other_tenant: Tenant) -> IssuedKey:
     """A key of another organization, used between hostile requests: its uses must all count."""
     return await make_key(runtime, other_tenant, "bystander", ["read:charge_points"])
-
-
-async def _stored_uses(runtime: Runtime, organization_id: str) -> int:
-    async with runtime.engine.connect() as connection:
-        stored = await connection.execute(
-            text(
-                "SELECT coalesce(sum(count), 0) FROM usage_buckets"
-                " WHERE organization_id = :org AND granularity = 'MINUTE'"
-            ),
-            {"org": organization_id},
-        )
-        return int(stored.scalar_one())
-
-
-async def _stored_labels(runtime: Runtime) -> list[str]:
-    async with runtime.engine.connect() as connection:
-        rows = await connection.execute(text("SELECT DISTINCT operation FROM usage_buckets"))
-        return [row[0] for row in rows]
-
-
-async def assert_metering_unharmed(
-    client: httpx.AsyncClient, runtime: Runtime, bystander: IssuedKey, organization_id: str
-) -> None:
-    """One use of another organization's key, then a flush: the flush writes everything (sets
-    nothing aside), the bystander's use is stored, and every stored label is clean."""
-    before = await _stored_uses(runtime, organization_id)
-    set_aside = runtime.recorder.refused_buckets
-    answer = await client.post(VERIFY, json={"key": bystander.secret, "operation": "bystander"})
-    assert answer.json()["valid"] is True
-
-    await runtime.recorder.flush()
-
-    assert runtime.recorder.pending_buckets == 0
-    assert runtime.recorder.refused_buckets == set_aside
-    assert await _stored_uses(runtime, organization_id) == before + 1
-    for stored in await _stored_labels(runtime):
-        assert stored == label(stored, OPERATION_MAX_LENGTH), repr(stored[:100])
 
 
 def _with_key(value: Any, secret: str) -> Any:
