@@ -100,14 +100,15 @@ json_scalars: st.SearchStrategy[Any] = st.one_of(
     st.floats(allow_nan=False),
     hostile_text,
 )
-json_values: st.SearchStrategy[Any] = st.recursive(
-    json_scalars,
-    lambda inner: (
-        st.lists(inner, max_size=4)
-        | st.dictionaries(st.text(alphabet=hostile_characters, max_size=10), inner, max_size=4)
-    ),
-    max_leaves=12,
-)
+
+
+def _json_containers(inner: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    return st.lists(inner, max_size=4) | st.dictionaries(
+        st.text(alphabet=hostile_characters, max_size=10), inner, max_size=4
+    )
+
+
+json_values: st.SearchStrategy[Any] = st.recursive(json_scalars, _json_containers, max_leaves=12)
 
 
 def fuzz_settings(database_url: str) -> Settings:
