@@ -18,6 +18,8 @@ from pathlib import Path
 import httpx
 import pytest
 from fastapi import FastAPI
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
 
 from app.config import Settings
 from app.kit.db import create_engine
@@ -35,6 +37,29 @@ REQUIRE_SERVICES = os.environ.get("KEYHOUSE_TEST_REQUIRE_SERVICES") == "1"
 # every keyhouse process started by a test has it (PostgreSQL requires one: app/server_secret.py).
 SERVER_SECRET = "5e" * 32
 os.environ["KEYHOUSE_SECRET_KEY"] = SERVER_SECRET
+
+# Property-based tests (tests/fuzzing.py): a fixed, small number of examples per property, drawn
+# the same way on every run, so CI is fast and reproducible. KEYHOUSE_FUZZ_EXAMPLES=N runs N per
+# property, drawn afresh each run, for a deeper search on a workstation.
+FUZZ_EXAMPLES = os.environ.get("KEYHOUSE_FUZZ_EXAMPLES")
+hypothesis_settings.register_profile(
+    "keyhouse",
+    max_examples=int(FUZZ_EXAMPLES or 50),
+    derandomize=FUZZ_EXAMPLES is None,
+    database=None,
+    print_blob=True,
+    # A request with a database behind it takes milliseconds, a huge value more: no deadline.
+    deadline=None,
+    # Each property runs all of its examples against one deployment (its fixtures), comparing
+    # the database before and after each example.
+    suppress_health_check=[
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+        HealthCheck.large_base_example,
+    ],
+)
+hypothesis_settings.load_profile("keyhouse")
 
 
 def _answers(host: str, port: int) -> bool:
