@@ -13,10 +13,10 @@ import httpx
 from hypothesis import strategies as st
 from sqlalchemy import text
 
-from app.boundary import label
 from app.config import Settings
+from app.kit.boundary import label
+from app.kit.labels import OPERATION_MAX_LENGTH
 from app.runtime import Runtime
-from app.usage.models import OPERATION_MAX_LENGTH
 from tests.support import IssuedKey
 
 # Characters that have broken, or could break, something between the request and the
