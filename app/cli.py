@@ -20,6 +20,8 @@ from sqlmodel import select
 
 from app.auth.principal import Caller
 from app.config import Plane, Settings
+from app.keys import repository as keys_repository
+from app.keys import schemas as keys_schemas
 from app.keys import service as keys_service
 from app.kit.db import session_scope
 from app.kit.errors import UserError
@@ -162,13 +164,13 @@ def keys_create(
 ) -> None:
     """Create a key; its secret is printed once."""
 
-    async def work(runtime: Runtime) -> keys_service.KeyCreated | list[UserError]:
+    async def work(runtime: Runtime) -> keys_schemas.KeyCreated | list[UserError]:
         await _require_organization(runtime, organization)
         async with session_scope(runtime.sessionmaker) as session:
             return await keys_service.create_key(
                 session,
                 _operator(runtime, organization),
-                keys_service.KeyCreate(name=name, scopes=scope, expires_in_days=expires_in_days),
+                keys_schemas.KeyCreate(name=name, scopes=scope, expires_in_days=expires_in_days),
                 catalogue=runtime.catalogue,
                 key_prefix=runtime.settings.key_prefix,
                 broadcast=runtime.broadcast,
@@ -199,10 +201,10 @@ def keys_list(
         cursor = None
         async with runtime.sessionmaker() as session:
             while True:
-                page = await keys_service.list_keys(
+                page = await keys_repository.list_keys(
                     session,
                     _operator(runtime, organization),
-                    keys_service.KeyFilter(),
+                    keys_schemas.KeyFilter(),
                     first=100,
                     after=cursor,
                     catalogue=runtime.catalogue,

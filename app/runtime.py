@@ -9,7 +9,6 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass, field
-from datetime import timedelta
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -22,20 +21,12 @@ from app.keys.verification import KeyVerifier
 from app.kit import server_secret
 from app.kit.db import SessionMaker, create_engine, create_sessionmaker
 from app.kit.ratelimit import RateLimiter
-from app.models.usage import Granularity
 from app.usage.recorder import UsageRecorder
+from app.usage.service import usage_retention
 
 logger = logging.getLogger(__name__)
 
 STOP_TIMEOUT_SECONDS = 5.0
-
-
-def usage_retention(settings: Settings) -> dict[Granularity, timedelta]:
-    return {
-        Granularity.MINUTE: timedelta(hours=settings.usage_retention_minute_hours),
-        Granularity.HOUR: timedelta(days=settings.usage_retention_hour_days),
-        Granularity.DAY: timedelta(days=settings.usage_retention_day_days),
-    }
 
 
 @dataclass

@@ -69,6 +69,7 @@ from common import (
 
 from app.auth.principal import Caller
 from app.config import Settings
+from app.keys import schemas as keys_schemas
 from app.keys import service as keys_service
 from app.kit.db import session_scope
 from app.kit.timeutil import utcnow
@@ -115,7 +116,7 @@ async def seed_keys(database_url: str, tenant: Tenant, count: int) -> None:
                 created = await keys_service.create_key(
                     session,
                     caller,
-                    keys_service.KeyCreate(
+                    keys_schemas.KeyCreate(
                         name=f"bench key {number:04d}",
                         scopes=SEED_SCOPES[number % len(SEED_SCOPES)],
                         expires_in_days=365 if number % 4 == 0 else None,
@@ -124,7 +125,7 @@ async def seed_keys(database_url: str, tenant: Tenant, count: int) -> None:
                     key_prefix=runtime.settings.key_prefix,
                     broadcast=runtime.broadcast,
                 )
-                if not isinstance(created, keys_service.KeyCreated):
+                if not isinstance(created, keys_schemas.KeyCreated):
                     raise BenchmarkError(f"could not create a key: {created}")
                 if number % 2 == 0:
                     created.api_key.last_used_at = now - timedelta(minutes=number)

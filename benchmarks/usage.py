@@ -53,13 +53,15 @@ sys.path.insert(0, str(ROOT))
 from app.auth.outcomes import Outcome  # noqa: E402
 from app.auth.principal import Caller  # noqa: E402
 from app.config import Settings  # noqa: E402
+from app.keys import schemas as keys_schemas  # noqa: E402
 from app.keys import service as keys_service  # noqa: E402
 from app.kit.db import session_scope  # noqa: E402
 from app.migrate import upgrade_to_head  # noqa: E402
 from app.models.usage import Granularity, UsageBucket  # noqa: E402
 from app.organizations.service import OrganizationCreated, create_organization  # noqa: E402
-from app.runtime import Runtime, usage_retention  # noqa: E402
+from app.runtime import Runtime  # noqa: E402
 from app.usage import service as usage_service  # noqa: E402
+from app.usage.service import usage_retention  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "usage.json"
 
@@ -163,12 +165,12 @@ async def create_keys(runtime: Runtime, rng: random.Random) -> list[Key]:
                 key = await keys_service.create_key(
                     session,
                     caller,
-                    keys_service.KeyCreate(name=f"key-{index:02d}", scopes=["read:charge_points"]),
+                    keys_schemas.KeyCreate(name=f"key-{index:02d}", scopes=["read:charge_points"]),
                     catalogue=runtime.catalogue,
                     key_prefix=settings.key_prefix,
                     broadcast=runtime.broadcast,
                 )
-                assert isinstance(key, keys_service.KeyCreated), key
+                assert isinstance(key, keys_schemas.KeyCreated), key
                 ids.append(key.api_key.id)
         for key_id in ids:
             first, second, third = rng.sample(OPERATIONS, 3)

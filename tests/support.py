@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.auth.principal import Caller
 from app.config import Settings
+from app.keys import schemas as keys_schemas
 from app.keys import service as keys_service
 from app.kit.db import session_scope
 from app.main import create_app
@@ -63,12 +64,12 @@ async def make_key(
         created = await keys_service.create_key(
             session,
             caller,
-            keys_service.KeyCreate(name=name, scopes=scopes, expires_in_days=expires_in_days),
+            keys_schemas.KeyCreate(name=name, scopes=scopes, expires_in_days=expires_in_days),
             catalogue=runtime.catalogue,
             key_prefix=runtime.settings.key_prefix,
             broadcast=runtime.broadcast,
         )
-    assert isinstance(created, keys_service.KeyCreated), created
+    assert isinstance(created, keys_schemas.KeyCreated), created
     return IssuedKey(created.api_key.id, created.secret, created.api_key.hint)
 
 

@@ -427,7 +427,7 @@ def _lost_connection(*_args: Any, **_kwargs: Any) -> Any:
 async def test_an_unexpected_error_is_masked_as_internal_without_details(
     client: httpx.AsyncClient, tenant: Tenant, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("app.keys.service.list_keys", _database_failure)
+    monkeypatch.setattr("app.keys.repository.list_keys", _database_failure)
 
     result = await gql(client, "{ apiKeys { totalCount } }", key=tenant.admin_key)
 
@@ -447,7 +447,7 @@ async def test_an_unexpected_error_is_masked_as_internal_without_details(
 async def test_a_lost_database_connection_is_unavailable_without_details(
     client: httpx.AsyncClient, tenant: Tenant, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("app.keys.service.list_keys", _lost_connection)
+    monkeypatch.setattr("app.keys.repository.list_keys", _lost_connection)
 
     result = await gql(client, "{ apiKeys { totalCount } }", key=tenant.admin_key)
 
@@ -493,7 +493,7 @@ async def test_an_unexpected_database_error_is_logged_without_the_statements_par
         await connection.execute(broken, {"name": name})
         return False
 
-    monkeypatch.setattr("app.keys.service._live_name_exists", failing_lookup)
+    monkeypatch.setattr("app.keys.service.live_name_exists", failing_lookup)
     caplog.set_level(logging.DEBUG)
 
     result = await gql(

@@ -12,7 +12,9 @@ from strawberry.scalars import JSON
 from app.audit import service
 from app.graphql.context import Info
 from app.graphql.permissions import needs
-from app.keys.graphql import ApiKeyType, PageInfo
+from app.graphql.types import Connection
+from app.keys import loaders
+from app.keys.graphql import ApiKeyType
 from app.keys.scopes import READ_API_KEYS
 from app.kit.pagination import DEFAULT_PAGE_SIZE, Cursor, check_page_size
 from app.models.audit import AuditAction, AuditEvent
@@ -27,7 +29,7 @@ class AuditActor:
     hint: str | None
 
 
-@strawberry.type
+@strawberry.type(name="AuditEvent")
 class AuditEventType:
     id: strawberry.ID
     action: AuditAction
@@ -40,7 +42,7 @@ class AuditEventType:
     async def api_key(self, info: Info) -> ApiKeyType | None:
         if self.api_key_id is None:
             return None
-        row = await info.context.api_key.load(self.api_key_id)
+        row = await info.context.loader(loaders.api_keys).load(self.api_key_id)
         return None if row is None else ApiKeyType.of(row, info.context)
 
     @classmethod
@@ -56,23 +58,6 @@ class AuditEventType:
             details=json.loads(row.details),
             api_key_id=row.api_key_id,
         )
-
-
-@strawberry.type
-class AuditEventEdge:
-    cursor: str
-    node: AuditEventType
-
-
-@strawberry.type
-class AuditEventConnection:
-    total_count: int
-    page_info: PageInfo
-    edges: list[AuditEventEdge]
-
-    @strawberry.field
-    def nodes(self) -> list[AuditEventType]:
-        return [edge.node for edge in self.edges]
 
 
 @strawberry.input
@@ -94,7 +79,7 @@ class Query:
         first: int = DEFAULT_PAGE_SIZE,
         after: str | None = None,
         filter: Annotated[AuditLogFilter | None, strawberry.argument()] = None,
-    ) -> AuditEventConnection:
+    ) -> Connection[AuditEventType]:
         check_page_size(first)
         cursor = None if after is None else Cursor.decode(after)
         audit_filter = service.AuditFilter(
@@ -107,19 +92,11 @@ class Query:
             page = await service.list_events(
                 session, info.context.caller, audit_filter, first=first, after=cursor
             )
-        edges = [
-            AuditEventEdge(
-                cursor=Cursor(row.occurred_at, row.id).encode(), node=AuditEventType.of(row)
-            )
-            for row in page.events
-        ]
-        return AuditEventConnection(
+        return Connection.of(
+            page.events,
+            AuditEventType.of,
+            lambda row: Cursor(row.occurred_at, row.id),
             total_count=page.total_count,
-            page_info=PageInfo(
-                has_next_page=page.has_next_page,
-                has_previous_page=cursor is not None,
-                start_cursor=edges[0].cursor if edges else None,
-                end_cursor=edges[-1].cursor if edges else None,
-            ),
-            edges=edges,
+            has_next_page=page.has_next_page,
+            after=cursor,
         )

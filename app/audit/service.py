@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, is_dataclass
-from datetime import datetime
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import and_, func, or_
@@ -14,35 +12,6 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from app.auth.principal import Caller
 from app.kit.pagination import Cursor
 from app.models.audit import AuditAction, AuditEvent
-
-
-def record_event(
-    session: AsyncSession,
-    caller: Caller,
-    action: AuditAction,
-    *,
-    api_key_id: str | None = None,
-    details: dict[str, Any] | None = None,
-) -> AuditEvent:
-    """Add an event to the caller's transaction: it is written if and only if the change is."""
-    event = AuditEvent(
-        organization_id=caller.organization_id,
-        action=action.value,
-        actor_key_id=caller.key_id,
-        actor_hint=caller.key_hint,
-        api_key_id=api_key_id,
-        details=json.dumps(details or {}, sort_keys=True, default=_jsonable),
-    )
-    session.add(event)
-    return event
-
-
-def _jsonable(value: object) -> object:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if is_dataclass(value) and not isinstance(value, type):
-        return asdict(value)
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,12 +1,19 @@
-"""The per-request GraphQL context and the ``Info`` alias resolvers take."""
+"""The per-request GraphQL context and the ``Info`` alias resolvers take.
+
+The context knows no feature: each feature keeps its DataLoaders beside its service
+(``loaders.py``) and asks the context for the request's instance (:meth:`Context.loader`). The
+one thing keys needs from usage, a key's usage figures, comes through :attr:`Context.key_usage`,
+which the view fills in (app/graphql/view.py), so that keys never imports usage.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any, TypeVar
 
 import strawberry
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -15,13 +22,16 @@ from starlette.responses import Response
 from strawberry.dataloader import DataLoader
 
 from app.auth.principal import Caller
-from app.keys import service as keys_service
 from app.kit.db import commit, outages_as_unavailable, rollback
 from app.kit.errors import AppError
-from app.models.keys import ApiKey
+from app.models.usage import Counts, Granularity
 from app.runtime import Runtime
-from app.usage import service as usage_service
-from app.usage.service import Counts, UsageQuery
+
+K = TypeVar("K")
+V = TypeVar("V")
+# A key's usage over [start, end) in buckets of a granularity (ApiKey.usage), checked and loaded
+# by the usage feature (app/usage/loaders.py).
+KeyUsageOf = Callable[["Context", str, datetime, datetime, Granularity], Awaitable[Counts]]
 
 
 class NotAuthenticated(AppError):
@@ -41,14 +51,17 @@ class Context:
     # Resolvers of one query run concurrently, but an AsyncSession must not be used by two
     # coroutines at once: database work of one request takes turns.
     _session_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    last_used_at: DataLoader[str, datetime | None] = field(init=False)
-    api_key: DataLoader[str, ApiKey | None] = field(init=False)
-    key_usage: DataLoader[tuple[str, UsageQuery], Counts] = field(init=False)
+    key_usage: KeyUsageOf | None = None
+    # The request's DataLoaders, one per factory: made on first use.
+    _loaders: dict[object, DataLoader[Any, Any]] = field(default_factory=dict)
 
-    def __post_init__(self) -> None:
-        self.last_used_at = DataLoader(load_fn=self._load_last_used_at)
-        self.api_key = DataLoader(load_fn=self._load_api_keys)
-        self.key_usage = DataLoader(load_fn=self._load_key_usage)
+    def loader(self, factory: Callable[[Context], DataLoader[K, V]]) -> DataLoader[K, V]:
+        """This request's DataLoader made by ``factory`` (a feature's ``loaders.py``): every
+        resolver of the request that asks for it shares one, so its loads are batched."""
+        made = self._loaders.get(factory)
+        if made is None:
+            made = self._loaders[factory] = factory(self)
+        return made
 
     @property
     def caller(self) -> Caller:
@@ -89,29 +102,6 @@ class Context:
         if pending is None or (stored is not None and stored >= pending):
             return stored
         return pending
-
-    async def _load_last_used_at(self, key_ids: Sequence[str]) -> list[datetime | None]:
-        async with self.db() as session:
-            stored = await keys_service.last_used_by_id(session, key_ids)
-        return [self.latest_use(key_id, stored.get(key_id)) for key_id in key_ids]
-
-    async def _load_api_keys(self, key_ids: Sequence[str]) -> list[ApiKey | None]:
-        async with self.db() as session:
-            found = await keys_service.get_keys(session, self.caller, key_ids)
-        return [found.get(key_id) for key_id in key_ids]
-
-    async def _load_key_usage(self, wanted: Sequence[tuple[str, UsageQuery]]) -> list[Counts]:
-        # One statement per distinct range asked for: a page of keys shares one range.
-        by_query: dict[UsageQuery, list[str]] = {}
-        for key_id, query in wanted:
-            by_query.setdefault(query, []).append(key_id)
-        found: dict[tuple[str, UsageQuery], Counts] = {}
-        async with self.db() as session:
-            for query, key_ids in by_query.items():
-                totals = await usage_service.totals_by_key(session, self.caller, query, key_ids)
-                for key_id in key_ids:
-                    found[(key_id, query)] = totals.get(key_id, Counts())
-        return [found[item] for item in wanted]
 
 
 Info = strawberry.Info[Context, None]

@@ -26,7 +26,6 @@ from strawberry.types import ExecutionResult
 
 from app.auth.outcomes import Outcome
 from app.auth.presentation import from_request
-from app.auth.principal import Caller
 from app.graphql.context import Context
 from app.graphql.request_body import BodyTooLarge, check_declared_length, within
 from app.graphql.schema import UNDONE_CODES, KeyhouseSchema, error_code
@@ -34,6 +33,7 @@ from app.keys.verification import Verification
 from app.kit.boundary import EXCERPT_LENGTH, REPLACEMENT, excerpt
 from app.kit.errors import Unavailable
 from app.runtime import Runtime
+from app.usage.loaders import usage_of_key
 
 logger = logging.getLogger(__name__)
 
@@ -253,7 +253,9 @@ class KeyhouseGraphQL(GraphQL[Context, None]):
         # Websockets never get this far (see __call__).
         assert isinstance(request, Request)
         assert isinstance(response, Response)
-        return Context(request=request, response=response, runtime=self.runtime)
+        return Context(
+            request=request, response=response, runtime=self.runtime, key_usage=usage_of_key
+        )
 
     async def execute_operation(
         self,
@@ -273,7 +275,7 @@ class KeyhouseGraphQL(GraphQL[Context, None]):
         key = verification.key
         if not verification.valid or key is None:
             raise RequestRefused(verification)
-        context.authenticate(Caller.from_key(key))
+        context.authenticate(key.caller())
         if verification.ratelimit is not None:
             sub_response.headers.update(verification.ratelimit.headers())
         sub_response.headers.update(verification.notice_headers())

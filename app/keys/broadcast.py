@@ -20,8 +20,10 @@ import redis.asyncio as redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.keys.cache import KeyCache
+from app.kit.db import after_commit
 
 logger = logging.getLogger(__name__)
 
@@ -180,3 +182,11 @@ class KeyChangeBroadcast:
                 )
                 return
             await asyncio.sleep(RETRY_FIRST_SECONDS * 5)
+
+
+def announce_after_commit(
+    session: AsyncSession, broadcast: KeyChangeBroadcast, key_id: str
+) -> None:
+    """Tell every instance that ``key_id`` changed, once the session's transaction commits:
+    only then does a verification that reloads the key see the change."""
+    after_commit(session, lambda: broadcast.key_changed(key_id))

@@ -15,6 +15,7 @@ from datetime import datetime
 
 from limits import RateLimitItem
 
+from app.auth.principal import Caller
 from app.kit.ratelimit import Budget
 from app.models.keys import ApiKey
 
@@ -50,6 +51,16 @@ class KeyRecord:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "sorted_scopes", tuple(sorted(self.scopes)))
+
+    def caller(self) -> Caller:
+        """Who a request authenticated with this key acts as."""
+        return Caller(
+            self.organization_id,
+            self.scopes,
+            self.id,
+            self.hint,
+            being_replaced=self.superseded_at is not None,
+        )
 
     @classmethod
     def from_row(

@@ -15,7 +15,8 @@ import strawberry
 
 from app.graphql.context import Context, Info
 from app.graphql.permissions import needs
-from app.keys import service
+from app.graphql.types import Connection, UsageCounts, UserErrorType, user_errors
+from app.keys import loaders, repository, rotation, schemas, service
 from app.keys.scopes import READ_ANALYTICS, READ_API_KEYS, WRITE_API_KEYS
 from app.kit.errors import UserError
 from app.kit.pagination import DEFAULT_PAGE_SIZE, Cursor, check_page_size
@@ -23,7 +24,6 @@ from app.kit.timeutil import utcnow
 from app.models.keys import ApiKey as ApiKeyRow
 from app.models.keys import KeyStatus, ListedKey
 from app.models.usage import Granularity
-from app.usage.graphql import UsageCounts, usage_query
 
 logger = logging.getLogger(__name__)
 
@@ -37,33 +37,6 @@ class ApiKeyStatusFilter(Enum):
     EXPIRED = "EXPIRED"
     SUPERSEDED = "SUPERSEDED"
     ALL = "ALL"
-
-
-@strawberry.enum
-class UserErrorCode(Enum):
-    INVALID_INPUT = "INVALID_INPUT"
-    INVALID_SCOPE = "INVALID_SCOPE"
-    NAME_TAKEN = "NAME_TAKEN"
-    NOT_FOUND = "NOT_FOUND"
-    FORBIDDEN = "FORBIDDEN"
-
-
-@strawberry.type(name="UserError", description="An expected failure of a mutation.")
-class UserErrorType:
-    code: UserErrorCode
-    field: str | None = strawberry.field(description="The input field at fault, if any.")
-    message: str
-
-    @classmethod
-    def of(cls, error: UserError) -> UserErrorType:
-        return cls(code=UserErrorCode(error.code), field=error.field, message=error.message)
-
-
-def user_errors(mutation: str, errors: list[UserError]) -> list[UserErrorType]:
-    """The payload's userErrors, each logged as one line (expected: no traceback)."""
-    for error in errors:
-        logger.info("graphql userError %s on %s.%s", error.code, mutation, error.field or "-")
-    return [UserErrorType.of(error) for error in errors]
 
 
 @strawberry.type(description="A permission a key can hold.")
@@ -113,7 +86,7 @@ class ApiKeyType:
     last_used_at: datetime | None = strawberry.field(
         description="When the key last authenticated a request; null if never."
     )
-    own_rate_limit: strawberry.Private[service.RateLimit | None]
+    own_rate_limit: strawberry.Private[schemas.RateLimit | None]
     superseded_by_id: strawberry.Private[str | None]
 
     @strawberry.field(description="Days until the key expires (0 once expired); null if never.")
@@ -130,7 +103,7 @@ class ApiKeyType:
     async def superseded_by(self, info: Info) -> ApiKeyType | None:
         if self.superseded_by_id is None:
             return None
-        row = await info.context.api_key.load(self.superseded_by_id)
+        row = await info.context.loader(loaders.api_keys).load(self.superseded_by_id)
         return None if row is None else ApiKeyType.of(row, info.context)
 
     @strawberry.field(description="The key's request budget, shared by all of its uses.")
@@ -159,8 +132,10 @@ class ApiKeyType:
         to: datetime,
         granularity: Granularity = Granularity.HOUR,
     ) -> UsageCounts:
-        query = usage_query(info, from_, to, granularity)
-        return UsageCounts.of(await info.context.key_usage.load((str(self.id), query)))
+        # The usage feature answers (app/usage/loaders.py); keys never imports it.
+        usage_of = info.context.key_usage
+        assert usage_of is not None, "the view gives every context the usage figures"
+        return UsageCounts.of(await usage_of(info.context, str(self.id), from_, to, granularity))
 
     @classmethod
     def of(
@@ -181,34 +156,9 @@ class ApiKeyType:
             own_rate_limit=(
                 None
                 if row.rate_limit_requests is None or row.rate_limit_per_seconds is None
-                else service.RateLimit(row.rate_limit_requests, row.rate_limit_per_seconds)
+                else schemas.RateLimit(row.rate_limit_requests, row.rate_limit_per_seconds)
             ),
         )
-
-
-@strawberry.type
-class PageInfo:
-    has_next_page: bool
-    has_previous_page: bool
-    start_cursor: str | None
-    end_cursor: str | None
-
-
-@strawberry.type
-class ApiKeyEdge:
-    cursor: str
-    node: ApiKeyType
-
-
-@strawberry.type
-class ApiKeyConnection:
-    total_count: int
-    page_info: PageInfo
-    edges: list[ApiKeyEdge]
-
-    @strawberry.field
-    def nodes(self) -> list[ApiKeyType]:
-        return [edge.node for edge in self.edges]
 
 
 @strawberry.input
@@ -283,11 +233,11 @@ class RevokeApiKeyPayload:
     user_errors: list[UserErrorType] = strawberry.field(default_factory=list)
 
 
-def _key_filter(value: ApiKeyFilter | None) -> service.KeyFilter:
+def _key_filter(value: ApiKeyFilter | None) -> schemas.KeyFilter:
     if value is None:
-        return service.KeyFilter()
+        return schemas.KeyFilter()
     status = value.status
-    return service.KeyFilter(
+    return schemas.KeyFilter(
         status=(
             None
             if status in (None, strawberry.UNSET, ApiKeyStatusFilter.ALL)
@@ -311,11 +261,11 @@ class Query:
         first: int = DEFAULT_PAGE_SIZE,
         after: str | None = None,
         filter: ApiKeyFilter | None = None,
-    ) -> ApiKeyConnection:
+    ) -> Connection[ApiKeyType]:
         check_page_size(first)
         cursor = None if after is None else Cursor.decode(after)
         async with info.context.db() as session:
-            page = await service.list_keys(
+            page = await repository.list_keys(
                 session,
                 info.context.caller,
                 _key_filter(filter),
@@ -324,22 +274,13 @@ class Query:
                 catalogue=info.context.runtime.catalogue,
             )
         now = utcnow()
-        edges = [
-            ApiKeyEdge(
-                cursor=Cursor(row.created_at, row.id).encode(),
-                node=ApiKeyType.of(row, info.context, now),
-            )
-            for row in page.keys
-        ]
-        return ApiKeyConnection(
+        return Connection.of(
+            page.keys,
+            lambda row: ApiKeyType.of(row, info.context, now),
+            lambda row: Cursor(row.created_at, row.id),
             total_count=page.total_count,
-            page_info=PageInfo(
-                has_next_page=page.has_next_page,
-                has_previous_page=cursor is not None,
-                start_cursor=edges[0].cursor if edges else None,
-                end_cursor=edges[-1].cursor if edges else None,
-            ),
-            edges=edges,
+            has_next_page=page.has_next_page,
+            after=cursor,
         )
 
     @strawberry.field(
@@ -348,7 +289,7 @@ class Query:
     )
     async def api_key(self, info: Info, id: strawberry.ID) -> ApiKeyType | None:
         async with info.context.db() as session:
-            row = await service.get_key(session, info.context.caller, str(id))
+            row = await repository.get_key(session, info.context.caller, str(id))
         return None if row is None else ApiKeyType.of(row, info.context)
 
     @strawberry.field(description="Every scope a key can hold.")
@@ -371,14 +312,14 @@ class Mutation:
             result = await service.create_key(
                 session,
                 info.context.caller,
-                service.KeyCreate(
+                schemas.KeyCreate(
                     name=input.name,
                     scopes=input.scopes,
                     expires_in_days=input.expires_in_days,
                     rate_limit=(
                         None
                         if input.rate_limit is None
-                        else service.RateLimit(
+                        else schemas.RateLimit(
                             input.rate_limit.requests, input.rate_limit.per_seconds
                         )
                     ),
@@ -405,10 +346,10 @@ class Mutation:
     async def rotate_api_key(self, info: Info, input: RotateApiKeyInput) -> RotateApiKeyPayload:
         runtime = info.context.runtime
         async with info.context.db() as session:
-            result = await service.rotate_key(
+            result = await rotation.rotate_key(
                 session,
                 info.context.caller,
-                service.KeyRotate(
+                schemas.KeyRotate(
                     key_id=str(input.id),
                     grace_period_hours=input.grace_period_hours,
                     idempotency_key=input.idempotency_key,

@@ -18,7 +18,7 @@ import time
 from collections.abc import Collection
 from datetime import UTC, datetime
 from email.utils import format_datetime
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 from limits import RateLimitItem
 from sqlmodel import col, select
@@ -35,9 +35,17 @@ from app.kit.errors import Unavailable
 from app.kit.ratelimit import RateLimiter, RateLimitStatus, rate_limit_item
 from app.metrics import REJECTIONS
 from app.models.keys import ApiKey
-from app.usage.recorder import UsageRecorder
 
 logger = logging.getLogger(__name__)
+
+
+class UseRecorder(Protocol):
+    """Where verification counts each use of a known key (the usage feature's recorder, wired
+    in by the runtime): verification never waits on it and never does I/O through it."""
+
+    def record(
+        self, key_id: str, organization_id: str, operation: str, outcome: Outcome, at: float
+    ) -> None: ...
 
 
 class Verification(NamedTuple):
@@ -108,7 +116,7 @@ class KeyVerifier:
         cache: KeyCache,
         broadcast: KeyChangeBroadcast,
         limiter: RateLimiter,
-        recorder: UsageRecorder,
+        recorder: UseRecorder,
         catalogue: ScopeCatalogue,
     ) -> None:
         self._prefix = settings.key_prefix

@@ -1,11 +1,22 @@
+"""The audit log's table, and the one way a change adds its event to it.
+
+Every feature that changes keys or policies records its event here, in the transaction of the
+change; the audit feature (app/audit) reads the log.
+"""
+
 from __future__ import annotations
 
+import json
+from dataclasses import asdict, is_dataclass
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 from sqlalchemy import Index
 from sqlmodel import Field, SQLModel
+from sqlmodel.ext.asyncio.session import AsyncSession
 
+from app.auth.principal import Caller
 from app.kit.db import UTCDateTime
 from app.kit.ids import new_id
 from app.kit.timeutil import utcnow
@@ -35,3 +46,32 @@ class AuditEvent(SQLModel, table=True):
     api_key_id: str | None = Field(default=None, max_length=32)
     # What changed, as JSON text.
     details: str = Field(default="{}", max_length=4000)
+
+
+def record_event(
+    session: AsyncSession,
+    caller: Caller,
+    action: AuditAction,
+    *,
+    api_key_id: str | None = None,
+    details: dict[str, Any] | None = None,
+) -> AuditEvent:
+    """Add an event to the caller's transaction: it is written if and only if the change is."""
+    event = AuditEvent(
+        organization_id=caller.organization_id,
+        action=action.value,
+        actor_key_id=caller.key_id,
+        actor_hint=caller.key_hint,
+        api_key_id=api_key_id,
+        details=json.dumps(details or {}, sort_keys=True, default=_jsonable),
+    )
+    session.add(event)
+    return event
+
+
+def _jsonable(value: object) -> object:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if is_dataclass(value) and not isinstance(value, type):
+        return asdict(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")

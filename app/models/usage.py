@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
@@ -78,3 +79,15 @@ class OrganizationUsage(SQLModel, table=True):
     bucket_start: datetime = Field(sa_type=UTCDateTime)
     outcome: str = Field(max_length=20)
     count: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
+@dataclass(frozen=True, slots=True)
+class Counts:
+    """Uses counted: all of them and the valid ones (the rest were refused)."""
+
+    requests: int = 0
+    valid: int = 0
+
+    @property
+    def rejected(self) -> int:
+        return self.requests - self.valid

@@ -8,8 +8,8 @@ import strawberry
 
 from app.graphql.context import Info
 from app.graphql.permissions import needs
-from app.keys import service as keys_service
-from app.keys.graphql import UserErrorType, user_errors
+from app.graphql.types import UserErrorType, user_errors
+from app.keys import repository as keys_repository
 from app.keys.scopes import READ_API_KEYS, WRITE_API_KEYS
 from app.models.organizations import Organization as OrganizationRow
 from app.organizations import service
@@ -56,7 +56,7 @@ class OrganizationType:
     @strawberry.field(extensions=needs(READ_API_KEYS), description="How many keys, by status.")
     async def key_counts(self, info: Info) -> KeyCounts:
         async with info.context.db() as session:
-            counts = await keys_service.count_keys(session, info.context.caller)
+            counts = await keys_repository.count_keys(session, info.context.caller)
         return KeyCounts(
             total=counts.total,
             active=counts.active,

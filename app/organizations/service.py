@@ -6,21 +6,20 @@ from dataclasses import dataclass
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from app.audit.service import record_event
 from app.auth.principal import Caller
 from app.keys.broadcast import KeyChangeBroadcast
-from app.keys.scopes import ScopeCatalogue
-from app.keys.service import (
+from app.keys.repository import count_supersedable_keys
+from app.keys.schemas import (
     EXPIRES_IN_DAYS_MAX,
     GRACE_HOURS_MAX,
     NAME_MAX_LENGTH,
     KeyCreate,
     KeyCreated,
-    count_supersedable_keys,
-    create_key,
 )
+from app.keys.scopes import ScopeCatalogue
+from app.keys.service import create_key
 from app.kit.errors import UserError, UserErrorCode
-from app.models.audit import AuditAction
+from app.models.audit import AuditAction, record_event
 from app.models.organizations import Organization
 
 ADMIN_KEY_NAME = "admin"

@@ -9,24 +9,20 @@ import math
 from collections.abc import Mapping
 from datetime import datetime
 from enum import Enum
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import strawberry
 
 from app.auth.outcomes import Outcome
 from app.graphql.context import Info
 from app.graphql.permissions import needs
+from app.graphql.types import UsageCounts
+from app.keys import loaders
+from app.keys.graphql import ApiKeyType
 from app.keys.scopes import READ_ANALYTICS, READ_API_KEYS
-from app.kit.timeutil import as_utc, utcnow
+from app.kit.timeutil import as_utc
 from app.models.usage import Granularity
-from app.runtime import usage_retention
 from app.usage import service
-
-if TYPE_CHECKING:
-    from app.keys.graphql import ApiKeyType
-
-# Registers the domain enum itself as a GraphQL enum: resolvers take and return Granularity.
-strawberry.enum(Granularity, name="Granularity")
 
 
 @strawberry.enum(description="What verification answered for a use of a known key.")
@@ -37,17 +33,6 @@ class UsageOutcome(Enum):
     REVOKED = "REVOKED"
     EXPIRED = "EXPIRED"
     SUPERSEDED = "SUPERSEDED"
-
-
-@strawberry.type(description="Uses counted: all of them, the valid ones, the rejected ones.")
-class UsageCounts:
-    requests: int
-    valid: int
-    rejected: int
-
-    @classmethod
-    def of(cls, counts: service.Counts) -> UsageCounts:
-        return cls(requests=counts.requests, valid=counts.valid, rejected=counts.rejected)
 
 
 @strawberry.type
@@ -69,18 +54,16 @@ class KeyUsage:
         extensions=needs(READ_API_KEYS),
         description="The key's details, for a caller that may read keys (read:api_keys).",
     )
-    async def api_key(
-        self, info: Info
-    ) -> Annotated[ApiKeyType, strawberry.lazy("app.keys.graphql")] | None:
+    async def api_key(self, info: Info) -> ApiKeyType | None:
         from app.keys.graphql import ApiKeyType
 
-        row = await info.context.api_key.load(self.api_key_id)
+        row = await info.context.loader(loaders.api_keys).load(self.api_key_id)
         return None if row is None else ApiKeyType.of(row, info.context)
 
     @strawberry.field(description="When the key last authenticated a request.")
     async def last_used_at(self, info: Info) -> datetime | None:
         # No key row here (a usage figure): the key's last_used_at through the request's loader.
-        return await info.context.last_used_at.load(self.api_key_id)
+        return await info.context.loader(loaders.last_used).load(self.api_key_id)
 
 
 @strawberry.type
@@ -196,18 +179,14 @@ def usage_query(
     outcome: UsageOutcome | None = None,
 ) -> service.UsageQuery:
     """Checks the range against the span limits and what is retained (BAD_USER_INPUT)."""
-    retention = usage_retention(info.context.runtime.settings)[granularity]
-    return service.check_query(
-        service.UsageQuery(
-            start=start,
-            end=end,
-            granularity=granularity,
-            api_key_id=api_key_id,
-            operation=operation,
-            outcome=None if outcome is None else Outcome(outcome.value),
-        ),
-        retention=retention,
-        now=utcnow(),
+    return service.checked_query(
+        info.context.runtime.settings,
+        start,
+        end,
+        granularity,
+        api_key_id=api_key_id,
+        operation=operation,
+        outcome=None if outcome is None else Outcome(outcome.value),
     )
 
 

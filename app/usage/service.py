@@ -16,11 +16,12 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.auth.outcomes import Outcome
 from app.auth.principal import Caller
+from app.config import Settings
 from app.kit.db import execute_core
 from app.kit.errors import BadUserInput
 from app.kit.labels import OPERATION_MAX_LENGTH
-from app.kit.timeutil import as_utc
-from app.models.usage import Granularity, OrganizationUsage, UsageBucket
+from app.kit.timeutil import as_utc, utcnow
+from app.models.usage import Counts, Granularity, OrganizationUsage, UsageBucket
 
 MAX_SPAN = {
     Granularity.MINUTE: timedelta(hours=24),
@@ -43,16 +44,6 @@ class UsageQuery:
 
 
 @dataclass(frozen=True, slots=True)
-class Counts:
-    requests: int = 0
-    valid: int = 0
-
-    @property
-    def rejected(self) -> int:
-        return self.requests - self.valid
-
-
-@dataclass(frozen=True, slots=True)
 class SeriesPoint:
     start: datetime
     counts: Counts
@@ -69,6 +60,30 @@ class Share:
 def floor_to(moment: datetime, granularity: Granularity) -> datetime:
     seconds = int(as_utc(moment).timestamp())
     return datetime.fromtimestamp(seconds - seconds % granularity.seconds, UTC)
+
+
+def usage_retention(settings: Settings) -> dict[Granularity, timedelta]:
+    return {
+        Granularity.MINUTE: timedelta(hours=settings.usage_retention_minute_hours),
+        Granularity.HOUR: timedelta(days=settings.usage_retention_hour_days),
+        Granularity.DAY: timedelta(days=settings.usage_retention_day_days),
+    }
+
+
+def checked_query(
+    settings: Settings,
+    start: datetime,
+    end: datetime,
+    granularity: Granularity,
+    *,
+    api_key_id: str | None = None,
+    operation: str | None = None,
+    outcome: Outcome | None = None,
+) -> UsageQuery:
+    """A usage query over [start, end), checked against the span limits and what this
+    deployment retains (BAD_USER_INPUT)."""
+    query = UsageQuery(start, end, granularity, api_key_id, operation, outcome)
+    return check_query(query, retention=usage_retention(settings)[granularity], now=utcnow())
 
 
 LATEST_AHEAD = timedelta(days=366)

@@ -13,7 +13,7 @@ from sqlalchemy import text
 
 from app.auth.principal import Caller
 from app.auth.secret import generate_secret
-from app.keys import service
+from app.keys import schemas, service
 from app.kit.db import session_scope
 from app.runtime import Runtime
 from tests.support import IssuedKey, Tenant, gql, make_key
@@ -59,16 +59,16 @@ async def limited_key(runtime: Runtime, tenant: Tenant, requests: int) -> Issued
         created = await service.create_key(
             session,
             caller,
-            service.KeyCreate(
+            schemas.KeyCreate(
                 name="limited",
                 scopes=["read:charge_points"],
-                rate_limit=service.RateLimit(requests=requests, per_seconds=60),
+                rate_limit=schemas.RateLimit(requests=requests, per_seconds=60),
             ),
             catalogue=runtime.catalogue,
             key_prefix=runtime.settings.key_prefix,
             broadcast=runtime.broadcast,
         )
-    assert isinstance(created, service.KeyCreated), created
+    assert isinstance(created, schemas.KeyCreated), created
     return IssuedKey(created.api_key.id, created.secret, created.api_key.hint)
 
 

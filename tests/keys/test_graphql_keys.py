@@ -15,6 +15,7 @@ from sqlmodel import select
 
 from app.auth.outcomes import Outcome
 from app.auth.principal import Caller
+from app.keys import schemas as keys_schemas
 from app.keys import service as keys_service
 from app.kit.db import session_scope
 from app.kit.errors import UserError
@@ -75,12 +76,12 @@ async def _make_keys(runtime: Runtime, tenant: Tenant, count: int) -> list[str]:
             created = await keys_service.create_key(
                 session,
                 _admin_caller(runtime, tenant),
-                keys_service.KeyCreate(name=f"key-{number:03d}", scopes=["read:sessions"]),
+                keys_schemas.KeyCreate(name=f"key-{number:03d}", scopes=["read:sessions"]),
                 catalogue=runtime.catalogue,
                 key_prefix=runtime.settings.key_prefix,
                 broadcast=runtime.broadcast,
             )
-            assert isinstance(created, keys_service.KeyCreated)
+            assert isinstance(created, keys_schemas.KeyCreated)
             ids.append(created.api_key.id)
     return ids
 

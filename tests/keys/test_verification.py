@@ -15,7 +15,7 @@ from app.auth.outcomes import Outcome
 from app.auth.presentation import Presentation
 from app.auth.principal import Caller
 from app.auth.secret import generate_secret, hash_secret
-from app.keys import service
+from app.keys import schemas, service
 from app.keys.cache import KeyCache, KeyRecord
 from app.kit.db import session_scope
 from app.kit.ratelimit import Budget, rate_limit_item
@@ -53,16 +53,16 @@ async def key_with_rate_limit(
         created = await service.create_key(
             session,
             admin(runtime, tenant),
-            service.KeyCreate(
+            schemas.KeyCreate(
                 name="limited",
                 scopes=["read:charge_points"],
-                rate_limit=service.RateLimit(requests, per_seconds),
+                rate_limit=schemas.RateLimit(requests, per_seconds),
             ),
             catalogue=runtime.catalogue,
             key_prefix=runtime.settings.key_prefix,
             broadcast=runtime.broadcast,
         )
-    assert isinstance(created, service.KeyCreated), created
+    assert isinstance(created, schemas.KeyCreated), created
     return IssuedKey(created.api_key.id, created.secret, created.api_key.hint)
 
 

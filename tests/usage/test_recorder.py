@@ -24,8 +24,9 @@ from app.keys import service as keys_service
 from app.kit.db import create_engine, create_sessionmaker, session_scope
 from app.models.keys import ApiKey
 from app.models.usage import Granularity, OrganizationUsage, UsageBucket
-from app.runtime import Runtime, usage_retention
+from app.runtime import Runtime
 from app.usage.recorder import UsageRecorder
+from app.usage.service import usage_retention
 from tests.support import Tenant, count_statements, make_key
 
 # (granularity, bucket_start, api_key_id, operation, outcome)

@@ -1,0 +1,111 @@
+"""GraphQL types every feature shares: paging (a generic connection), mutation userErrors, the
+usage figures a key and a report both show, and the enums of stored values they use."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from enum import Enum
+from typing import Generic, TypeVar
+
+import strawberry
+
+from app.kit.errors import UserError
+from app.kit.pagination import Cursor
+from app.models.usage import Counts, Granularity
+
+logger = logging.getLogger(__name__)
+
+Node = TypeVar("Node")
+Row = TypeVar("Row")
+
+# The stored enum itself is the GraphQL enum: resolvers take and return Granularity.
+strawberry.enum(Granularity, name="Granularity")
+
+
+@strawberry.type
+class PageInfo:
+    has_next_page: bool
+    has_previous_page: bool
+    start_cursor: str | None
+    end_cursor: str | None
+
+
+@strawberry.type
+class Edge(Generic[Node]):
+    cursor: str
+    node: Node
+
+
+@strawberry.type
+class Connection(Generic[Node]):
+    """A page of things, newest first, with the cursor of each (Relay's connection)."""
+
+    total_count: int
+    page_info: PageInfo
+    edges: list[Edge[Node]]
+
+    @strawberry.field
+    def nodes(self) -> list[Node]:
+        return [edge.node for edge in self.edges]
+
+    @classmethod
+    def of(
+        cls,
+        rows: Sequence[Row],
+        node: Callable[[Row], Node],
+        cursor: Callable[[Row], Cursor],
+        *,
+        total_count: int,
+        has_next_page: bool,
+        after: Cursor | None,
+    ) -> Connection[Node]:
+        edges = [Edge(cursor=cursor(row).encode(), node=node(row)) for row in rows]
+        return cls(
+            total_count=total_count,
+            page_info=PageInfo(
+                has_next_page=has_next_page,
+                has_previous_page=after is not None,
+                start_cursor=edges[0].cursor if edges else None,
+                end_cursor=edges[-1].cursor if edges else None,
+            ),
+            edges=edges,
+        )
+
+
+@strawberry.enum
+class UserErrorCode(Enum):
+    INVALID_INPUT = "INVALID_INPUT"
+    INVALID_SCOPE = "INVALID_SCOPE"
+    NAME_TAKEN = "NAME_TAKEN"
+    NOT_FOUND = "NOT_FOUND"
+    FORBIDDEN = "FORBIDDEN"
+
+
+@strawberry.type(name="UserError", description="An expected failure of a mutation.")
+class UserErrorType:
+    code: UserErrorCode
+    field: str | None = strawberry.field(description="The input field at fault, if any.")
+    message: str
+
+    @classmethod
+    def of(cls, error: UserError) -> UserErrorType:
+        return cls(code=UserErrorCode(error.code), field=error.field, message=error.message)
+
+
+def user_errors(mutation: str, errors: list[UserError]) -> list[UserErrorType]:
+    """The payload's userErrors, each logged as one line (expected: no traceback)."""
+    for error in errors:
+        logger.info("graphql userError %s on %s.%s", error.code, mutation, error.field or "-")
+    return [UserErrorType.of(error) for error in errors]
+
+
+@strawberry.type(description="Uses counted: all of them, the valid ones, the rejected ones.")
+class UsageCounts:
+    requests: int
+    valid: int
+    rejected: int
+
+    @classmethod
+    def of(cls, counts: Counts) -> UsageCounts:
+        return cls(requests=counts.requests, valid=counts.valid, rejected=counts.rejected)

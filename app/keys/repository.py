@@ -1,0 +1,283 @@
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from dataclasses import fields
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import BindParameter, Integer, Select, and_, bindparam, case, func, or_, update
+from sqlalchemy import select as sa_select
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from app.auth.principal import Caller
+from app.keys.schemas import EXPIRES_IN_DAYS_MAX, KeyCounts, KeyFilter, KeyPage
+from app.keys.scopes import ScopeCatalogue
+from app.kit.boundary import excerpt, name_key
+from app.kit.db import UTCDateTime, execute_core
+from app.kit.errors import BadUserInput
+from app.kit.ids import is_id_of
+from app.kit.pagination import Cursor
+from app.kit.timeutil import utcnow
+from app.models.keys import ApiKey, KeyStatus, ListedKey
+
+_LISTED_COLUMNS = tuple(ApiKey.__table__.c[field.name] for field in fields(ListedKey))  # type: ignore[attr-defined]
+
+
+async def live_name_exists(session: AsyncSession, organization_id: str, name: str) -> bool:
+    statement = select(ApiKey.id).where(
+        col(ApiKey.organization_id) == organization_id,
+        col(ApiKey.name_key) == name_key(name),
+        col(ApiKey.revoked_at).is_(None),
+        col(ApiKey.superseded_at).is_(None),
+    )
+    return (await session.exec(statement)).first() is not None
+
+
+async def insert_key(session: AsyncSession, api_key: ApiKey) -> bool:
+    """Add the key; False if a concurrent request took its name first."""
+    try:
+        # A savepoint: losing a race on the unique name must not undo the caller's transaction.
+        async with session.begin_nested():
+            session.add(api_key)
+    except IntegrityError:
+        return False
+    return True
+
+
+# Oldest first: the order a creation reports the keys it superseded in, and a replay too.
+SUPERSEDED_ORDER = (col(ApiKey.created_at), col(ApiKey.id))
+
+
+def supersedable(caller: Caller, now: datetime, *, keep: Sequence[str]) -> list[Any]:
+    """The keys a new key replaces under the single-active-key policy: the organization's
+    active keys not yet replaced, except those in ``keep``. The one rule for superseding and
+    for telling how many keys the next creation will supersede."""
+    return [
+        col(ApiKey.organization_id) == caller.organization_id,
+        col(ApiKey.id).not_in(keep),
+        status_condition(KeyStatus.ACTIVE, now),
+        col(ApiKey.superseded_at).is_(None),
+    ]
+
+
+async def superseded_by(session: AsyncSession, caller: Caller, key_id: str) -> list[ApiKey]:
+    """The keys the single-active-key policy replaced with this one (for a replayed answer)."""
+    statement = (
+        select(ApiKey)
+        .where(
+            col(ApiKey.organization_id) == caller.organization_id,
+            col(ApiKey.superseded_by_key_id) == key_id,
+        )
+        .order_by(*SUPERSEDED_ORDER)
+    )
+    return list((await session.exec(statement)).all())
+
+
+async def get_key(session: AsyncSession, caller: Caller, key_id: str) -> ApiKey | None:
+    """The caller's organization's key with this id; None for any other id, of any shape."""
+    if not is_id_of("key", key_id):
+        return None
+    statement = select(ApiKey).where(
+        col(ApiKey.id) == key_id, col(ApiKey.organization_id) == caller.organization_id
+    )
+    return (await session.exec(statement)).first()
+
+
+async def get_keys(
+    session: AsyncSession, caller: Caller, key_ids: Sequence[str]
+) -> dict[str, ApiKey]:
+    """Many of the caller's organization's keys by id, in one statement."""
+    statement = select(ApiKey).where(
+        col(ApiKey.id).in_(key_ids), col(ApiKey.organization_id) == caller.organization_id
+    )
+    return {row.id: row for row in (await session.exec(statement)).all()}
+
+
+def status_condition(status: KeyStatus, now: datetime | BindParameter[datetime]) -> Any:
+    """SQL for ``ApiKey.status_at(now) == status`` (revoked, then superseded, then expired)."""
+    if status is KeyStatus.REVOKED:
+        return col(ApiKey.revoked_at).is_not(None)
+    not_revoked = col(ApiKey.revoked_at).is_(None)
+    if status is KeyStatus.SUPERSEDED:
+        return and_(not_revoked, col(ApiKey.superseded_at) <= now)
+    in_play = and_(
+        not_revoked, or_(col(ApiKey.superseded_at).is_(None), col(ApiKey.superseded_at) > now)
+    )
+    if status is KeyStatus.EXPIRED:
+        return and_(in_play, col(ApiKey.expires_at) <= now)
+    return and_(in_play, or_(col(ApiKey.expires_at).is_(None), col(ApiKey.expires_at) > now))
+
+
+def _like_pattern(scope: str) -> str:
+    """A LIKE pattern matching ``scope`` as a whole word of the space-separated scopes_text."""
+    escaped = scope.replace("/", "//").replace("%", "/%").replace("_", "/_")
+    return f"% {escaped} %"
+
+
+@functools.cache
+def _listing(
+    status: KeyStatus | None, *, expiring: bool, scope: bool, after: bool
+) -> tuple[Select[Any], Select[Any]]:
+    """The page and count statements of one shape of list query. Built once per shape, with every
+    value a bound parameter: building a statement costs more than running it on a page of keys,
+    and a reused statement also skips SQLAlchemy's cache-key computation."""
+    now = bindparam("now", type_=UTCDateTime())
+    conditions: list[Any] = [col(ApiKey.organization_id) == bindparam("organization_id")]
+    if status is not None:
+        conditions.append(status_condition(status, now))
+    if expiring:
+        conditions.append(status_condition(KeyStatus.ACTIVE, now))
+        conditions.append(col(ApiKey.expires_at) <= bindparam("expiring_before"))
+    if scope:
+        # scopes_text is space-separated: pad it so every scope is surrounded by spaces.
+        padded = " " + col(ApiKey.scopes_text) + " "
+        conditions.append(padded.like(bindparam("scope_pattern"), escape="/"))
+    count = sa_select(func.count()).select_from(ApiKey).where(*conditions)
+    page_conditions = list(conditions)
+    if after:
+        after_created_at = bindparam("after_created_at", type_=UTCDateTime())
+        page_conditions.append(
+            or_(
+                col(ApiKey.created_at) < after_created_at,
+                and_(
+                    col(ApiKey.created_at) == after_created_at,
+                    col(ApiKey.id) < bindparam("after_id"),
+                ),
+            )
+        )
+    # One statement: the page, each row carrying the list's total (an uncorrelated subquery,
+    # computed once).
+    page = (
+        sa_select(*_LISTED_COLUMNS, count.scalar_subquery())
+        .where(*page_conditions)
+        .order_by(col(ApiKey.created_at).desc(), col(ApiKey.id).desc())
+        .limit(bindparam("limit", type_=Integer()))
+    )
+    return page, count
+
+
+async def list_keys(
+    session: AsyncSession,
+    caller: Caller,
+    key_filter: KeyFilter,
+    *,
+    first: int,
+    after: Cursor | None = None,
+    catalogue: ScopeCatalogue,
+) -> KeyPage:
+    """A page of the organization's keys, newest first."""
+    now = utcnow()
+    values: dict[str, Any] = {
+        "organization_id": caller.organization_id,
+        "now": now,
+        "limit": first + 1,
+    }
+    if key_filter.expiring_within_days is not None:
+        days = key_filter.expiring_within_days
+        if not 0 <= days <= EXPIRES_IN_DAYS_MAX:
+            raise BadUserInput(
+                f"expiringWithinDays must be between 0 and {EXPIRES_IN_DAYS_MAX}, got {days}.",
+                argument="filter.expiringWithinDays",
+            )
+        values["expiring_before"] = now + timedelta(days=days)
+    if key_filter.scope is not None:
+        if key_filter.scope not in catalogue:
+            raise BadUserInput(
+                f"Unknown scope '{excerpt(key_filter.scope)}'.", argument="filter.scope"
+            )
+        values["scope_pattern"] = _like_pattern(key_filter.scope)
+    if after is not None:
+        values["after_created_at"] = after.created_at
+        values["after_id"] = after.id
+    page, count = _listing(
+        key_filter.status,
+        expiring=key_filter.expiring_within_days is not None,
+        scope=key_filter.scope is not None,
+        after=after is not None,
+    )
+    rows = (await execute_core(session, page, values)).all()
+    if rows:
+        total = rows[0][-1]
+    elif after is None:
+        total = 0  # the page's conditions are the count's
+    else:
+        total = (await execute_core(session, count, values)).scalar_one()
+    keys = [ListedKey(*row[:-1]) for row in rows[:first]]
+    return KeyPage(keys=keys, total_count=total, has_next_page=len(rows) > first)
+
+
+async def count_keys(session: AsyncSession, caller: Caller) -> KeyCounts:
+    now = utcnow()
+
+    def counted(status: KeyStatus) -> Any:
+        return func.coalesce(func.sum(case((status_condition(status, now), 1), else_=0)), 0)
+
+    # Five columns: past sqlmodel's typed select overloads, so SQLAlchemy's own.
+    statement = sa_select(
+        func.count(),
+        counted(KeyStatus.ACTIVE),
+        counted(KeyStatus.REVOKED),
+        counted(KeyStatus.EXPIRED),
+        counted(KeyStatus.SUPERSEDED),
+    ).where(col(ApiKey.organization_id) == caller.organization_id)
+    total, active, revoked, expired, superseded = (await execute_core(session, statement)).one()
+    return KeyCounts(
+        total=total, active=active, revoked=revoked, expired=expired, superseded=superseded
+    )
+
+
+async def count_supersedable_keys(session: AsyncSession, caller: Caller) -> int:
+    """How many keys the caller's next key creation would supersede under single-active-key."""
+    keep = [] if caller.key_id is None else [caller.key_id]
+    statement = (
+        select(func.count()).select_from(ApiKey).where(*supersedable(caller, utcnow(), keep=keep))
+    )
+    return (await session.exec(statement)).one()
+
+
+async def last_used_by_id(session: AsyncSession, key_ids: Sequence[str]) -> dict[str, datetime]:
+    """``last_used_at`` of many keys in one statement (for the per-request DataLoader)."""
+    statement = select(ApiKey.id, ApiKey.last_used_at).where(
+        col(ApiKey.id).in_(key_ids), col(ApiKey.last_used_at).is_not(None)
+    )
+    return {key_id: used for key_id, used in (await session.exec(statement)).all() if used}
+
+
+# Rotations chain (a key, its replacement, that one's replacement...); a caller in its grace
+# period is at most a few rotations behind, and this bounds the walk.
+_SUCCESSOR_CHAIN_MAX = 16
+
+
+async def successors(session: AsyncSession, key_id: str) -> set[str]:
+    """The keys that replaced ``key_id``, its replacement's replacement, and so on."""
+    found: set[str] = set()
+    current: str | None = key_id
+    while current is not None and len(found) < _SUCCESSOR_CHAIN_MAX:
+        row = await session.get(ApiKey, current)
+        current = None if row is None else row.superseded_by_key_id
+        if current is None or current in found:
+            break
+        found.add(current)
+    return found
+
+
+async def claim_for_rotation(
+    session: AsyncSession, old: ApiKey, new_id: str, sunset: datetime
+) -> bool:
+    """Mark ``old`` as replaced by ``new_id`` only if it is still in play, in one statement: a
+    concurrent rotation or revocation of the same key is noticed instead of overwritten. The old
+    key leaves the unique-name index before its successor takes the name."""
+    result = await session.exec(
+        update(ApiKey)
+        .where(
+            col(ApiKey.id) == old.id,
+            col(ApiKey.revoked_at).is_(None),
+            col(ApiKey.superseded_at).is_(None),
+        )
+        .values(superseded_at=sunset, superseded_by_key_id=new_id)
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount == 1
