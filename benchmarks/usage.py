@@ -18,7 +18,7 @@ GROUP BY over one row per use.
    over 30 days by HOUR and over 24 hours by MINUTE, through the ``app.usage.service``
    functions (with a ``Caller``, ranges checked by ``check_query``, one session per run), and
    the same five questions as GROUP BYs over ``raw_uses`` through the stdlib ``sqlite3`` module
-   (strftime-truncated time). Both must give the same numbers.
+   (time truncated to the bucket, as keyhouse does). Both must give the same numbers.
 
 Retention stays at the defaults (minute buckets 72 hours): uses older than that are written
 to hour and day buckets only, as in production.
@@ -61,6 +61,7 @@ from app.models.usage import Granularity, UsageBucket  # noqa: E402
 from app.organizations.service import OrganizationCreated, create_organization  # noqa: E402
 from app.runtime import Runtime  # noqa: E402
 from app.usage import service as usage_service  # noqa: E402
+from app.usage.recorder import UsageRecorder  # noqa: E402
 from app.usage.service import usage_retention  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "usage.json"
@@ -221,14 +222,17 @@ def _cumulative(weights: Sequence[float]) -> Any:
         yield total
 
 
+RAW_TABLE = (
+    "CREATE TABLE raw_uses (at REAL NOT NULL, organization_id TEXT NOT NULL, "
+    "api_key_id TEXT NOT NULL, operation TEXT NOT NULL, outcome TEXT NOT NULL)"
+)
+
+
 def create_raw_table(path: Path) -> sqlite3.Connection:
     connection = sqlite3.connect(path, isolation_level=None)
     connection.execute("PRAGMA journal_mode=WAL")
     connection.execute("PRAGMA synchronous=NORMAL")
-    connection.execute(
-        "CREATE TABLE raw_uses (at REAL NOT NULL, organization_id TEXT NOT NULL, "
-        "api_key_id TEXT NOT NULL, operation TEXT NOT NULL, outcome TEXT NOT NULL)"
-    )
+    connection.execute(RAW_TABLE)
     return connection
 
 
@@ -322,14 +326,19 @@ async def usage_answer(runtime: Runtime, caller: Caller, query: usage_service.Us
     )
 
 
-RAW_BUCKET = {Granularity.HOUR: "%Y-%m-%dT%H:00", Granularity.MINUTE: "%Y-%m-%dT%H:%M"}
+# A use's bucket is the start of the minute (hour) it happened in, truncated as keyhouse's
+# recorder does (``int(at // 60)``): whole seconds of ``at``, then whole buckets, all in integers.
+# Not strftime(..., at, 'unixepoch'): SQLite rounds to the millisecond first, which put a use in
+# the last half millisecond of a minute in the next minute, and the check failed with keyhouse
+# right (:func:`check_minute_edge`).
+RAW_SERIES = (
+    "SELECT (CAST(at AS INTEGER) / :seconds) * :seconds AS bucket, COUNT(*), "
+    "SUM(outcome = 'VALID') FROM raw_uses "
+    "WHERE organization_id = :organization_id AND at >= :start AND at < :end GROUP BY bucket"
+)
 RAW_TOTALS = (
     "SELECT COUNT(*), SUM(outcome = 'VALID') FROM raw_uses "
     "WHERE organization_id = ? AND at >= ? AND at < ?"
-)
-RAW_SERIES = (
-    "SELECT strftime(?, at, 'unixepoch') AS bucket, COUNT(*), SUM(outcome = 'VALID') "
-    "FROM raw_uses WHERE organization_id = ? AND at >= ? AND at < ? GROUP BY bucket"
 )
 RAW_BY_KEY = (
     "SELECT api_key_id, COUNT(*) AS n FROM raw_uses "
@@ -351,19 +360,61 @@ def raw_answer(
     connection: sqlite3.Connection, caller: Caller, query: usage_service.UsageQuery
 ) -> Answer:
     where = (caller.organization_id, query.start.timestamp(), query.end.timestamp())
-    bucket_format = RAW_BUCKET[query.granularity]
     ((requests, valid),) = connection.execute(RAW_TOTALS, where).fetchall()
-    series = connection.execute(RAW_SERIES, (bucket_format, *where)).fetchall()
+    series = connection.execute(
+        RAW_SERIES, _series_parameters(caller.organization_id, *where[1:], query.granularity)
+    ).fetchall()
     by_key = connection.execute(RAW_BY_KEY, where).fetchall()
     by_operation = connection.execute(RAW_BY_OPERATION, where).fetchall()
     by_outcome = connection.execute(RAW_BY_OUTCOME, where).fetchall()
     return Answer(
         totals=(requests, valid or 0),
-        series={start: (count, ok) for start, count, ok in series},
+        series={_bucket_name(start): (count, ok) for start, count, ok in series},
         by_key=[count for _, count in by_key],
         by_operation=[(operation, count) for operation, count in by_operation],
         by_outcome={outcome: count for outcome, count in by_outcome},
     )
+
+
+def _series_parameters(
+    organization_id: str, start: float, end: float, granularity: Granularity
+) -> dict[str, Any]:
+    return {
+        "organization_id": organization_id,
+        "start": start,
+        "end": end,
+        "seconds": granularity.seconds,
+    }
+
+
+def _bucket_name(start: int | float) -> str:
+    return datetime.fromtimestamp(start, UTC).strftime("%Y-%m-%dT%H:%M")
+
+
+# 2025-12-01 11:59:59.9997 UTC: in the last half millisecond of 11:59, which SQLite's
+# strftime(..., 'unixepoch') rounds up to 12:00:00.000.
+MINUTE_EDGE = 1764590399.9997
+MINUTE_EDGE_BUCKET = "2025-12-01T11:59"
+
+
+def check_minute_edge(runtime: Runtime) -> None:
+    """A use at :data:`MINUTE_EDGE` counts in 11:59 on both sides: in keyhouse's recorder and in
+    the reference's GROUP BY. Else the comparison could fail without keyhouse being wrong."""
+    recorder = UsageRecorder(runtime.sessionmaker, flush_interval_seconds=3600)
+    recorder.record("key", "organization", "GET /x", Outcome.VALID, MINUTE_EDGE)
+    keyhouse = [_bucket_name(minute * 60) for minute, *_ in recorder._counts]
+    raw = sqlite3.connect(":memory:")
+    try:
+        raw.execute(RAW_TABLE)
+        raw.execute(
+            "INSERT INTO raw_uses VALUES (?, 'organization', 'key', 'GET /x', 'VALID')",
+            (MINUTE_EDGE,),
+        )
+        parameters = _series_parameters("organization", 0, 2**32, Granularity.MINUTE)
+        reference = [_bucket_name(row[0]) for row in raw.execute(RAW_SERIES, parameters)]
+    finally:
+        raw.close()
+    assert keyhouse == reference == [MINUTE_EDGE_BUCKET], (keyhouse, reference)
 
 
 async def timed_async(runs: int, call: Callable[[], Awaitable[Answer]]) -> tuple[Timings, Answer]:
@@ -460,6 +511,7 @@ async def run(uses: int, database: Path) -> dict[str, Any]:
         print(f"note: load average {load_at_start} at start; other work skews the figures")
     settings = Settings(database_url=f"sqlite+aiosqlite:///{database}")
     runtime = Runtime.create(settings)
+    check_minute_edge(runtime)
     await upgrade_to_head(runtime.engine)
     rng = random.Random(SEED)
     print(f"setup: {ORGANIZATIONS} organizations x {KEYS_PER_ORGANIZATION} keys in {database}")

@@ -42,6 +42,7 @@ class LeafField:
 
 def leaf_field(field: GraphQLField) -> LeafField | None:
     """The shortcut for this field, or None when it must take graphql-core's general path."""
+    # Written against strawberry-graphql 0.341.2 (its private ``_is_default`` marks getattr).
     resolve = field.resolve
     if resolve is None or not getattr(resolve, "_is_default", False):
         return None  # a resolver of our own, field extensions or permissions
@@ -82,6 +83,7 @@ class KeyhouseExecutor(StrawberryGraphQLCoreExecutionContext):
         grouped_field_set: dict[str, Any],
         position_context: Any,
     ) -> Any:
+        # Written against strawberry-graphql 0.341.2 / graphql-core 3.3.2.
         if not self._shortcuts:
             return super().execute_fields(
                 parent_type, source_value, path, grouped_field_set, position_context

@@ -125,6 +125,7 @@ class RateLimiter:
         return "memory (redis unavailable)" if self._shared_down_until else "redis"
 
     async def hit(self, budget: Budget) -> RateLimitStatus:
+        # Written against limits 5.8.0 (the storage's ``incr`` and ``get_expiry``, no strategy).
         item, counter = budget.item, budget.counter
         if self._shared is not None and time.monotonic() >= self._shared_down_until:
             try:
@@ -160,6 +161,7 @@ class RateLimiter:
 
     async def close(self) -> None:
         """Close the Redis connection pool (``limits`` offers no close of its own)."""
+        # Written against limits 5.8.0 (its Redis bridge's ``get_connection``).
         if self._shared is not None and isinstance(self._shared.bridge, RedispyBridge):
             connection = cast(redis.Redis, self._shared.bridge.get_connection())
             await connection.aclose()

@@ -65,6 +65,8 @@ class OneTripCursor:
     All rows are fetched with the statement, also for a streamed result (``stream()``,
     ``yield_per``): fine for this service, whose queries are pages and aggregates. Note that
     ``cursor()`` returns it directly, where aiosqlite's returns an awaitable.
+
+    Written against aiosqlite 0.22.1 / SQLAlchemy 2.1.9 (the adapter's use of the cursor).
     """
 
     arraysize = 1
@@ -120,6 +122,7 @@ class OneTripConnection(aiosqlite.Connection):
 
     async def run(self, function: Callable[..., _Outcome], *args: Any) -> _Outcome:
         """``function(sqlite3_connection, *args)`` on the driver's thread."""
+        # Written against aiosqlite 0.22.1 (private ``_execute`` and ``_conn``).
         # aiosqlite's own cursors queue their calls the same way (as SQLAlchemy's adapter does
         # for isolation levels).
         result: _Outcome = await self._execute(  # type: ignore[no-untyped-call]
@@ -155,6 +158,7 @@ def _creator(url: URL, connect_args: dict[str, Any]) -> Callable[[], Any]:
     options.update(connect_args)
 
     async def connect() -> OneTripConnection:
+        # Written against aiosqlite 0.22.1 (private ``_thread``) / SQLAlchemy 2.1.9.
         connection = OneTripConnection(partial(sqlite3.connect, *args, **options), 64)
         # As SQLAlchemy does for aiosqlite's connections: the thread must not keep the process
         # alive at exit.
