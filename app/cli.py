@@ -21,6 +21,7 @@ from sqlmodel import select
 from app.auth.principal import Caller
 from app.config import Plane, Settings
 from app.keys import repository as keys_repository
+from app.keys import revocation as keys_revocation
 from app.keys import schemas as keys_schemas
 from app.keys import service as keys_service
 from app.kit.db import session_scope
@@ -273,7 +274,7 @@ def keys_revoke(
 
     async def work(runtime: Runtime) -> ApiKey | UserError:
         async with session_scope(runtime.sessionmaker) as session:
-            return await keys_service.revoke_key(
+            return await keys_revocation.revoke_key(
                 session, _operator(runtime, organization), key_id, broadcast=runtime.broadcast
             )
 

@@ -24,7 +24,7 @@ from graphql import build_schema as parse_sdl
 from app.auth.principal import Caller
 from app.config import Settings
 from app.graphql.schema import build_schema
-from app.keys import service as keys_service
+from app.keys import revocation as keys_revocation
 from app.kit.db import session_scope
 from app.kit.errors import UserError
 from app.kit.timeutil import utcnow
@@ -187,7 +187,7 @@ async def seeded(
 
     operator = Caller(tenant.organization_id, runtime.catalogue.names())
     async with session_scope(runtime.sessionmaker) as session:
-        revoked = await keys_service.revoke_key(
+        revoked = await keys_revocation.revoke_key(
             session, operator, retired.id, broadcast=runtime.broadcast
         )
         assert not isinstance(revoked, UserError)

@@ -16,7 +16,7 @@ import strawberry
 from app.graphql.context import Context, Info
 from app.graphql.permissions import needs
 from app.graphql.types import Connection, UsageCounts, UserErrorType, user_errors
-from app.keys import loaders, repository, rotation, schemas, service
+from app.keys import loaders, repository, revocation, rotation, schemas, service
 from app.keys.scopes import READ_ANALYTICS, READ_API_KEYS, WRITE_API_KEYS
 from app.kit.errors import UserError
 from app.kit.pagination import DEFAULT_PAGE_SIZE, Cursor, check_page_size
@@ -372,7 +372,7 @@ class Mutation:
     )
     async def revoke_api_key(self, info: Info, id: strawberry.ID) -> RevokeApiKeyPayload:
         async with info.context.db() as session:
-            result = await service.revoke_key(
+            result = await revocation.revoke_key(
                 session, info.context.caller, str(id), broadcast=info.context.runtime.broadcast
             )
         if isinstance(result, UserError):

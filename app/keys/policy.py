@@ -1,3 +1,6 @@
+"""Where the single-active-key policy is applied: a new key (created or rotated) replaces the
+organization's other active keys after a grace period; and how long a rotated key lives."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence

@@ -1,3 +1,5 @@
+"""Managing a key needs at least its power: the one check revocation and rotation share."""
+
 from __future__ import annotations
 
 from sqlmodel.ext.asyncio.session import AsyncSession

@@ -1,3 +1,7 @@
+"""Idempotency replays of createApiKey and rotateApiKey: the earlier answer to the same request,
+secret included, or a refusal when the idempotency key was used otherwise (idempotency.py
+keeps the records)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -1,3 +1,6 @@
+"""The SQL of key management: every statement that reads or writes keys, confined to the
+caller's organization. Rules live in the services (service.py, rotation.py, revocation.py)."""
+
 from __future__ import annotations
 
 import functools

@@ -1,3 +1,7 @@
+"""Where a key is rotated: a new secret for the same name, scopes and limits, while the old
+secret keeps working for a grace period (app/keys/policy.py applies the single-active-key
+policy to the new key, as to any new key)."""
+
 from __future__ import annotations
 
 from datetime import datetime, timedelta
@@ -54,26 +58,11 @@ async def rotate_key(
 ) -> KeyRotated | list[UserError]:
     """A new secret with the old key's name, scopes and limits; the old secret keeps working
     for the grace period (0: it stops at once, for a leaked key), then is SUPERSEDED."""
-    misuse = check_idempotency_key(data.idempotency_key)
-    if misuse is not None:
-        return [misuse]
-    if not 0 <= data.grace_period_hours <= GRACE_HOURS_MAX:
-        return [
-            UserError(
-                UserErrorCode.INVALID_INPUT,
-                "gracePeriodHours",
-                f"gracePeriodHours must be between 0 and {GRACE_HOURS_MAX}, "
-                f"got {data.grace_period_hours}.",
-            )
-        ]
-    old = await get_key(session, caller, data.key_id)
-    if old is None:
-        return [not_found(data.key_id)]
-    # Every check of power before a replay: a replay must not answer a caller the request
-    # itself would refuse.
-    refusal = await management_refusal(session, caller, old, "rotate")
-    if refusal is not None:
-        return [refusal]
+    old = await _rotatable_by(session, caller, data)
+    if isinstance(old, list):
+        return old
+    # Every check of power ran above, before a replay is looked for: a replay must not answer
+    # a caller the request itself would refuse.
     digest = idempotency.request_digest(
         "rotateApiKey",
         {"id": data.key_id, "gracePeriodHours": data.grace_period_hours},
@@ -90,10 +79,60 @@ async def rotate_key(
         return await replay.rotation() or [unrotatable]
     policy = await session.get(Organization, caller.organization_id)
     assert policy is not None, "a caller's organization exists"
-
     secret = generate_secret(key_prefix)
+    new = _successor(old, caller, policy, secret, key_prefix, now)
+    sunset = now + timedelta(hours=data.grace_period_hours)
+    lost = await _replace(session, old, new, sunset)
+    if lost is not None:
+        # If it was this very request sent twice (a retry while the first was in flight),
+        # the first one's answer.
+        return await replay.rotation() or [lost]
+    _record_rotation(session, caller, old, new, data.grace_period_hours, sunset)
+    announce_after_commit(session, broadcast, old.id)
+    if policy.single_active_key:
+        keep = [old.id, *([caller.key_id] if caller.key_id else [])]
+        await supersede_others(
+            session,
+            caller,
+            new,
+            grace_hours=policy.supersede_grace_hours,
+            keep=keep,
+            broadcast=broadcast,
+        )
+    await replay.remember("rotateApiKey", new.id, secret, previous_api_key_id=old.id)
+    await session.flush()
+    return KeyRotated(new, secret, old)
+
+
+async def _rotatable_by(
+    session: AsyncSession, caller: Caller, data: KeyRotate
+) -> ApiKey | list[UserError]:
+    """The key to rotate, once the input is valid and the caller may rotate it."""
+    misuse = check_idempotency_key(data.idempotency_key)
+    if misuse is not None:
+        return [misuse]
+    if not 0 <= data.grace_period_hours <= GRACE_HOURS_MAX:
+        return [
+            UserError(
+                UserErrorCode.INVALID_INPUT,
+                "gracePeriodHours",
+                f"gracePeriodHours must be between 0 and {GRACE_HOURS_MAX}, "
+                f"got {data.grace_period_hours}.",
+            )
+        ]
+    old = await get_key(session, caller, data.key_id)
+    if old is None:
+        return [not_found(data.key_id)]
+    refusal = await management_refusal(session, caller, old, "rotate")
+    return old if refusal is None else [refusal]
+
+
+def _successor(
+    old: ApiKey, caller: Caller, policy: Organization, secret: str, key_prefix: str, now: datetime
+) -> ApiKey:
+    """The new key: the old one's name, scopes and limits, its own secret and lifetime."""
     lifetime = rotated_lifetime(old, policy)
-    new = ApiKey(
+    return ApiKey(
         organization_id=caller.organization_id,
         name=old.name,
         name_key=old.name_key,
@@ -106,7 +145,13 @@ async def rotate_key(
         rate_limit_requests=old.rate_limit_requests,
         rate_limit_per_seconds=old.rate_limit_per_seconds,
     )
-    sunset = now + timedelta(hours=data.grace_period_hours)
+
+
+async def _replace(
+    session: AsyncSession, old: ApiKey, new: ApiKey, sunset: datetime
+) -> UserError | None:
+    """Mark ``old`` as replaced by ``new`` from ``sunset`` and add ``new``; why not, when a
+    concurrent request rotated or revoked ``old`` first or took its name."""
     try:
         # One savepoint: a name taken meanwhile must not leave the old key marked as replaced.
         async with session.begin_nested():
@@ -114,21 +159,28 @@ async def rotate_key(
             if claimed:
                 session.add(new)
     except IntegrityError:
-        return [name_taken(old.name)]
+        return name_taken(old.name)
     if not claimed:
-        # Rotated (or revoked) by a concurrent request: if it was this very request sent twice
-        # (a retry while the first was in flight), the first one's answer.
         await session.refresh(old)
-        return await replay.rotation() or [
-            UserError(
-                UserErrorCode.INVALID_INPUT,
-                "id",
-                f"Key '{old.name}' ({old.hint}) was just rotated or revoked by another request; "
-                "reload the key to see its state.",
-            )
-        ]
+        return UserError(
+            UserErrorCode.INVALID_INPUT,
+            "id",
+            f"Key '{old.name}' ({old.hint}) was just rotated or revoked by another request; "
+            "reload the key to see its state.",
+        )
     set_committed_value(old, "superseded_at", sunset)
     set_committed_value(old, "superseded_by_key_id", new.id)
+    return None
+
+
+def _record_rotation(
+    session: AsyncSession,
+    caller: Caller,
+    old: ApiKey,
+    new: ApiKey,
+    grace_period_hours: int,
+    sunset: datetime,
+) -> None:
     record_event(
         session,
         caller,
@@ -139,20 +191,7 @@ async def rotate_key(
             "previousHint": old.hint,
             "newKeyId": new.id,
             "newHint": new.hint,
-            "gracePeriodHours": data.grace_period_hours,
+            "gracePeriodHours": grace_period_hours,
             "oldKeyStopsAt": sunset,
         },
     )
-    announce_after_commit(session, broadcast, old.id)
-    if policy.single_active_key:
-        await supersede_others(
-            session,
-            caller,
-            new,
-            grace_hours=policy.supersede_grace_hours,
-            keep=[old.id, *([caller.key_id] if caller.key_id else [])],
-            broadcast=broadcast,
-        )
-    await replay.remember("rotateApiKey", new.id, secret, previous_api_key_id=old.id)
-    await session.flush()
-    return KeyRotated(new, secret, old)

@@ -1,3 +1,5 @@
+"""What key management takes and gives back: inputs, results and their bounds."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence

@@ -1,3 +1,11 @@
+"""Where a key is created: checked, made with its secret (shown once), recorded in the audit
+log, and, under the single-active-key policy, replacing the organization's other keys.
+
+Services take the session first and the caller second, confine themselves to the caller's
+organization, and flush, never commit: the request (or CLI command) owns the transaction.
+Rotation is app/keys/rotation.py, revocation app/keys/revocation.py.
+"""
+
 from __future__ import annotations
 
 from datetime import timedelta
@@ -7,14 +15,13 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from app.auth.principal import Caller
 from app.auth.secret import generate_secret, hash_secret, hint_for
 from app.keys import idempotency
-from app.keys.broadcast import KeyChangeBroadcast, announce_after_commit
+from app.keys.broadcast import KeyChangeBroadcast
 from app.keys.policy import supersede_others
-from app.keys.power import management_refusal
 from app.keys.replay import Replay
-from app.keys.repository import get_key, insert_key, live_name_exists
+from app.keys.repository import insert_key, live_name_exists
 from app.keys.schemas import KeyCreate, KeyCreated
 from app.keys.scopes import ScopeCatalogue
-from app.keys.validation import check_create, check_idempotency_key, name_taken, not_found
+from app.keys.validation import check_create, check_idempotency_key, name_taken
 from app.kit.boundary import name_key
 from app.kit.errors import UserError
 from app.kit.timeutil import utcnow
@@ -63,37 +70,10 @@ async def create_key(
         return await replay.creation() or [name_taken(name)]
 
     secret = generate_secret(key_prefix)
-    now = utcnow()
-    api_key = ApiKey(
-        organization_id=caller.organization_id,
-        name=name,
-        name_key=name_key(name),
-        scopes_text=" ".join(scopes),
-        key_hash=hash_secret(secret),
-        hint=hint_for(secret, key_prefix),
-        created_at=now,
-        created_by_key_id=caller.key_id,
-        expires_at=(
-            None if data.expires_in_days is None else now + timedelta(days=data.expires_in_days)
-        ),
-        rate_limit_requests=None if data.rate_limit is None else data.rate_limit.requests,
-        rate_limit_per_seconds=None if data.rate_limit is None else data.rate_limit.per_seconds,
-    )
+    api_key = _new_key(caller, name, scopes, data, secret, key_prefix)
     if not await insert_key(session, api_key):
         return await replay.creation() or [name_taken(name)]
-    record_event(
-        session,
-        caller,
-        AuditAction.KEY_CREATED,
-        api_key_id=api_key.id,
-        details={
-            "name": name,
-            "hint": api_key.hint,
-            "scopes": scopes,
-            "expiresAt": api_key.expires_at,
-            "rateLimit": data.rate_limit,
-        },
-    )
+    _record_creation(session, caller, api_key, data)
     superseded: list[ApiKey] = []
     if policy.single_active_key:
         superseded = await supersede_others(
@@ -109,26 +89,41 @@ async def create_key(
     return KeyCreated(api_key, secret, superseded)
 
 
-async def revoke_key(
-    session: AsyncSession, caller: Caller, key_id: str, *, broadcast: KeyChangeBroadcast
-) -> ApiKey | UserError:
-    """Revoke a key, permanently. Revoking a revoked key changes nothing and answers the same."""
-    api_key = await get_key(session, caller, key_id)
-    if api_key is None:
-        return not_found(key_id)
-    refusal = await management_refusal(session, caller, api_key, "revoke")
-    if refusal is not None:
-        return refusal
-    if api_key.revoked_at is None:
-        api_key.revoked_at = utcnow()
-        session.add(api_key)
-        record_event(
-            session,
-            caller,
-            AuditAction.KEY_REVOKED,
-            api_key_id=api_key.id,
-            details={"name": api_key.name, "hint": api_key.hint},
-        )
-        await session.flush()
-        announce_after_commit(session, broadcast, api_key.id)
-    return api_key
+def _new_key(
+    caller: Caller, name: str, scopes: list[str], data: KeyCreate, secret: str, key_prefix: str
+) -> ApiKey:
+    now = utcnow()
+    limit = data.rate_limit
+    return ApiKey(
+        organization_id=caller.organization_id,
+        name=name,
+        name_key=name_key(name),
+        scopes_text=" ".join(scopes),
+        key_hash=hash_secret(secret),
+        hint=hint_for(secret, key_prefix),
+        created_at=now,
+        created_by_key_id=caller.key_id,
+        expires_at=(
+            None if data.expires_in_days is None else now + timedelta(days=data.expires_in_days)
+        ),
+        rate_limit_requests=None if limit is None else limit.requests,
+        rate_limit_per_seconds=None if limit is None else limit.per_seconds,
+    )
+
+
+def _record_creation(
+    session: AsyncSession, caller: Caller, api_key: ApiKey, data: KeyCreate
+) -> None:
+    record_event(
+        session,
+        caller,
+        AuditAction.KEY_CREATED,
+        api_key_id=api_key.id,
+        details={
+            "name": api_key.name,
+            "hint": api_key.hint,
+            "scopes": api_key.scopes,
+            "expiresAt": api_key.expires_at,
+            "rateLimit": data.rate_limit,
+        },
+    )

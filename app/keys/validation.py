@@ -1,3 +1,6 @@
+"""The rules a key's input must meet (name, scopes, expiry, rate limit), and the errors that
+say which one it missed."""
+
 from __future__ import annotations
 
 from app.auth.principal import Caller
@@ -8,6 +11,7 @@ from app.keys.schemas import (
     RATE_LIMIT_REQUESTS_MAX,
     RATE_LIMIT_WINDOW_MAX,
     KeyCreate,
+    RateLimit,
 )
 from app.keys.scopes import ScopeCatalogue
 from app.kit.boundary import excerpt, name_problem
@@ -18,82 +22,85 @@ from app.models.organizations import Organization
 def check_create(
     data: KeyCreate, caller: Caller, catalogue: ScopeCatalogue, policy: Organization
 ) -> tuple[str, list[str], list[UserError]]:
-    errors: list[UserError] = []
+    """The trimmed name, the sorted scopes, and every problem of the input at once."""
     name = data.name.strip()
-    problem = name_problem(name, max_length=NAME_MAX_LENGTH)
-    if not name:
-        errors.append(UserError(UserErrorCode.INVALID_INPUT, "name", "Name cannot be empty."))
-    elif problem is not None:
-        errors.append(UserError(UserErrorCode.INVALID_INPUT, "name", f"Name {problem}."))
     scopes = sorted(set(data.scopes))
-    unknown = catalogue.unknown(scopes)
+    found = [
+        _name_error(name),
+        _scopes_error(scopes, caller, catalogue),
+        _expiry_error(data.expires_in_days, policy),
+        _rate_limit_error(data.rate_limit),
+    ]
+    return name, scopes, [error for error in found if error is not None]
+
+
+def _name_error(name: str) -> UserError | None:
+    if not name:
+        return UserError(UserErrorCode.INVALID_INPUT, "name", "Name cannot be empty.")
+    problem = name_problem(name, max_length=NAME_MAX_LENGTH)
+    if problem is not None:
+        return UserError(UserErrorCode.INVALID_INPUT, "name", f"Name {problem}.")
+    return None
+
+
+def _scopes_error(scopes: list[str], caller: Caller, catalogue: ScopeCatalogue) -> UserError | None:
     if not scopes:
-        errors.append(
-            UserError(UserErrorCode.INVALID_SCOPE, "scopes", "Give the key at least one scope.")
+        return UserError(UserErrorCode.INVALID_SCOPE, "scopes", "Give the key at least one scope.")
+    unknown = catalogue.unknown(scopes)
+    if unknown:
+        return UserError(
+            UserErrorCode.INVALID_SCOPE,
+            "scopes",
+            f"Unknown scope(s): {excerpt(', '.join(unknown))}. The `scopes` query lists them all.",
         )
-    elif unknown:
-        errors.append(
-            UserError(
-                UserErrorCode.INVALID_SCOPE,
-                "scopes",
-                f"Unknown scope(s): {excerpt(', '.join(unknown))}. The `scopes` query lists "
-                "them all.",
-            )
+    not_held = [scope for scope in scopes if not caller.holds(scope)]
+    if not_held:
+        # The catalogue's own names: nothing of the input is quoted.
+        return UserError(
+            UserErrorCode.FORBIDDEN,
+            "scopes",
+            f"A key cannot grant scopes it does not hold itself: {', '.join(not_held)}.",
         )
-    else:
-        not_held = [scope for scope in scopes if not caller.holds(scope)]
-        if not_held:
-            errors.append(
-                UserError(
-                    UserErrorCode.FORBIDDEN,
-                    "scopes",
-                    f"A key cannot grant scopes it does not hold itself: {', '.join(not_held)}.",
-                )
-            )
-    days = data.expires_in_days
+    return None
+
+
+def _expiry_error(days: int | None, policy: Organization) -> UserError | None:
     if days is not None and not 1 <= days <= EXPIRES_IN_DAYS_MAX:
-        errors.append(
-            UserError(
-                UserErrorCode.INVALID_INPUT,
-                "expiresInDays",
-                f"expiresInDays must be between 1 and {EXPIRES_IN_DAYS_MAX}, got {days}.",
-            )
+        return UserError(
+            UserErrorCode.INVALID_INPUT,
+            "expiresInDays",
+            f"expiresInDays must be between 1 and {EXPIRES_IN_DAYS_MAX}, got {days}.",
         )
-    elif policy.max_expires_in_days is not None and (
-        days is None or days > policy.max_expires_in_days
-    ):
-        errors.append(
-            UserError(
-                UserErrorCode.INVALID_INPUT,
-                "expiresInDays",
-                "The organization's key policy (maxExpiresInDays) limits keys to "
-                f"{policy.max_expires_in_days} days; give expiresInDays of at most that.",
-            )
+    longest = policy.max_expires_in_days
+    if longest is not None and (days is None or days > longest):
+        return UserError(
+            UserErrorCode.INVALID_INPUT,
+            "expiresInDays",
+            "The organization's key policy (maxExpiresInDays) limits keys to "
+            f"{longest} days; give expiresInDays of at most that.",
         )
-    elif policy.require_expiry and days is None:
-        errors.append(
-            UserError(
-                UserErrorCode.INVALID_INPUT,
-                "expiresInDays",
-                "The organization's key policy (requireExpiry) requires every key to expire; "
-                "give expiresInDays.",
-            )
+    if policy.require_expiry and days is None:
+        return UserError(
+            UserErrorCode.INVALID_INPUT,
+            "expiresInDays",
+            "The organization's key policy (requireExpiry) requires every key to expire; "
+            "give expiresInDays.",
         )
-    limit = data.rate_limit
-    if limit is not None and not (
+    return None
+
+
+def _rate_limit_error(limit: RateLimit | None) -> UserError | None:
+    if limit is None or (
         1 <= limit.requests <= RATE_LIMIT_REQUESTS_MAX
         and 1 <= limit.per_seconds <= RATE_LIMIT_WINDOW_MAX
     ):
-        errors.append(
-            UserError(
-                UserErrorCode.INVALID_INPUT,
-                "rateLimit",
-                f"rateLimit needs 1 to {RATE_LIMIT_REQUESTS_MAX:,} requests per 1 to "
-                f"{RATE_LIMIT_WINDOW_MAX:,} seconds, got {limit.requests} per "
-                f"{limit.per_seconds}.",
-            )
-        )
-    return name, scopes, errors
+        return None
+    return UserError(
+        UserErrorCode.INVALID_INPUT,
+        "rateLimit",
+        f"rateLimit needs 1 to {RATE_LIMIT_REQUESTS_MAX:,} requests per 1 to "
+        f"{RATE_LIMIT_WINDOW_MAX:,} seconds, got {limit.requests} per {limit.per_seconds}.",
+    )
 
 
 def name_taken(name: str) -> UserError:

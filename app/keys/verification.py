@@ -167,42 +167,10 @@ class KeyVerifier:
                 )
 
         now = time.time()
-        if record.revoked_at is not None:
+        standing = self._standing(record, required_scopes, now)
+        if standing is not None:
             return self._refuse(
-                operation,
-                Outcome.REVOKED,
-                f"This API key was revoked at {_when(record.revoked_at)}.",
-                "Revocation is permanent; create a new key and update your integration.",
-                record,
-            )
-        if record.superseded_ts is not None and now >= record.superseded_ts:
-            assert record.superseded_at is not None
-            replaced = record.replaced_by
-            by = "a newer key" if replaced is None else f"key '{replaced.name}' ({replaced.hint})"
-            return self._refuse(
-                operation,
-                Outcome.SUPERSEDED,
-                f"This API key was replaced by {by} at {_when(record.superseded_at)}.",
-                "Use the organization's current key: the dashboard lists each key's hint and "
-                "status, so you can tell which one your integration should hold.",
-                record,
-            )
-        if record.expires_ts is not None and now >= record.expires_ts:
-            assert record.expires_at is not None
-            return self._refuse(
-                operation,
-                Outcome.EXPIRED,
-                f"This API key expired at {_when(record.expires_at)}.",
-                "Create a new key (or rotate this one) and update your integration.",
-                record,
-            )
-        if required_scopes and not record.scopes.issuperset(required_scopes):
-            return self._refuse(
-                operation,
-                Outcome.INSUFFICIENT_SCOPE,
-                self._describe_missing_scopes(required_scopes, record.scopes),
-                "Create a key that holds the scope this request needs.",
-                record,
+                operation, standing.outcome, standing.message, standing.hint, record
             )
 
         ratelimit = await self._limiter.hit(record.rate_limit)
@@ -225,6 +193,42 @@ class KeyVerifier:
             key=record,
             ratelimit=ratelimit,
         )
+
+    def _standing(
+        self, record: KeyRecord, required_scopes: Collection[str], now: float
+    ) -> Rejection | None:
+        """Why the key itself may not be used now (revoked, replaced, expired, lacking a scope),
+        in that order; None when it may."""
+        if record.revoked_at is not None:
+            return Rejection(
+                Outcome.REVOKED,
+                f"This API key was revoked at {_when(record.revoked_at)}.",
+                "Revocation is permanent; create a new key and update your integration.",
+            )
+        if record.superseded_ts is not None and now >= record.superseded_ts:
+            assert record.superseded_at is not None
+            replaced = record.replaced_by
+            by = "a newer key" if replaced is None else f"key '{replaced.name}' ({replaced.hint})"
+            return Rejection(
+                Outcome.SUPERSEDED,
+                f"This API key was replaced by {by} at {_when(record.superseded_at)}.",
+                "Use the organization's current key: the dashboard lists each key's hint and "
+                "status, so you can tell which one your integration should hold.",
+            )
+        if record.expires_ts is not None and now >= record.expires_ts:
+            assert record.expires_at is not None
+            return Rejection(
+                Outcome.EXPIRED,
+                f"This API key expired at {_when(record.expires_at)}.",
+                "Create a new key (or rotate this one) and update your integration.",
+            )
+        if required_scopes and not record.scopes.issuperset(required_scopes):
+            return Rejection(
+                Outcome.INSUFFICIENT_SCOPE,
+                self._describe_missing_scopes(required_scopes, record.scopes),
+                "Create a key that holds the scope this request needs.",
+            )
+        return None
 
     def record_valid_use(self, key: KeyRecord, operation: str, at: float | None = None) -> None:
         self._recorder.record(

@@ -15,6 +15,7 @@ from sqlmodel import select
 
 from app.auth.outcomes import Outcome
 from app.auth.principal import Caller
+from app.keys import revocation as keys_revocation
 from app.keys import schemas as keys_schemas
 from app.keys import service as keys_service
 from app.kit.db import session_scope
@@ -53,7 +54,7 @@ def _admin_caller(runtime: Runtime, tenant: Tenant) -> Caller:
 
 async def _revoke(runtime: Runtime, tenant: Tenant, key: IssuedKey) -> None:
     async with session_scope(runtime.sessionmaker) as session:
-        revoked = await keys_service.revoke_key(
+        revoked = await keys_revocation.revoke_key(
             session, _admin_caller(runtime, tenant), key.id, broadcast=runtime.broadcast
         )
     assert not isinstance(revoked, UserError)

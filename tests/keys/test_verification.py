@@ -15,7 +15,7 @@ from app.auth.outcomes import Outcome
 from app.auth.presentation import Presentation
 from app.auth.principal import Caller
 from app.auth.secret import generate_secret, hash_secret
-from app.keys import schemas, service
+from app.keys import revocation, schemas, service
 from app.keys.cache import KeyCache, KeyRecord
 from app.kit.db import session_scope
 from app.kit.ratelimit import Budget, rate_limit_item
@@ -40,7 +40,7 @@ async def verify(
 
 async def revoke(runtime: Runtime, tenant: Tenant, key_id: str) -> None:
     async with session_scope(runtime.sessionmaker) as session:
-        revoked = await service.revoke_key(
+        revoked = await revocation.revoke_key(
             session, admin(runtime, tenant), key_id, broadcast=runtime.broadcast
         )
         assert isinstance(revoked, ApiKey)
@@ -162,7 +162,7 @@ async def test_revocation_does_not_invalidate_before_commit(
     generation = runtime.cache.generation
 
     async with session_scope(runtime.sessionmaker) as session:
-        await service.revoke_key(
+        await revocation.revoke_key(
             session, admin(runtime, tenant), key.id, broadcast=runtime.broadcast
         )
         assert runtime.cache.generation == generation
@@ -177,7 +177,7 @@ async def test_revocation_that_rolls_back_leaves_the_key_valid_and_cached(
 
     async def revoke_then_abandon() -> None:
         async with session_scope(runtime.sessionmaker) as session:
-            await service.revoke_key(
+            await revocation.revoke_key(
                 session, admin(runtime, tenant), key.id, broadcast=runtime.broadcast
             )
             raise RuntimeError("abandon the unit of work")

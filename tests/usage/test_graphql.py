@@ -14,7 +14,7 @@ import pytest
 from app.auth.outcomes import Outcome
 from app.auth.principal import Caller
 from app.auth.secret import hint_for
-from app.keys import service as keys_service
+from app.keys import revocation as keys_revocation
 from app.kit.db import session_scope
 from app.kit.errors import UserError
 from app.kit.ids import new_id
@@ -142,7 +142,7 @@ async def acme(
     charger = await make_key(runtime, tenant, "charger-app", ["read:charge_points"])
     caller = Caller(tenant.organization_id, runtime.catalogue.names())
     async with session_scope(runtime.sessionmaker) as session:
-        revoked = await keys_service.revoke_key(
+        revoked = await keys_revocation.revoke_key(
             session, caller, retired.id, broadcast=runtime.broadcast
         )
     assert not isinstance(revoked, UserError)

@@ -20,7 +20,7 @@ from app.auth.presentation import Presentation
 from app.auth.principal import Caller
 from app.auth.secret import generate_secret
 from app.config import Settings
-from app.keys import service as keys_service
+from app.keys import revocation as keys_revocation
 from app.kit.db import create_engine, create_sessionmaker, session_scope
 from app.models.keys import ApiKey
 from app.models.usage import Granularity, OrganizationUsage, UsageBucket
@@ -237,7 +237,7 @@ async def test_stored_totals_equal_every_verification_of_two_instances_after_shu
     retired = await make_key(runtime, tenant, "retired", ["read:charge_points"])
     caller = Caller(tenant.organization_id, runtime.catalogue.names())
     async with session_scope(runtime.sessionmaker) as session:
-        await keys_service.revoke_key(session, caller, retired.id, broadcast=runtime.broadcast)
+        await keys_revocation.revoke_key(session, caller, retired.id, broadcast=runtime.broadcast)
     plan = [
         (reader, ["read:charge_points"], "GET /charge-points"),
         (reader, ["write:charge_points"], "POST /charge-points"),
