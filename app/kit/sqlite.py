@@ -14,7 +14,7 @@ commit. SQLAlchemy's adapter still does everything else (pooling, isolation, err
 the connection is its ``async_creator`` (:func:`engine_options`).
 
 This leans on aiosqlite internals, as SQLAlchemy's own adapter does: ``_execute`` (queue a call
-to the thread), ``_conn`` (the sqlite3 connection) and ``_thread``. tests/test_sqlite.py counts
+to the thread), ``_conn`` (the sqlite3 connection) and ``_thread``. tests/kit/test_sqlite.py counts
 the trips and would catch a release that changed them.
 """
 

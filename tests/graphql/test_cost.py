@@ -19,7 +19,7 @@ from app.runtime import Runtime
 from app.usage.graphql import LIST_SIZES
 from tests.support import Tenant, gql
 
-FRONTEND_QUERIES = Path(__file__).resolve().parent.parent / "frontend-queries"
+FRONTEND_QUERIES = Path(__file__).resolve().parents[2] / "frontend-queries"
 GRAPHQL_RESPONSE_JSON = "application/graphql-response+json"
 MAXIMUM = Settings().graphql_max_cost
 TEN_YEARS = ("2016-12-03T00:00:00Z", "2026-12-01T00:00:00Z")  # 3,650 days

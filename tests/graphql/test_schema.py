@@ -10,7 +10,7 @@ from graphql import build_schema as parse_sdl
 from app.config import Settings
 from app.graphql.schema import build_schema
 
-SCHEMA_FILE = Path(__file__).resolve().parents[1] / "schema.graphql"
+SCHEMA_FILE = Path(__file__).resolve().parents[2] / "schema.graphql"
 
 
 def exported_schema() -> str:

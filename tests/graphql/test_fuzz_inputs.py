@@ -41,7 +41,8 @@ from tests.fuzzing import (
 )
 from tests.support import IssuedKey, Tenant, gql, make_key, snapshot
 
-SCHEMA: GraphQLSchema = build_schema((Path(__file__).parent.parent / "schema.graphql").read_text())
+SCHEMA_FILE = Path(__file__).resolve().parents[2] / "schema.graphql"
+SCHEMA: GraphQLSchema = build_schema(SCHEMA_FILE.read_text())
 STRING_TYPES = frozenset({"String", "ID"})
 # Where a string is (an argument, then input fields and list positions): ("input", "scopes", 0).
 SlotPath = tuple[str | int, ...]
