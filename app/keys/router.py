@@ -3,7 +3,7 @@
 These sit on the provider's hot path, so they are plain Starlette endpoints calling the verifier
 directly, dispatched by path before FastAPI's middleware stack and router (see
 :class:`DataPlaneRoute`): FastAPI's layers would cost more than the verification itself
-(design.md, "Where the time goes"; benchmarks/verify.py).
+(benchmarks/verify.py measures both).
 """
 
 from __future__ import annotations
