@@ -80,7 +80,7 @@ class Settings(BaseSettings):
     usage_retention_hour_days: int = Field(default=120, ge=1)
     usage_retention_day_days: int = Field(default=3660, ge=1)
 
-    # 64 hex characters (`keyhouse secret generate`); see app/server_secret.py. Required with
+    # 64 hex characters (`keyhouse secret generate`); see app/kit/server_secret.py. Required with
     # PostgreSQL; the SQLite default creates one beside its database file.
     secret_key: SecretStr | None = None
 
@@ -93,8 +93,8 @@ class Settings(BaseSettings):
     graphql_max_aliases: int = Field(default=15, ge=1)
     # Bodies past this are refused (HTTP 413) before they are read in full, let alone parsed.
     graphql_max_body_bytes: int = Field(default=1024 * 1024, ge=1)
-    # The most an operation may cost (app/cost.py); the default admits each dashboard operation
-    # four times over and refuses what costs much more.
+    # The most an operation may cost (app/graphql/cost.py); the default admits each dashboard
+    # operation four times over and refuses what costs much more.
     graphql_max_cost: int = Field(default=60_000, ge=1)
 
     plane: Plane = Plane.ALL

@@ -34,7 +34,8 @@ POSTGRES_URL = os.environ.get(
 REDIS_URL = os.environ.get("KEYHOUSE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 REQUIRE_SERVICES = os.environ.get("KEYHOUSE_TEST_REQUIRE_SERVICES") == "1"
 # The server secret of every test deployment, in the environment so that every Settings() and
-# every keyhouse process started by a test has it (PostgreSQL requires one: app/server_secret.py).
+# every keyhouse process started by a test has it (PostgreSQL requires one: see
+# app/kit/server_secret.py).
 SERVER_SECRET = "5e" * 32
 os.environ["KEYHOUSE_SECRET_KEY"] = SERVER_SECRET
 

@@ -45,7 +45,7 @@ class Context:
     runtime: Runtime
     _caller: Caller | None = None
     # The operation that runs, as a usage label; set once the document is parsed and validated
-    # (app/graphql_inputs.py). None while unknown, and for requests that never execute.
+    # (app/graphql/inputs.py). None while unknown, and for requests that never execute.
     operation: str | None = None
     _session: AsyncSession | None = None
     # Resolvers of one query run concurrently, but an AsyncSession must not be used by two

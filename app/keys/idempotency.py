@@ -7,7 +7,7 @@ replay must never hand a secret to a caller who could not have made the request 
 services run every permission check before looking for a replay, too).
 
 A record holds the new key's secret sealed with AES-GCM under a key derived from the server
-secret (app/server_secret.py) and the idempotency key, and the idempotency key only as a keyed
+secret (app/kit/server_secret.py) and the idempotency key, and the idempotency key only as a keyed
 digest: neither a copy of the database nor a guessed idempotency key opens it alone. Records
 are purged 24 hours after they were made.
 """

@@ -26,9 +26,9 @@ class ApiKey(SQLModel, table=True):
     __tablename__ = "api_keys"
     __table_args__ = (
         # Names are unique among an organization's keys that are still in play, compared as
-        # name_key (NFKC and case folding: app/boundary.py); a revoked or replaced key's name can
-        # be reused (rotation gives the new key the old one's name). The partial index makes this
-        # hold under concurrent creates too.
+        # name_key (NFKC and case folding: app/kit/boundary.py); a revoked or replaced key's name
+        # can be reused (rotation gives the new key the old one's name). The partial index makes
+        # this hold under concurrent creates too.
         Index(
             "uq_api_keys_live_name",
             "organization_id",

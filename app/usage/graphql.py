@@ -164,7 +164,7 @@ def series_points(_series_args: Mapping[str, Any], usage_args: Mapping[str, Any]
     return max(0, math.ceil((first + span) / step) - math.floor(first / step))
 
 
-# The cost model's sizes of lists that know their own (app/cost.py).
+# The cost model's sizes of lists that know their own (app/graphql/cost.py).
 LIST_SIZES = {"Usage.series": series_points}
 
 

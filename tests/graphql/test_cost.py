@@ -1,5 +1,6 @@
-"""The static cost of an operation (app/cost.py): what it counts, that the dashboard's operations
-fit well under the default maximum, and that what costs more is refused before it runs."""
+"""The static cost of an operation (app/graphql/cost.py): what it counts, that the dashboard's
+operations fit well under the default maximum, and that what costs more is refused before it
+runs."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""SQLite through aiosqlite: one trip to the driver's thread per statement (app/sqlite.py)."""
+"""SQLite through aiosqlite: one trip to the driver's thread per statement (app/kit/sqlite.py)."""
 
 from __future__ import annotations
 
