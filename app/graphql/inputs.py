@@ -20,6 +20,7 @@ from graphql import DocumentNode, GraphQLError, StringValueNode, Visitor, visit
 from graphql import ExecutionResult as GraphQLExecutionResult
 from graphql.utilities import get_operation_ast
 from strawberry.extensions import SchemaExtension
+from strawberry.types.graphql import OperationType
 
 from app.kit.boundary import label, problems_in, value_problem
 
@@ -92,6 +93,8 @@ class BoundaryCheck(SchemaExtension):
         if error is not None:
             context.result = GraphQLExecutionResult(data=None, errors=[error])
         else:
-            # The context is keyhouse's own (app.graphql.context.Context): it records the use.
+            # The context is keyhouse's own (app.graphql.context.Context): it records the use,
+            # and a query's unit of work has nothing to commit.
             context.context.operation = operation_label(document, context.operation_name)
+            context.context.read_only = context.operation_type is OperationType.QUERY
         yield

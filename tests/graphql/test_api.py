@@ -14,7 +14,7 @@ import httpx
 import pytest
 import strawberry.schema.schema
 from graphql.validation import validate
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.exc import OperationalError, ProgrammingError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -659,3 +659,28 @@ async def test_answers_encode_values_orjson_alone_refuses(runtime: Runtime) -> N
     encoded = view.encode_json({"data": {"details": {"tags": {"b"}, "amount": Decimal("1.5")}}})
 
     assert json.loads(encoded) == {"data": {"details": {"tags": ["b"], "amount": "1.5"}}}
+
+
+async def test_a_query_ends_its_unit_of_work_without_a_commit_and_a_mutation_with_one(
+    client: httpx.AsyncClient, runtime: Runtime, tenant: Tenant
+) -> None:
+    commits: list[str] = []
+
+    def committed(_connection: object) -> None:
+        commits.append("commit")
+
+    event.listen(runtime.engine.sync_engine, "commit", committed)
+    try:
+        query = await gql(client, "{ apiKeys(first: 5) { totalCount } }", key=tenant.admin_key)
+        after_query = len(commits)
+        mutation = await gql(
+            client,
+            'mutation { createApiKey(input: {name: "n", scopes: ["read:billing"]}) { secret } }',
+            key=tenant.admin_key,
+        )
+    finally:
+        event.remove(runtime.engine.sync_engine, "commit", committed)
+
+    assert query.errors == mutation.errors == []
+    assert after_query == 0
+    assert len(commits) == 1
