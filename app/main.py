@@ -4,41 +4,95 @@ from __future__ import annotations
 
 import gc
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from app.config import Plane, Settings
 from app.graphql.schema import build_schema
 from app.graphql.view import KeyhouseGraphQL
 from app.health import readiness
 from app.keys.router import DataPlaneRoute, data_plane_routes
+from app.metrics import (
+    BROADCAST_CONNECTED,
+    HTTP_REQUEST_DURATION,
+    KEY_CACHE_ENTRIES,
+    RATE_LIMIT_SHARED,
+    USAGE_BUFFERED_BUCKETS,
+    USAGE_OLDEST_UNFLUSHED,
+)
 from app.runtime import Runtime
 
 logger = logging.getLogger(__name__)
 
 
+# The routes requests are timed under; any other path is 'other' (labels stay a fixed set).
+_TIMED_ROUTES = frozenset(
+    {"/v1/keys/verify", "/v1/auth", "/graphql", "/healthz", "/readyz", "/metrics"}
+)
+_timers: dict[tuple[str, int], Any] = {}
+
+
+def _timer(path: str, status: int) -> Any:
+    """The histogram child for a route and status, made once (no label lookup per request)."""
+    route = path if path in _TIMED_ROUTES else "other"
+    if path.startswith("/dashboard"):
+        route = "/dashboard"
+    child = _timers.get((route, status))
+    if child is None:
+        child = _timers[(route, status)] = HTTP_REQUEST_DURATION.labels(route, str(status))
+    return child
+
+
 class KeyhouseApp(FastAPI):
     """FastAPI, with the data-plane paths answered before its middleware stack and router.
 
-    Everything else (GraphQL, health, metrics) goes through FastAPI as usual.
+    Everything else (GraphQL, health, metrics) goes through FastAPI as usual. Every HTTP
+    request is timed by route and status.
     """
 
     data_plane: dict[str, DataPlaneRoute]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500  # what the client sees if the app fails before it starts an answer
+
+        async def timed_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
             route = self.data_plane.get(scope["path"])
             if route is not None:
-                await route(scope, receive, send)
-                return
-        await super().__call__(scope, receive, send)
+                await route(scope, receive, timed_send)
+            else:
+                await super().__call__(scope, receive, timed_send)
+        finally:
+            _timer(scope["path"], status).observe(time.perf_counter() - started)
+
+
+def observe_state(runtime: Runtime) -> None:
+    """The gauges that describe the running service, read now (when /metrics is scraped)."""
+    KEY_CACHE_ENTRIES.set(len(runtime.cache))
+    recorder = runtime.recorder
+    USAGE_BUFFERED_BUCKETS.set(recorder.pending_buckets)
+    oldest = recorder.oldest_pending_minute()
+    USAGE_OLDEST_UNFLUSHED.set(0 if oldest is None else max(0.0, time.time() - oldest * 60))
+    BROADCAST_CONNECTED.set(1 if runtime.broadcast.live else 0)
+    RATE_LIMIT_SHARED.set(1 if runtime.limiter.backend == "redis" else 0)
 
 
 def create_app(settings: Settings | None = None, *, runtime: Runtime | None = None) -> FastAPI:
@@ -77,6 +131,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         return JSONResponse(body, status_code=status)
 
     async def metrics(_: Request) -> Response:
+        observe_state(runtime)
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     if plane is not Plane.DATA:

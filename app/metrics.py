@@ -1,17 +1,73 @@
-"""Process metrics (Prometheus), served at ``/metrics``."""
+"""Process metrics (Prometheus), served at ``/metrics``: what the on-call asks of a running
+keyhouse. Every label takes values from a fixed set (routes, outcomes, the dashboard's operation
+names, error codes): never a key, a hint or text a request sent, so the series stay bounded.
+
+Counters and histograms are updated where things happen; the gauges describing state (cache
+size, the usage buffer, the broadcast) are read from the runtime when ``/metrics`` is scraped.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge, Histogram
 
-REJECTIONS = Counter(
-    "keyhouse_key_rejections",
-    "Keys refused by verification, by reason (unattributable ones included).",
-    ["reason"],
+HTTP_REQUEST_DURATION = Histogram(
+    "keyhouse_http_request_duration_seconds",
+    "Requests by route (a fixed set; 'other' for any other path) and HTTP status, with their time.",
+    ["route", "status"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+)
+
+VERIFICATIONS = Counter(
+    "keyhouse_verifications",
+    "Verifications by outcome (VALID, or the reason a key was refused), on every surface.",
+    ["outcome"],
+)
+
+KEY_CACHE_REQUESTS = Counter(
+    "keyhouse_key_cache_requests",
+    "Key lookups in the in-memory cache: hit, or miss (then the database or the negative cache).",
+    ["result"],
+)
+KEY_CACHE_HITS = KEY_CACHE_REQUESTS.labels("hit")
+KEY_CACHE_MISSES = KEY_CACHE_REQUESTS.labels("miss")
+KEY_CACHE_ENTRIES = Gauge("keyhouse_key_cache_entries", "Keys held in the in-memory cache.")
+KEY_DATABASE_LOOKUPS = Counter(
+    "keyhouse_key_database_lookups", "Keys looked up in the database (cache misses that got there)."
 )
 
 USAGE_REFUSED = Counter(
     "keyhouse_usage_refused_uses",
     "Key uses whose usage bucket could not be stored (an unstorable label, or a row the database"
     " refused): set aside, logged once and never retried.",
+)
+USAGE_BUFFERED_BUCKETS = Gauge(
+    "keyhouse_usage_buffered_buckets", "Usage buckets counted in memory, waiting for a flush."
+)
+USAGE_OLDEST_UNFLUSHED = Gauge(
+    "keyhouse_usage_oldest_unflushed_seconds",
+    "Age of the oldest use counted in memory and not yet written (0 when none is waiting).",
+)
+USAGE_FLUSH_DURATION = Histogram(
+    "keyhouse_usage_flush_duration_seconds",
+    "Time of each usage flush that wrote something.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+)
+USAGE_FLUSH_FAILURES = Counter(
+    "keyhouse_usage_flush_failures", "Usage flushes that failed (their counts are kept)."
+)
+
+BROADCAST_CONNECTED = Gauge(
+    "keyhouse_broadcast_connected",
+    "1 while this instance hears key changes from the others (Redis), else 0 (short cache TTL).",
+)
+RATE_LIMIT_SHARED = Gauge(
+    "keyhouse_rate_limit_shared",
+    "1 while rate limits are counted in Redis (shared by every instance), else 0 (in memory).",
+)
+
+GRAPHQL_OPERATIONS = Counter(
+    "keyhouse_graphql_operations",
+    "GraphQL requests by operation (a dashboard operation's name, else 'other') and outcome (OK,"
+    " or the first error's code).",
+    ["operation", "code"],
 )

@@ -8,12 +8,15 @@ page itself loads without a key.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
+from pathlib import Path
 from typing import Any, cast
 
 import orjson
 from cross_web import HTTPException
+from graphql import OperationDefinitionNode, parse
 from pydantic_core import to_jsonable_python
 from starlette.requests import Request
 from starlette.responses import Response
@@ -32,6 +35,7 @@ from app.graphql.schema import UNDONE_CODES, KeyhouseSchema, error_code
 from app.keys.verification import Verification
 from app.kit.boundary import EXCERPT_LENGTH, REPLACEMENT, excerpt
 from app.kit.errors import Unavailable
+from app.metrics import GRAPHQL_OPERATIONS
 from app.runtime import Runtime
 from app.usage.loaders import usage_of_key
 
@@ -129,6 +133,32 @@ def never_executed(result: ExecutionResult) -> bool:
     error that belongs to a field."""
     errors = result.errors or []
     return result.data is None and bool(errors) and all(e.path is None for e in errors)
+
+
+# The operations named in the metrics: the dashboard's own (frontend-queries/). Any other name
+# a client sends is 'other', so a hostile client cannot grow the series.
+FRONTEND_QUERIES = Path(__file__).resolve().parents[2] / "frontend-queries"
+
+
+@functools.cache
+def dashboard_operations() -> frozenset[str]:
+    names: set[str] = set()
+    for path in sorted(FRONTEND_QUERIES.glob("*.graphql")):
+        for definition in parse(path.read_text()).definitions:
+            if isinstance(definition, OperationDefinitionNode) and definition.name:
+                names.add(definition.name.value)
+    return frozenset(names)
+
+
+def _count_operation(context: Context, result: ExecutionResult | None) -> None:
+    operation = context.operation if context.operation in dashboard_operations() else "other"
+    if result is None:
+        code = "BAD_REQUEST"  # refused by the HTTP layer before any GraphQL ran
+    elif result.errors:
+        code = error_code(result.errors[0]) or "BAD_USER_INPUT"
+    else:
+        code = "OK"
+    GRAPHQL_OPERATIONS.labels(operation, code).inc()
 
 
 def _usage_label(context: Context, result: ExecutionResult | None) -> str:
@@ -300,6 +330,7 @@ class KeyhouseGraphQL(GraphQL[Context, None]):
         finally:
             # Counted first: a commit that fails (an outage) must not lose the use.
             verifier.record_valid_use(key, _usage_label(context, result))
+            _count_operation(context, result)
             await context.finish(succeeded=succeeded)
 
     async def process_result(

@@ -33,7 +33,12 @@ from app.keys.scopes import ScopeCatalogue
 from app.kit.db import SessionMaker, outages_as_unavailable
 from app.kit.errors import Unavailable
 from app.kit.ratelimit import RateLimiter, RateLimitStatus, rate_limit_item
-from app.metrics import REJECTIONS
+from app.metrics import (
+    KEY_CACHE_HITS,
+    KEY_CACHE_MISSES,
+    KEY_DATABASE_LOOKUPS,
+    VERIFICATIONS,
+)
 from app.models.keys import ApiKey
 
 logger = logging.getLogger(__name__)
@@ -101,6 +106,8 @@ class Verification(NamedTuple):
 
 
 EXPIRY_NOTICE_SECONDS = 7 * 86400
+# One counter child per outcome, made once: the hot path increments without a label lookup.
+_OUTCOMES = {outcome: VERIFICATIONS.labels(outcome.value) for outcome in Outcome}
 
 
 def _when(moment: datetime) -> str:
@@ -153,6 +160,7 @@ class KeyVerifier:
         ttl = self._ttl_live if self._broadcast.live else self._ttl_fallback
         record = self._cache.get(key_hash, ttl)
         if record is None:
+            KEY_CACHE_MISSES.inc()
             try:
                 record = await self._load(key_hash, ttl)
             except Unavailable as outage:
@@ -166,6 +174,8 @@ class KeyVerifier:
                     "create a new one.",
                 )
 
+        else:
+            KEY_CACHE_HITS.inc()
         now = time.time()
         standing = self._standing(record, required_scopes, now)
         if standing is not None:
@@ -184,6 +194,7 @@ class KeyVerifier:
                 ratelimit,
             )
 
+        _OUTCOMES[Outcome.VALID].inc()
         if not defer_valid_use:
             self.record_valid_use(record, operation, now)
         return Verification(
@@ -244,7 +255,7 @@ class KeyVerifier:
         record: KeyRecord | None = None,
         ratelimit: RateLimitStatus | None = None,
     ) -> Verification:
-        REJECTIONS.labels(outcome.value).inc()
+        _OUTCOMES[outcome].inc()
         if record is not None:
             # A refused use of a known key is part of its organization's usage: integrations
             # still calling with revoked or replaced keys are what its operators look for.
@@ -294,6 +305,7 @@ class KeyVerifier:
 
     async def _read(self, key_hash: str) -> tuple[ApiKey | None, ApiKey | None]:
         """The key's row and, for a superseded key, its replacement's."""
+        KEY_DATABASE_LOOKUPS.inc()
         async with self._sessionmaker() as session:
             row = (
                 await session.exec(select(ApiKey).where(col(ApiKey.key_hash) == key_hash))

@@ -40,7 +40,7 @@ from app.auth.outcomes import Outcome
 from app.kit.boundary import excerpt, value_problem
 from app.kit.db import SessionMaker
 from app.kit.labels import OPERATION_MAX_LENGTH, OVERFLOW_LABEL
-from app.metrics import USAGE_REFUSED
+from app.metrics import USAGE_FLUSH_DURATION, USAGE_FLUSH_FAILURES, USAGE_REFUSED
 from app.models.keys import ApiKey
 from app.models.usage import (
     BUCKET_KEY,
@@ -231,6 +231,11 @@ class UsageRecorder:
     def pending_buckets(self) -> int:
         return len(self._counts)
 
+    def oldest_pending_minute(self) -> int | None:
+        """The minute (since the epoch) of the oldest use waiting for a flush, if any: for the
+        metrics, read when they are scraped (a walk over the waiting buckets)."""
+        return min((bucket[0] for bucket in self._counts), default=None)
+
     @property
     def refused_buckets(self) -> Mapping[BucketKey, int]:
         """Buckets set aside because they could not be stored, with their uses (the first
@@ -249,6 +254,7 @@ class UsageRecorder:
         async with self._flush_lock:
             if not self._counts and not self._last_used:
                 return
+            started = time.perf_counter()
             counts, self._counts = self._counts, defaultdict(int)
             last_used, self._last_used = self._last_used, {}
             refused = _unstorable(counts)
@@ -256,6 +262,7 @@ class UsageRecorder:
             try:
                 refused.update(await self._write(storable, last_used))
             except Exception:
+                USAGE_FLUSH_FAILURES.inc()
                 # Put back what could not be written; the next flush tries again.
                 for bucket, count in storable.items():
                     self._counts[bucket] += count
@@ -268,6 +275,7 @@ class UsageRecorder:
                 raise
             finally:
                 self._forget_past_hours()
+            USAGE_FLUSH_DURATION.observe(time.perf_counter() - started)
             if refused:
                 self._set_aside(refused, counts)
 

@@ -465,7 +465,7 @@ async def test_an_unattributable_rejection_is_not_recorded_for_any_organization(
 
 
 def _rejections_metric(metrics_text: str, reason: str) -> float:
-    pattern = rf'^keyhouse_key_rejections_total\{{reason="{reason}"\}} (\S+)$'
+    pattern = rf'^keyhouse_verifications_total\{{outcome="{reason}"\}} (\S+)$'
     found = re.search(pattern, metrics_text, re.MULTILINE)
     return 0.0 if found is None else float(found.group(1))
 
