@@ -21,6 +21,7 @@ UPGRADE ?= --upgrade
 # stays installed. Then keyhouse itself, without dependencies and built by the locked setuptools;
 # `pip check` fails when pyproject.toml asks for something the lock does not hold.
 $(BIN)/.installed: $(LOCK) pyproject.toml
+	@echo "Installing keyhouse and its locked dependencies into $(VENV) (about a minute, once)..."
 	$(PYTHON) -m venv $(if $(filter $(LOCK),$?),--clear) $(VENV)
 	$(BIN)/python -m pip install --quiet --require-hashes -r $(LOCK)
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .

@@ -11,12 +11,13 @@ from pathlib import Path
 from typing import Annotated, TypeVar
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Column, Table
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
-from sqlmodel import select
+from sqlmodel import col, select
 
 from app.auth.principal import Caller
 from app.config import Plane, Settings
@@ -140,6 +141,33 @@ def orgs_create(
     if isinstance(created, UserError):
         raise _fail(created)
     _print_organization(created, as_json=as_json)
+
+
+@orgs_app.command("list")
+def orgs_list(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON only.")] = False,
+) -> None:
+    """The organizations, oldest first: their ids are what the keys commands take."""
+
+    async def work(runtime: Runtime) -> list[Organization]:
+        async with runtime.sessionmaker() as session:
+            statement = select(Organization).order_by(
+                col(Organization.created_at), col(Organization.id)
+            )
+            return list((await session.exec(statement)).all())
+
+    organizations = _run(work)
+    if as_json:
+        rows = [
+            {"id": org.id, "name": org.name, "createdAt": org.created_at.isoformat()}
+            for org in organizations
+        ]
+        typer.echo(json.dumps(rows))
+        return
+    table = Table("id", "name", Column("created", no_wrap=True))
+    for org in organizations:
+        table.add_row(org.id, escape(org.name), f"{org.created_at:%Y-%m-%d %H:%M}")
+    console.print(table)
 
 
 def _operator(runtime: Runtime, organization_id: str) -> Caller:
@@ -338,6 +366,13 @@ def serve(
     if isinstance(created, OrganizationCreated):
         console.print("[bold]First start:[/bold] created an organization and its admin key.")
         _print_organization(created, as_json=False)
+    else:
+        # The admin key was shown once, at first start; say how to get another if it was lost.
+        console.print(
+            "Admin key lost? Make another with `keyhouse keys create --organization ORG_ID "
+            "--name admin --scope read:api_keys --scope write:api_keys ...` "
+            "(`keyhouse orgs list` shows the organizations' ids)."
+        )
     settings = Settings() if plane is None else Settings(plane=plane)
     if settings.plane is not Plane.DATA:
         console.print(
@@ -357,4 +392,12 @@ def serve(
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except ValidationError as error:
+        # A setting that cannot be used: one line each, naming the variable, never its value.
+        for problem in error.errors():
+            variable = "KEYHOUSE_" + "_".join(str(part) for part in problem["loc"]).upper()
+            message = problem["msg"].removeprefix("Value error, ")
+            errors.print(f"[red]error[/red] {variable}: {escape(message)}")
+        raise SystemExit(2) from None

@@ -10,6 +10,9 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_SQLITE_POOL_SIZE = 2
+# The database drivers keyhouse runs on (async SQLAlchemy): a URL naming another is refused at
+# start with the forms it accepts.
+DATABASE_URL_FORMS = ("sqlite+aiosqlite://", "postgresql+asyncpg://")
 
 # The product scopes a deployment starts with (a charging-network API's own table). A deployment
 # replaces them with its own through KEYHOUSE_PRODUCT_SCOPES (a JSON object of name -> description).
@@ -100,6 +103,16 @@ class Settings(BaseSettings):
     plane: Plane = Plane.ALL
 
     log_level: str = "INFO"
+
+    @field_validator("database_url")
+    @classmethod
+    def _a_driver_keyhouse_speaks(cls, value: str) -> str:
+        if not value.startswith(DATABASE_URL_FORMS):
+            raise ValueError(
+                "use sqlite+aiosqlite:///PATH (the default, ./keyhouse.db) or "
+                "postgresql+asyncpg://USER@HOST:PORT/DATABASE"
+            )
+        return value
 
     @field_validator("secret_key")
     @classmethod

@@ -647,6 +647,7 @@ def test_serve_on_an_empty_database_migrates_and_prints_an_admin_key_once(
     again = succeeded(keyhouse("serve", "--port", "8124"))
     assert SECRET.search(again.output) is None
     assert "First start" not in again.output
+    assert "Admin key lost? Make another with `keyhouse keys create" in one_line(again.stdout)
     assert "GraphiQL: http://127.0.0.1:8124/graphql" in one_line(again.stdout)
     assert len(database_state(cli_database)["organizations"]) == 1
 
@@ -726,3 +727,44 @@ def test_serve_runs_the_plane_it_is_asked_for(
     assert ("/graphql" in paths) is (plane != "data")
     assert ("/v1/keys/verify" in paths) is (plane != "control")
     assert ("/graphql" in one_line(result.stdout)) is (plane != "data")
+
+
+@pytest.mark.parametrize(
+    "url", ["sqlite:///x.db", "postgres://keyhouse:hunter2@127.0.0.1/x", "mysql://x/y"]
+)
+@pytest.mark.parametrize("command", [["keys", "list", "--organization", "org_x"], ["serve"]])
+def test_a_database_url_keyhouse_cannot_use_is_one_line_naming_the_accepted_forms(
+    url: str, command: list[str]
+) -> None:
+    env = {**environment_without_settings(), "KEYHOUSE_DATABASE_URL": url}
+
+    done = subprocess.run(
+        [*keyhouse_command(), *command],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert "KEYHOUSE_DATABASE_URL" in lines[0]
+    assert "sqlite+aiosqlite:///" in lines[0]
+    assert "postgresql+asyncpg://" in lines[0]
+    assert "hunter2" not in done.stderr
+
+
+@both_databases
+def test_orgs_list_shows_every_organization_with_its_id(cli_database: str) -> None:
+    succeeded(keyhouse("init", "--organization", "Acme", "--json"))
+    succeeded(keyhouse("orgs", "create", "Globex", "--json"))
+
+    listed = json.loads(succeeded(keyhouse("orgs", "list", "--json")).stdout)
+
+    assert [row["name"] for row in listed] == ["Acme", "Globex"]
+    assert all(row["id"].startswith("org_") for row in listed)
+    table = succeeded(keyhouse("orgs", "list")).stdout
+    assert listed[0]["id"] in table

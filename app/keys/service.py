@@ -56,7 +56,14 @@ async def create_key(
             "name": data.name,
             "scopes": scopes,
             "expiresInDays": data.expires_in_days,
-            "rateLimit": data.rate_limit,
+            "rateLimit": (
+                None
+                if data.rate_limit is None
+                else {
+                    "requests": data.rate_limit.requests,
+                    "perSeconds": data.rate_limit.per_seconds,
+                }
+            ),
         },
         caller.scopes,
     )
@@ -124,6 +131,13 @@ def _record_creation(
             "hint": api_key.hint,
             "scopes": api_key.scopes,
             "expiresAt": api_key.expires_at,
-            "rateLimit": data.rate_limit,
+            "rateLimit": (
+                None
+                if data.rate_limit is None
+                else {
+                    "requests": data.rate_limit.requests,
+                    "perSeconds": data.rate_limit.per_seconds,
+                }
+            ),
         },
     )

@@ -51,7 +51,8 @@ def _scopes_error(scopes: list[str], caller: Caller, catalogue: ScopeCatalogue) 
         return UserError(
             UserErrorCode.INVALID_SCOPE,
             "scopes",
-            f"Unknown scope(s): {excerpt(', '.join(unknown))}. The `scopes` query lists them all.",
+            f"Unknown scope(s): {excerpt(', '.join(unknown))}. Known scopes: "
+            f"{', '.join(sorted(catalogue.names()))}.",
         )
     not_held = [scope for scope in scopes if not caller.holds(scope)]
     if not_held:

@@ -110,6 +110,16 @@ EXPIRY_NOTICE_SECONDS = 7 * 86400
 _OUTCOMES = {outcome: VERIFICATIONS.labels(outcome.value) for outcome in Outcome}
 
 
+def _window(seconds: int) -> str:
+    if seconds % 3600 == 0:
+        hours = seconds // 3600
+        return "hour" if hours == 1 else f"{hours} hours"
+    if seconds % 60 == 0:
+        minutes = seconds // 60
+        return "minute" if minutes == 1 else f"{minutes} minutes"
+    return "second" if seconds == 1 else f"{seconds} seconds"
+
+
 def _when(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -188,7 +198,8 @@ class KeyVerifier:
             return self._refuse(
                 operation,
                 Outcome.RATE_LIMITED,
-                f"This API key exceeded its rate limit of {ratelimit.limit} requests.",
+                f"This API key exceeded its rate limit of {ratelimit.limit} requests per "
+                f"{_window(record.rate_limit.item.get_expiry())}.",
                 f"Retry after {ratelimit.retry_after} seconds.",
                 record,
                 ratelimit,

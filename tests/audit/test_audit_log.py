@@ -89,7 +89,8 @@ async def test_key_creation_is_recorded_with_the_actor_and_the_new_key(
     assert details["hint"] == created["apiKey"]["hint"]
     assert details["scopes"] == ["read:billing", "read:sessions"]
     assert parse_time(details["expiresAt"]) == parse_time(created["apiKey"]["expiresAt"])
-    assert details["rateLimit"] == {"requests": 10, "per_seconds": 60}
+    # The same words as GraphQL's RateLimit.
+    assert details["rateLimit"] == {"requests": 10, "perSeconds": 60}
 
 
 async def test_key_created_by_the_operator_has_no_acting_key(
