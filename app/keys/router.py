@@ -140,8 +140,14 @@ def verification_headers(verification: Verification) -> dict[str, str]:
     return headers
 
 
-def _request_error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": "BAD_REQUEST", "message": message}, status_code=status)
+# Every refusal of the data plane has one shape, {"code", "message", "hint"}, as a refused key
+# has: a request the endpoint cannot read says so by its status.
+_REQUEST_ERROR_CODES = {400: "BAD_REQUEST", 413: "PAYLOAD_TOO_LARGE", 422: "INVALID_INPUT"}
+
+
+def _request_error(status: int, message: str, hint: str | None = None) -> JSONResponse:
+    body = {"code": _REQUEST_ERROR_CODES[status], "message": message, "hint": hint}
+    return JSONResponse(body, status_code=status)
 
 
 def _service_token_refusal(runtime: Runtime, headers: Mapping[str, str]) -> Response | None:
@@ -152,7 +158,11 @@ def _service_token_refusal(runtime: Runtime, headers: Mapping[str, str]) -> Resp
     if hmac.compare_digest(presented.encode(), expected.encode()):
         return None
     return JSONResponse(
-        {"error": "SERVICE_TOKEN_REQUIRED", "message": "This endpoint needs the service token."},
+        {
+            "code": "SERVICE_TOKEN_REQUIRED",
+            "message": "This endpoint needs the service token.",
+            "hint": f"Send it in {SERVICE_TOKEN_HEADER} (the deployment's KEYHOUSE_SERVICE_TOKEN).",
+        },
         status_code=401,
         headers={"WWW-Authenticate": 'KeyhouseServiceToken realm="keyhouse"'},
     )
@@ -206,7 +216,7 @@ class DataPlaneRoute:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["method"] not in self.methods:
             response: Response = JSONResponse(
-                {"error": "METHOD_NOT_ALLOWED", "message": f"Use {self._allow}."},
+                {"code": "METHOD_NOT_ALLOWED", "message": f"Use {self._allow}.", "hint": None},
                 status_code=405,
                 headers={"Allow": self._allow},
             )
@@ -219,7 +229,11 @@ class DataPlaneRoute:
             except Exception:
                 logger.exception("data plane error at %s", scope["path"])
                 response = JSONResponse(
-                    {"error": "INTERNAL", "message": "Internal error; the service logged it."},
+                    {
+                        "code": "INTERNAL",
+                        "message": "Internal error; the service logged it.",
+                        "hint": None,
+                    },
                     status_code=500,
                 )
         await response(scope, receive, send)

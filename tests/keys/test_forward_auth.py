@@ -225,7 +225,11 @@ async def test_more_than_20_required_scopes_is_a_bad_request_that_spends_nothing
     response = await auth(client, {"X-API-Key": key.secret, "X-Required-Scopes": scopes})
 
     assert response.status_code == 400
-    assert response.json() == {"error": "BAD_REQUEST", "message": "At most 20 required scopes."}
+    assert response.json() == {
+        "code": "BAD_REQUEST",
+        "message": "At most 20 required scopes.",
+        "hint": None,
+    }
     # Refused before verification: the key's budget is untouched.
     allowed = await auth(client, {"X-API-Key": key.secret})
     assert allowed.headers["X-RateLimit-Remaining"] == "999"

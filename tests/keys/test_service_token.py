@@ -21,8 +21,9 @@ def settings(database_url: str) -> Settings:
 def assert_token_required(response: httpx.Response) -> None:
     assert response.status_code == 401
     assert response.json() == {
-        "error": "SERVICE_TOKEN_REQUIRED",
+        "code": "SERVICE_TOKEN_REQUIRED",
         "message": "This endpoint needs the service token.",
+        "hint": "Send it in x-keyhouse-service-token (the deployment's KEYHOUSE_SERVICE_TOKEN).",
     }
     assert response.headers["WWW-Authenticate"] == 'KeyhouseServiceToken realm="keyhouse"'
 

@@ -329,7 +329,11 @@ async def test_body_that_is_not_json_is_400_with_a_clear_error(
     )
 
     assert response.status_code == 400
-    assert response.json() == {"error": "BAD_REQUEST", "message": "The body is not valid JSON."}
+    assert response.json() == {
+        "code": "BAD_REQUEST",
+        "message": "The body is not valid JSON.",
+        "hint": None,
+    }
     await runtime.recorder.flush()
     assert await snapshot(runtime) == before
 
@@ -365,7 +369,7 @@ async def test_invalid_request_is_422_naming_the_field_and_changes_nothing(
 
     assert response.status_code == 422
     error = response.json()
-    assert error["error"] == "BAD_REQUEST"
+    assert error["code"] == "INVALID_INPUT"
     assert names in error["message"]
     await runtime.recorder.flush()
     assert await snapshot(runtime) == before
@@ -391,7 +395,7 @@ async def test_body_that_is_a_json_array_is_422(
     response = await client.post(VERIFY, json=[tenant.admin_key])
 
     assert response.status_code == 422
-    assert response.json()["error"] == "BAD_REQUEST"
+    assert response.json()["code"] == "INVALID_INPUT"
     assert await snapshot(runtime) == before
 
 
@@ -423,7 +427,7 @@ async def test_a_body_over_16_kib_is_413_and_changes_nothing(
     response = await client.post(VERIFY, content=body if declared else chunks())
 
     assert response.status_code == 413
-    assert response.json()["error"] == "BAD_REQUEST"
+    assert response.json()["code"] == "PAYLOAD_TOO_LARGE"
     await runtime.recorder.flush()
     assert await snapshot(runtime) == before
 
@@ -435,7 +439,7 @@ async def test_a_data_plane_path_with_the_wrong_method_is_405_naming_the_right_o
     response = await client.request(method, path)
 
     assert response.status_code == 405
-    assert response.json()["error"] == "METHOD_NOT_ALLOWED"
+    assert response.json()["code"] == "METHOD_NOT_ALLOWED"
     assert response.headers["Allow"] in {"POST", "GET, HEAD"}
 
 
@@ -456,8 +460,9 @@ async def test_an_unexpected_failure_is_a_500_that_shows_nothing_of_it(
 
     assert response.status_code == 500
     assert response.json() == {
-        "error": "INTERNAL",
+        "code": "INTERNAL",
         "message": "Internal error; the service logged it.",
+        "hint": None,
     }
     assert "SELECT" not in response.text
     assert key.secret not in caplog.text
