@@ -228,7 +228,7 @@ function RotateDialog({ apiKey, onClose, onRotated }) {
   }
   return html`<${Dialog} title=${`Rotate ${apiKey.name}`} onClose=${onClose}>
     <form class="stack" onSubmit=${rotate}>
-      <label for="grace-hours">Grace period (hours the old secret keeps working)</label>
+      <label for="grace-hours">Grace period in hours (how long the old key keeps working)</label>
       <input id="grace-hours" type="number" min="0" max="720" value=${hours}
         onInput=${(e) => setHours(e.target.value)} />
       <${FieldError} errors=${errors} field="gracePeriodHours" />
