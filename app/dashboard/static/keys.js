@@ -12,7 +12,9 @@ import {
   useOperation,
 } from "./ui.js";
 
-const PAGE_SIZE = 20;
+// `?first=N` (1 to 100, the API's bound) shows more keys a page: a bookmarkable address.
+const PAGE_SIZE = Math.min(100, Math.max(1,
+  Number(new URLSearchParams(location.search).get("first")) || 20));
 const SOON_DAYS = 7;
 const STATUS_FILTERS = ["ALL", "ACTIVE", "REVOKED", "EXPIRED", "SUPERSEDED"];
 
