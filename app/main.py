@@ -9,7 +9,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import orjson
 from fastapi import FastAPI
+from graphql import introspection_from_schema
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -17,7 +19,8 @@ from starlette.routing import Route
 from starlette.types import Message, Receive, Scope, Send
 
 from app.config import Plane, Settings
-from app.graphql.schema import build_schema
+from app.dashboard.routes import dashboard_routes
+from app.graphql.schema import KeyhouseSchema, build_schema
 from app.graphql.view import KeyhouseGraphQL
 from app.health import readiness
 from app.keys.router import DataPlaneRoute, data_plane_routes
@@ -95,6 +98,23 @@ def observe_state(runtime: Runtime) -> None:
     RATE_LIMIT_SHARED.set(1 if runtime.limiter.backend == "redis" else 0)
 
 
+def schema_introspection(schema: KeyhouseSchema) -> Route:
+    """The schema's introspection at ``GET /graphql/schema.json``, without a key.
+
+    GraphiQL's docs and autocomplete read it at once, before a key is entered (its introspection
+    query is answered from here, not sent to ``/graphql``); the schema is public anyway
+    (``schema.graphql`` is in the repository). Every request to ``/graphql`` itself still needs
+    a key, and counts as its use.
+    """
+    body = orjson.dumps(introspection_from_schema(schema._schema, input_value_deprecation=True))
+
+    async def introspection(_: Request) -> Response:
+        headers = {"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"}
+        return Response(body, media_type="application/json", headers=headers)
+
+    return Route("/graphql/schema.json", introspection, methods=["GET"])
+
+
 def create_app(settings: Settings | None = None, *, runtime: Runtime | None = None) -> FastAPI:
     runtime = runtime or Runtime.create(settings or Settings())
 
@@ -135,10 +155,14 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     if plane is not Plane.DATA:
-        graphql_app = KeyhouseGraphQL(build_schema(runtime.settings), runtime)
+        schema = build_schema(runtime.settings)
+        graphql_app = KeyhouseGraphQL(schema, runtime)
         # An ASGI app as endpoint: Starlette hands it the raw request. Every method reaches it,
         # so that even a PUT is refused with a GraphQL response rather than Starlette's text.
         app.router.routes.append(Route("/graphql", graphql_app))
+        app.router.routes.append(schema_introspection(schema))
+        # The dashboard is a client of the control plane, served beside it.
+        app.router.routes.extend(dashboard_routes())
     app.router.routes.extend(
         [
             Route("/healthz", healthz, methods=["GET"]),

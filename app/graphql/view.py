@@ -3,7 +3,8 @@ limits, and answers in the media type asked for.
 
 Every request authenticates with an organization's key through the same verification function
 as the data plane (so it spends the key's rate-limit budget and counts as a use). The GraphiQL
-page itself loads without a key.
+page itself loads without a key: it is keyhouse's own page (app/dashboard/static/graphiql.html),
+whose assets keyhouse serves, and it reads the schema from ``GET /graphql/schema.json``.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from strawberry.types import ExecutionResult
 
 from app.auth.outcomes import Outcome
 from app.auth.presentation import from_request
+from app.dashboard.routes import graphiql_page
 from app.graphql.context import Context
 from app.graphql.request_body import BodyTooLarge, check_declared_length, within
 from app.graphql.schema import UNDONE_CODES, KeyhouseSchema, error_code
@@ -175,6 +177,11 @@ class KeyhouseGraphQL(GraphQL[Context, None]):
     def __init__(self, schema: KeyhouseSchema, runtime: Runtime) -> None:
         super().__init__(schema, graphql_ide="graphiql", allow_queries_via_get=True)
         self.runtime = runtime
+
+    async def render_graphql_ide(self, request: Request) -> Response:
+        # Strawberry's page loads GraphiQL from a CDN with an inline script: blank offline, and
+        # impossible under a strict Content-Security-Policy.
+        return graphiql_page(request)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

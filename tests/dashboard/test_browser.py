@@ -1,0 +1,189 @@
+"""The dashboard and GraphiQL in headless Chromium against a real ``keyhouse serve``, with every
+request to another host aborted."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.dashboard.browser import (
+    CHROMIUM,
+    Server,
+    Tab,
+    browser_tab,
+    require_chromium,
+    running_server,
+)
+
+pytestmark = pytest.mark.slow
+
+PAGES = ["Overview", "Keys", "Usage", "Policy", "Audit log"]
+# GraphiQL 3.8.3's own shortcomings, which keyhouse does not patch in a vendored file: CodeMirror
+# 5's unlabelled textareas and scroll areas, and the docs' low-contrast links. A new kind of
+# violation still fails the test.
+GRAPHIQL_KNOWN_VIOLATIONS = {
+    "color-contrast",
+    "label",
+    "link-in-text-block",
+    "scrollable-region-focusable",
+}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    require_chromium()  # skip (or fail) before starting anything
+    with running_server(tmp_path_factory.mktemp("dashboard")) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def browser(server: Server) -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def tab(browser: Any, server: Server, tmp_path: Path) -> Iterator[Tab]:
+    with browser_tab(browser, server, tmp_path) as opened:
+        yield opened
+        # Everything the page needed came from keyhouse, and ran under its policy.
+        assert opened.foreign_requests == []
+        assert opened.console_errors == []
+
+
+def test_a_refused_key_shows_the_servers_reason(tab: Tab, server: Server) -> None:
+    tab.page.goto(f"{server.url}/dashboard")
+    tab.page.get_by_label("API key").fill(f'"{server.admin_key}"')
+    tab.page.get_by_role("button", name="Sign in").click()
+
+    alert = tab.page.get_by_role("alert")
+    alert.wait_for()
+    assert "QUOTED" in alert.inner_text()
+    tab.screenshot("sign-in-refused")
+
+
+def test_a_key_created_in_the_dashboard_works_with_its_scopes_until_revoked(
+    tab: Tab, server: Server
+) -> None:
+    page = tab.page
+    tab.sign_in(server.admin_key)
+    tab.go("Keys")
+    page.get_by_role("button", name="Create key").click()
+    page.get_by_label("Name", exact=True).fill("billing-sync")
+    page.get_by_label("read:billing").check()
+    page.get_by_label("read:charge_points").check()
+    page.get_by_role("button", name="Create", exact=True).click()
+    secret = page.get_by_label("Secret", exact=True).input_value()
+    tab.screenshot("key-created")
+    page.get_by_role("button", name="Copy").click()
+    page.get_by_role("button", name="Done").click()
+
+    verified = server.verify(secret, "read:billing", "read:charge_points")
+    assert verified["valid"] is True
+    assert sorted(verified["scopes"]) == ["read:billing", "read:charge_points"]
+    assert server.verify(secret, "write:billing")["code"] == "INSUFFICIENT_SCOPE"
+
+    page.get_by_role("button", name="Revoke billing-sync").click()
+    page.get_by_role("dialog").get_by_role("button", name="Revoke").click()
+    row = page.get_by_role("row").filter(has_text="billing-sync")
+    row.get_by_text("REVOKED").wait_for()
+    assert server.verify(secret, "read:billing")["code"] == "REVOKED"
+    tab.screenshot("key-revoked")
+
+
+def test_rotating_shows_the_new_secret_once(tab: Tab, server: Server) -> None:
+    server.create_key("to-rotate", "read:sessions")
+    tab.sign_in(server.admin_key)
+    tab.go("Keys")
+
+    tab.page.get_by_role("button", name="Rotate to-rotate").click()
+    tab.page.get_by_label("Grace period").fill("0")
+    tab.page.get_by_role("button", name="Rotate", exact=True).click()
+    secret = tab.page.get_by_label("Secret", exact=True).input_value()
+
+    verified = server.verify(secret, "read:sessions")
+    assert verified["valid"] is True, verified
+
+
+def test_the_usage_chart_draws_the_uses_just_made(tab: Tab, server: Server) -> None:
+    made = server.create_key("metered", "read:billing")
+    for _ in range(3):
+        server.verify(made["apiKey"], "read:billing")
+    time.sleep(0.5)  # the flush interval is 0.2 s
+    tab.sign_in(server.admin_key)
+
+    tab.page.goto(f"{server.url}/dashboard/usage?key={made['id']}")
+
+    tab.page.locator(".uplot canvas").wait_for()
+    totals = tab.page.locator(".counts").inner_text()
+    assert re.search(r"\b3\s+valid", totals), totals
+    tab.screenshot("usage")
+
+
+def test_a_missing_scope_is_named(tab: Tab, server: Server) -> None:
+    reader = server.create_key("reader", "read:api_keys")
+    tab.sign_in(reader["apiKey"])
+
+    tab.go("Usage")
+
+    assert "read:analytics" in tab.page.get_by_role("alert").inner_text()
+
+
+def test_a_key_revoked_while_signed_in_returns_to_sign_in_with_the_reason(
+    tab: Tab, server: Server
+) -> None:
+    doomed = server.create_key("doomed", "read:api_keys")
+    tab.sign_in(doomed["apiKey"])
+    tab.go("Keys")
+    tab.page.get_by_role("row").filter(has_text="doomed").wait_for()
+    # Revoked from elsewhere (the admin's dashboard in another tab).
+    server.graphql("RevokeApiKey", {"id": doomed["id"]})
+
+    tab.go("Overview")
+
+    tab.page.get_by_label("API key").wait_for()
+    assert "REVOKED" in tab.page.get_by_role("alert").inner_text()
+
+
+def test_graphiql_runs_a_query_with_the_dashboards_key_and_shows_the_docs(
+    tab: Tab, server: Server
+) -> None:
+    tab.sign_in(server.admin_key)
+    tab.page.get_by_role("link", name="GraphiQL").click()
+    tab.page.locator(".graphiql-container").wait_for()
+
+    tab.page.get_by_role("button", name=re.compile("Execute query")).click()
+    tab.page.locator(".result-window").get_by_text('"Acme"').wait_for()
+    tab.page.get_by_role("button", name=re.compile("Show Documentation Explorer")).click()
+    tab.page.locator(".graphiql-doc-explorer").get_by_text("Query").first.wait_for()
+
+    tab.screenshot("graphiql")
+    kinds = {violation.split(" ")[0] for violation in tab.serious_accessibility_violations()}
+    assert kinds <= GRAPHIQL_KNOWN_VIOLATIONS
+
+
+@pytest.mark.parametrize("name", PAGES)
+def test_no_serious_accessibility_violation(tab: Tab, server: Server, name: str) -> None:
+    tab.sign_in(server.admin_key)
+
+    tab.go(name)
+    tab.page.wait_for_load_state("networkidle")
+
+    tab.screenshot(name.lower().replace(" ", "-"))
+    assert tab.serious_accessibility_violations() == []
+
+
+def test_the_sign_in_page_has_no_serious_accessibility_violation(tab: Tab, server: Server) -> None:
+    tab.page.goto(f"{server.url}/dashboard")
+    tab.page.get_by_label("API key").wait_for()
+
+    assert tab.serious_accessibility_violations() == []
