@@ -137,9 +137,10 @@ def never_executed(result: ExecutionResult) -> bool:
     return result.data is None and bool(errors) and all(e.path is None for e in errors)
 
 
-# The operations named in the metrics: the dashboard's own (frontend-queries/). Any other name
-# a client sends is 'other', so a hostile client cannot grow the series.
-FRONTEND_QUERIES = Path(__file__).resolve().parents[2] / "frontend-queries"
+# The operations named in the metrics: the dashboard's own (app/dashboard/queries, which
+# frontend-queries/ links to). Any other name a client sends is 'other', so a hostile client
+# cannot grow the series.
+FRONTEND_QUERIES = Path(__file__).resolve().parents[1] / "dashboard" / "queries"
 
 
 @functools.cache
