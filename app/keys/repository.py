@@ -9,7 +9,7 @@ from dataclasses import fields
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import BindParameter, Integer, Select, and_, bindparam, case, func, or_, update
+from sqlalchemy import BindParameter, Integer, Select, and_, bindparam, func, literal, or_, update
 from sqlalchemy import select as sa_select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
@@ -22,7 +22,7 @@ from app.kit.boundary import excerpt, name_key
 from app.kit.db import UTCDateTime, execute_core
 from app.kit.errors import BadUserInput
 from app.kit.ids import is_id_of
-from app.kit.pagination import Cursor
+from app.kit.pagination import COUNT_LIMIT, Cursor
 from app.kit.timeutil import utcnow
 from app.models.keys import ApiKey, KeyStatus, ListedKey
 
@@ -120,13 +120,8 @@ def _like_pattern(scope: str) -> str:
     return f"% {escaped} %"
 
 
-@functools.cache
-def _listing(
-    status: KeyStatus | None, *, expiring: bool, scope: bool, after: bool
-) -> tuple[Select[Any], Select[Any]]:
-    """The page and count statements of one shape of list query. Built once per shape, with every
-    value a bound parameter: building a statement costs more than running it on a page of keys,
-    and a reused statement also skips SQLAlchemy's cache-key computation."""
+def _conditions(status: KeyStatus | None, *, expiring: bool, scope: bool) -> list[Any]:
+    """The conditions of one shape of list filter, every value a bound parameter."""
     now = bindparam("now", type_=UTCDateTime())
     conditions: list[Any] = [col(ApiKey.organization_id) == bindparam("organization_id")]
     if status is not None:
@@ -138,11 +133,18 @@ def _listing(
         # scopes_text is space-separated: pad it so every scope is surrounded by spaces.
         padded = " " + col(ApiKey.scopes_text) + " "
         conditions.append(padded.like(bindparam("scope_pattern"), escape="/"))
-    count = sa_select(func.count()).select_from(ApiKey).where(*conditions)
-    page_conditions = list(conditions)
+    return conditions
+
+
+@functools.cache
+def _listing(status: KeyStatus | None, *, expiring: bool, scope: bool, after: bool) -> Select[Any]:
+    """The page statement of one shape of list query. Built once per shape, with every value a
+    bound parameter: building a statement costs more than running it on a page of keys, and a
+    reused statement also skips SQLAlchemy's cache-key computation."""
+    conditions = _conditions(status, expiring=expiring, scope=scope)
     if after:
         after_created_at = bindparam("after_created_at", type_=UTCDateTime())
-        page_conditions.append(
+        conditions.append(
             or_(
                 col(ApiKey.created_at) < after_created_at,
                 and_(
@@ -151,33 +153,32 @@ def _listing(
                 ),
             )
         )
-    # One statement: the page, each row carrying the list's total (an uncorrelated subquery,
-    # computed once).
-    page = (
-        sa_select(*_LISTED_COLUMNS, count.scalar_subquery())
-        .where(*page_conditions)
+    return (
+        sa_select(*_LISTED_COLUMNS)
+        .where(*conditions)
         .order_by(col(ApiKey.created_at).desc(), col(ApiKey.id).desc())
         .limit(bindparam("limit", type_=Integer()))
     )
-    return page, count
 
 
-async def list_keys(
-    session: AsyncSession,
-    caller: Caller,
-    key_filter: KeyFilter,
-    *,
-    first: int,
-    after: Cursor | None = None,
-    catalogue: ScopeCatalogue,
-) -> KeyPage:
-    """A page of the organization's keys, newest first."""
+def _capped_count(*conditions: Any) -> Any:
+    """How many keys meet the conditions, up to COUNT_LIMIT: it stops there, so it reads at most
+    that many index entries however many keys the organization holds."""
+    matching = sa_select(literal(1)).select_from(ApiKey).where(*conditions).limit(COUNT_LIMIT)
+    return sa_select(func.count()).select_from(matching.subquery()).scalar_subquery()
+
+
+@functools.cache
+def _counting(status: KeyStatus | None, *, expiring: bool, scope: bool) -> Select[Any]:
+    return sa_select(_capped_count(*_conditions(status, expiring=expiring, scope=scope)))
+
+
+def _filter_values(
+    caller: Caller, key_filter: KeyFilter, catalogue: ScopeCatalogue
+) -> dict[str, Any]:
+    """The bound values of a list filter, checked."""
     now = utcnow()
-    values: dict[str, Any] = {
-        "organization_id": caller.organization_id,
-        "now": now,
-        "limit": first + 1,
-    }
+    values: dict[str, Any] = {"organization_id": caller.organization_id, "now": now}
     if key_filter.expiring_within_days is not None:
         days = key_filter.expiring_within_days
         if not 0 <= days <= EXPIRES_IN_DAYS_MAX:
@@ -192,40 +193,63 @@ async def list_keys(
                 f"Unknown scope '{excerpt(key_filter.scope)}'.", argument="filter.scope"
             )
         values["scope_pattern"] = _like_pattern(key_filter.scope)
+    return values
+
+
+def _shape(key_filter: KeyFilter) -> dict[str, Any]:
+    return {
+        "expiring": key_filter.expiring_within_days is not None,
+        "scope": key_filter.scope is not None,
+    }
+
+
+async def list_keys(
+    session: AsyncSession,
+    caller: Caller,
+    key_filter: KeyFilter,
+    *,
+    first: int,
+    after: Cursor | None = None,
+    catalogue: ScopeCatalogue,
+) -> KeyPage:
+    """A page of the organization's keys, newest first (counted apart: count_listed_keys)."""
+    values = _filter_values(caller, key_filter, catalogue)
+    values["limit"] = first + 1
     if after is not None:
         values["after_created_at"] = after.created_at
         values["after_id"] = after.id
-    page, count = _listing(
-        key_filter.status,
-        expiring=key_filter.expiring_within_days is not None,
-        scope=key_filter.scope is not None,
-        after=after is not None,
-    )
+    page = _listing(key_filter.status, after=after is not None, **_shape(key_filter))
     rows = (await execute_core(session, page, values)).all()
-    if rows:
-        total = rows[0][-1]
-    elif after is None:
-        total = 0  # the page's conditions are the count's
-    else:
-        total = (await execute_core(session, count, values)).scalar_one()
-    keys = [ListedKey(*row[:-1]) for row in rows[:first]]
-    return KeyPage(keys=keys, total_count=total, has_next_page=len(rows) > first)
+    keys = [ListedKey(*row) for row in rows[:first]]
+    return KeyPage(keys=keys, has_next_page=len(rows) > first)
+
+
+async def count_listed_keys(
+    session: AsyncSession, caller: Caller, key_filter: KeyFilter, *, catalogue: ScopeCatalogue
+) -> int:
+    """How many keys list_keys would list, up to COUNT_LIMIT."""
+    values = _filter_values(caller, key_filter, catalogue)
+    statement = _counting(key_filter.status, **_shape(key_filter))
+    count: int = (await execute_core(session, statement, values)).scalar_one()
+    return count
 
 
 async def count_keys(session: AsyncSession, caller: Caller) -> KeyCounts:
+    """The organization's keys by status, each up to COUNT_LIMIT, in one statement."""
     now = utcnow()
-
-    def counted(status: KeyStatus) -> Any:
-        return func.coalesce(func.sum(case((status_condition(status, now), 1), else_=0)), 0)
-
-    # Five columns: past sqlmodel's typed select overloads, so SQLAlchemy's own.
+    organization = col(ApiKey.organization_id) == caller.organization_id
     statement = sa_select(
-        func.count(),
-        counted(KeyStatus.ACTIVE),
-        counted(KeyStatus.REVOKED),
-        counted(KeyStatus.EXPIRED),
-        counted(KeyStatus.SUPERSEDED),
-    ).where(col(ApiKey.organization_id) == caller.organization_id)
+        _capped_count(organization),
+        *(
+            _capped_count(organization, status_condition(status, now))
+            for status in (
+                KeyStatus.ACTIVE,
+                KeyStatus.REVOKED,
+                KeyStatus.EXPIRED,
+                KeyStatus.SUPERSEDED,
+            )
+        ),
+    )
     total, active, revoked, expired, superseded = (await execute_core(session, statement)).one()
     return KeyCounts(
         total=total, active=active, revoked=revoked, expired=expired, superseded=superseded
@@ -233,12 +257,12 @@ async def count_keys(session: AsyncSession, caller: Caller) -> KeyCounts:
 
 
 async def count_supersedable_keys(session: AsyncSession, caller: Caller) -> int:
-    """How many keys the caller's next key creation would supersede under single-active-key."""
+    """How many keys the caller's next key creation would supersede under single-active-key,
+    up to COUNT_LIMIT."""
     keep = [] if caller.key_id is None else [caller.key_id]
-    statement = (
-        select(func.count()).select_from(ApiKey).where(*supersedable(caller, utcnow(), keep=keep))
-    )
-    return (await session.exec(statement)).one()
+    statement = sa_select(_capped_count(*supersedable(caller, utcnow(), keep=keep)))
+    count: int = (await execute_core(session, statement)).scalar_one()
+    return count
 
 
 async def last_used_by_id(session: AsyncSession, key_ids: Sequence[str]) -> dict[str, datetime]:

@@ -1,0 +1,76 @@
+"""An organization of many keys: what the dashboard counts is bounded, and each count and filter
+runs only when it is asked for."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from hashlib import sha256
+
+import httpx
+
+from app.kit.db import session_scope
+from app.kit.ids import new_id
+from app.kit.pagination import COUNT_LIMIT
+from app.models.keys import ApiKey
+from app.runtime import Runtime
+from tests.support import Tenant, count_statements, gql
+
+
+async def add_keys(
+    runtime: Runtime, tenant: Tenant, count: int, *, revoked_at: datetime | None = None
+) -> None:
+    """``count`` keys written directly (no secret: they only need to be listed and counted)."""
+    now = datetime.now(UTC)
+    batch = new_id("key")
+    async with session_scope(runtime.sessionmaker) as session:
+        for number in range(count):
+            session.add(
+                ApiKey(
+                    organization_id=tenant.organization_id,
+                    name=f"bulk {batch} {number}",
+                    name_key=f"bulk {batch.lower()} {number}",
+                    scopes_text="read:billing",
+                    key_hash=sha256(f"{batch} {number}".encode()).hexdigest(),
+                    hint="kh_bulk…0000",
+                    created_at=now - timedelta(seconds=number + 1),
+                    revoked_at=revoked_at,
+                )
+            )
+
+
+async def test_counts_stop_at_the_limit(
+    client: httpx.AsyncClient, runtime: Runtime, tenant: Tenant
+) -> None:
+    await add_keys(runtime, tenant, COUNT_LIMIT + 5)  # with the admin key: COUNT_LIMIT + 6
+    await add_keys(runtime, tenant, 3, revoked_at=datetime.now(UTC))
+    query = """{
+      apiKeys(first: 1) { totalCount }
+      revoked: apiKeys(first: 1, filter: {status: REVOKED}) { totalCount }
+      organization { keyCounts { total active revoked expired superseded } }
+    }"""
+
+    answer = await gql(client, query, key=tenant.admin_key)
+
+    assert answer.errors == []
+    assert answer.data["apiKeys"]["totalCount"] == COUNT_LIMIT
+    assert answer.data["revoked"]["totalCount"] == 3
+    assert answer.data["organization"]["keyCounts"] == {
+        "total": COUNT_LIMIT,
+        "active": COUNT_LIMIT,
+        "revoked": 3,
+        "expired": 0,
+        "superseded": 0,
+    }
+
+
+async def test_a_page_without_total_count_counts_nothing(
+    client: httpx.AsyncClient, runtime: Runtime, tenant: Tenant
+) -> None:
+    await gql(client, "{ organization { id } }", key=tenant.admin_key)  # the admin key is cached
+
+    with count_statements(runtime.engine) as log:
+        answer = await gql(client, "{ apiKeys(first: 5) { nodes { id } } }", key=tenant.admin_key)
+
+    assert answer.errors == []
+    assert len(log.statements) == 1
+    assert "count(" not in log.statements[0].lower()
