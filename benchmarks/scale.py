@@ -133,6 +133,12 @@ SELECT 'key_' || lpad(i::text, 22, '0'), :org, 'bench ' || i, 'bench ' || i,
 FROM generate_series(0::bigint, :count - 1) AS i, CAST(:now AS timestamp) AS now_
 """
 
+_POSTGRES_SCOPES = """
+INSERT INTO api_key_scopes (api_key_id, scope, organization_id, created_at)
+SELECT id, unnest(string_to_array(scopes_text, ' ')), organization_id, created_at
+FROM api_keys WHERE organization_id = :org AND id LIKE 'key_0%'
+"""
+
 _POSTGRES_AUDIT = """
 INSERT INTO audit_events (id, organization_id, occurred_at, action, api_key_id, details)
 SELECT 'evt_' || substr(id, 5), organization_id, created_at, 'KEY_CREATED', id, '{}'
@@ -156,6 +162,7 @@ async def _fill_postgres(engine: AsyncEngine, organization_id: str, count: int) 
     async with engine.begin() as connection:
         values = {"org": organization_id, "now": now, "step": STEP_SECONDS, "count": count}
         await connection.execute(text(_POSTGRES_KEYS), {**values, **scopes})
+        await connection.execute(text(_POSTGRES_SCOPES), {"org": organization_id})
         await connection.execute(text(_POSTGRES_AUDIT), {"org": organization_id})
         await connection.execute(text(_POSTGRES_USAGE), {"org": organization_id, "today": today})
     async with engine.connect() as connection:
@@ -177,6 +184,16 @@ async def _fill_sqlite(engine: AsyncEngine, organization_id: str, count: int) ->
         }
         for key in keys
     ]
+    scope_rows = [
+        {
+            "api_key_id": key["id"],
+            "scope": scope,
+            "organization_id": organization_id,
+            "created_at": key["created_at"],
+        }
+        for key in keys
+        for scope in key["scopes_text"].split()
+    ]
     buckets = [
         {
             "bucket_start": today - timedelta(days=number % 30),
@@ -193,6 +210,13 @@ async def _fill_sqlite(engine: AsyncEngine, organization_id: str, count: int) ->
                 f"VALUES ({', '.join(':' + c for c in columns)})"
             ),
             _sqlite_values(keys),
+        )
+        await connection.execute(
+            text(
+                "INSERT INTO api_key_scopes (api_key_id, scope, organization_id, created_at)"
+                " VALUES (:api_key_id, :scope, :organization_id, :created_at)"
+            ),
+            _sqlite_values(scope_rows),
         )
         await connection.execute(
             text(

@@ -9,7 +9,18 @@ from dataclasses import fields
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import BindParameter, Integer, Select, and_, bindparam, func, literal, or_, update
+from sqlalchemy import (
+    BindParameter,
+    Integer,
+    Select,
+    and_,
+    bindparam,
+    func,
+    join,
+    literal,
+    or_,
+    update,
+)
 from sqlalchemy import select as sa_select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
@@ -24,7 +35,7 @@ from app.kit.errors import BadUserInput
 from app.kit.ids import is_id_of
 from app.kit.pagination import COUNT_LIMIT, Cursor
 from app.kit.timeutil import utcnow
-from app.models.keys import ApiKey, KeyStatus, ListedKey
+from app.models.keys import ApiKey, ApiKeyScope, KeyStatus, ListedKey
 
 _LISTED_COLUMNS = tuple(ApiKey.__table__.c[field.name] for field in fields(ListedKey))  # type: ignore[attr-defined]
 
@@ -44,10 +55,16 @@ async def insert_key(session: AsyncSession, api_key: ApiKey) -> bool:
     try:
         # A savepoint: losing a race on the unique name must not undo the caller's transaction.
         async with session.begin_nested():
-            session.add(api_key)
+            add_key(session, api_key)
     except IntegrityError:
         return False
     return True
+
+
+def add_key(session: AsyncSession, api_key: ApiKey) -> None:
+    """Add a new key with a row for each of its scopes (what the scope filter reads)."""
+    session.add(api_key)
+    session.add_all(api_key.scope_rows())
 
 
 # Oldest first: the order a creation reports the keys it superseded in, and a replay too.
@@ -114,25 +131,33 @@ def status_condition(status: KeyStatus, now: datetime | BindParameter[datetime])
     return and_(in_play, or_(col(ApiKey.expires_at).is_(None), col(ApiKey.expires_at) > now))
 
 
-def _like_pattern(scope: str) -> str:
-    """A LIKE pattern matching ``scope`` as a whole word of the space-separated scopes_text."""
-    escaped = scope.replace("/", "//").replace("%", "/%").replace("_", "/_")
-    return f"% {escaped} %"
+def _source(scope: bool) -> tuple[Any, Any, Any]:
+    """What a list reads, and the (created_at, id) it is ordered by: the keys, or under a scope
+    filter the scope's rows joined to their keys, so that one index walk over the scope's rows
+    yields the page in order."""
+    if not scope:
+        return ApiKey.__table__, col(ApiKey.created_at), col(ApiKey.id)  # type: ignore[attr-defined]
+    joined = join(
+        ApiKeyScope.__table__,  # type: ignore[attr-defined]
+        ApiKey.__table__,  # type: ignore[attr-defined]
+        col(ApiKeyScope.api_key_id) == col(ApiKey.id),
+    )
+    return joined, col(ApiKeyScope.created_at), col(ApiKeyScope.api_key_id)
 
 
 def _conditions(status: KeyStatus | None, *, expiring: bool, scope: bool) -> list[Any]:
     """The conditions of one shape of list filter, every value a bound parameter."""
     now = bindparam("now", type_=UTCDateTime())
-    conditions: list[Any] = [col(ApiKey.organization_id) == bindparam("organization_id")]
+    organization_id: BindParameter[str] = bindparam("organization_id")
+    conditions: list[Any] = [col(ApiKey.organization_id) == organization_id]
+    if scope:
+        conditions.append(col(ApiKeyScope.organization_id) == organization_id)
+        conditions.append(col(ApiKeyScope.scope) == bindparam("scope"))
     if status is not None:
         conditions.append(status_condition(status, now))
     if expiring:
         conditions.append(status_condition(KeyStatus.ACTIVE, now))
         conditions.append(col(ApiKey.expires_at) <= bindparam("expiring_before"))
-    if scope:
-        # scopes_text is space-separated: pad it so every scope is surrounded by spaces.
-        padded = " " + col(ApiKey.scopes_text) + " "
-        conditions.append(padded.like(bindparam("scope_pattern"), escape="/"))
     return conditions
 
 
@@ -141,36 +166,41 @@ def _listing(status: KeyStatus | None, *, expiring: bool, scope: bool, after: bo
     """The page statement of one shape of list query. Built once per shape, with every value a
     bound parameter: building a statement costs more than running it on a page of keys, and a
     reused statement also skips SQLAlchemy's cache-key computation."""
+    source, created_at, key_id = _source(scope)
     conditions = _conditions(status, expiring=expiring, scope=scope)
     if after:
         after_created_at = bindparam("after_created_at", type_=UTCDateTime())
         conditions.append(
             or_(
-                col(ApiKey.created_at) < after_created_at,
-                and_(
-                    col(ApiKey.created_at) == after_created_at,
-                    col(ApiKey.id) < bindparam("after_id"),
-                ),
+                created_at < after_created_at,
+                and_(created_at == after_created_at, key_id < bindparam("after_id")),
             )
         )
     return (
         sa_select(*_LISTED_COLUMNS)
+        .select_from(source)
         .where(*conditions)
-        .order_by(col(ApiKey.created_at).desc(), col(ApiKey.id).desc())
+        .order_by(created_at.desc(), key_id.desc())
         .limit(bindparam("limit", type_=Integer()))
     )
 
 
-def _capped_count(*conditions: Any) -> Any:
+def _capped_count(*conditions: Any, source: Any = None) -> Any:
     """How many keys meet the conditions, up to COUNT_LIMIT: it stops there, so it reads at most
     that many index entries however many keys the organization holds."""
-    matching = sa_select(literal(1)).select_from(ApiKey).where(*conditions).limit(COUNT_LIMIT)
+    matching = (
+        sa_select(literal(1))
+        .select_from(ApiKey if source is None else source)
+        .where(*conditions)
+        .limit(COUNT_LIMIT)
+    )
     return sa_select(func.count()).select_from(matching.subquery()).scalar_subquery()
 
 
 @functools.cache
 def _counting(status: KeyStatus | None, *, expiring: bool, scope: bool) -> Select[Any]:
-    return sa_select(_capped_count(*_conditions(status, expiring=expiring, scope=scope)))
+    conditions = _conditions(status, expiring=expiring, scope=scope)
+    return sa_select(_capped_count(*conditions, source=_source(scope)[0]))
 
 
 def _filter_values(
@@ -192,7 +222,7 @@ def _filter_values(
             raise BadUserInput(
                 f"Unknown scope '{excerpt(key_filter.scope)}'.", argument="filter.scope"
             )
-        values["scope_pattern"] = _like_pattern(key_filter.scope)
+        values["scope"] = key_filter.scope
     return values
 
 

@@ -34,7 +34,12 @@ class AuditEvent(SQLModel, table=True):
     """Who changed what about an organization's keys, and when. Never holds a secret."""
 
     __tablename__ = "audit_events"
-    __table_args__ = (Index("ix_audit_org_time", "organization_id", "occurred_at", "id"),)
+    __table_args__ = (
+        Index("ix_audit_org_time", "organization_id", "occurred_at", "id"),
+        # The log's filters, each in the log's order: by key, by action.
+        Index("ix_audit_org_key_time", "organization_id", "api_key_id", "occurred_at", "id"),
+        Index("ix_audit_org_action_time", "organization_id", "action", "occurred_at", "id"),
+    )
 
     id: str = Field(default_factory=lambda: new_id("evt"), primary_key=True, max_length=32)
     organization_id: str = Field(max_length=32)

@@ -8,6 +8,7 @@ from hashlib import sha256
 
 import httpx
 
+from app.keys.repository import add_key
 from app.kit.db import session_scope
 from app.kit.ids import new_id
 from app.kit.pagination import COUNT_LIMIT
@@ -24,18 +25,17 @@ async def add_keys(
     batch = new_id("key")
     async with session_scope(runtime.sessionmaker) as session:
         for number in range(count):
-            session.add(
-                ApiKey(
-                    organization_id=tenant.organization_id,
-                    name=f"bulk {batch} {number}",
-                    name_key=f"bulk {batch.lower()} {number}",
-                    scopes_text="read:billing",
-                    key_hash=sha256(f"{batch} {number}".encode()).hexdigest(),
-                    hint="kh_bulk…0000",
-                    created_at=now - timedelta(seconds=number + 1),
-                    revoked_at=revoked_at,
-                )
+            key = ApiKey(
+                organization_id=tenant.organization_id,
+                name=f"bulk {batch} {number}",
+                name_key=f"bulk {batch.lower()} {number}",
+                scopes_text="read:billing",
+                key_hash=sha256(f"{batch} {number}".encode()).hexdigest(),
+                hint="kh_bulk…0000",
+                created_at=now - timedelta(seconds=number + 1),
+                revoked_at=revoked_at,
             )
+            add_key(session, key)
 
 
 async def test_counts_stop_at_the_limit(
@@ -74,3 +74,19 @@ async def test_a_page_without_total_count_counts_nothing(
     assert answer.errors == []
     assert len(log.statements) == 1
     assert "count(" not in log.statements[0].lower()
+
+
+async def test_the_scope_filter_reads_a_row_per_scope(
+    client: httpx.AsyncClient, runtime: Runtime, tenant: Tenant
+) -> None:
+    await add_keys(runtime, tenant, 3)  # read:billing only
+    query = "query($scope: String) { apiKeys(filter: {scope: $scope}) { totalCount nodes { id } } }"
+
+    with count_statements(runtime.engine) as log:
+        billing = await gql(client, query, {"scope": "read:billing"}, key=tenant.admin_key)
+    webhooks = await gql(client, query, {"scope": "write:webhooks"}, key=tenant.admin_key)
+
+    assert billing.data["apiKeys"]["totalCount"] == 4  # with the admin key
+    assert len(billing.data["apiKeys"]["nodes"]) == 4
+    assert webhooks.data["apiKeys"]["nodes"] == [{"id": tenant.admin_key_id}]
+    assert all("api_key_scopes" in statement for statement in log.statements[-2:])
