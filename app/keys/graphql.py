@@ -197,7 +197,8 @@ class CreateApiKeyPayload:
     )
     superseded_api_keys: list[ApiKeyType] = strawberry.field(
         default_factory=list,
-        description="Keys this one replaces under the single-active-key policy.",
+        description="Keys this one replaces under the single-active-key policy, oldest first: "
+        f"the first {repository.SUPERSEDED_LISTED} (auditLog lists every one).",
     )
     user_errors: list[UserErrorType] = strawberry.field(default_factory=list)
 

@@ -83,8 +83,22 @@ def supersedable(caller: Caller, now: datetime, *, keep: Sequence[str]) -> list[
     ]
 
 
+# A creation answers with the keys it superseded up to this many: under the single-active-key
+# policy an organization's first new key may supersede every one of its keys.
+SUPERSEDED_LISTED = 100
+
+
+def superseded_ids(caller: Caller, key_id: str) -> Select[Any]:
+    """The ids of the keys replaced by this one."""
+    return sa_select(col(ApiKey.id)).where(
+        col(ApiKey.organization_id) == caller.organization_id,
+        col(ApiKey.superseded_by_key_id) == key_id,
+    )
+
+
 async def superseded_by(session: AsyncSession, caller: Caller, key_id: str) -> list[ApiKey]:
-    """The keys the single-active-key policy replaced with this one (for a replayed answer)."""
+    """The keys the single-active-key policy replaced with this one, oldest first, up to
+    SUPERSEDED_LISTED (what a creation answers with, and its replay)."""
     statement = (
         select(ApiKey)
         .where(
@@ -92,8 +106,28 @@ async def superseded_by(session: AsyncSession, caller: Caller, key_id: str) -> l
             col(ApiKey.superseded_by_key_id) == key_id,
         )
         .order_by(*SUPERSEDED_ORDER)
+        .limit(SUPERSEDED_LISTED)
     )
     return list((await session.exec(statement)).all())
+
+
+async def supersede(
+    session: AsyncSession,
+    caller: Caller,
+    replacement_id: str,
+    effective: datetime,
+    *,
+    keep: Sequence[str],
+) -> int:
+    """Mark every supersedable key as replaced by ``replacement_id`` from ``effective``, in one
+    statement; how many were."""
+    result = await session.exec(
+        update(ApiKey)
+        .where(*supersedable(caller, utcnow(), keep=[replacement_id, *keep]))
+        .values(superseded_at=effective, superseded_by_key_id=replacement_id)
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount
 
 
 async def get_key(session: AsyncSession, caller: Caller, key_id: str) -> ApiKey | None:
