@@ -136,13 +136,13 @@ FROM generate_series(0::bigint, :count - 1) AS i, CAST(:now AS timestamp) AS now
 _POSTGRES_SCOPES = """
 INSERT INTO api_key_scopes (api_key_id, scope, organization_id, created_at)
 SELECT id, unnest(string_to_array(scopes_text, ' ')), organization_id, created_at
-FROM api_keys WHERE organization_id = :org AND id LIKE 'key_0%'
+FROM api_keys WHERE organization_id = :org AND hint = 'kh_bench…0000'
 """
 
 _POSTGRES_AUDIT = """
 INSERT INTO audit_events (id, organization_id, occurred_at, action, api_key_id, details)
 SELECT 'evt_' || substr(id, 5), organization_id, created_at, 'KEY_CREATED', id, '{}'
-FROM api_keys WHERE organization_id = :org AND id LIKE 'key_0%'
+FROM api_keys WHERE organization_id = :org AND hint = 'kh_bench…0000'
 """
 
 _POSTGRES_USAGE = """
@@ -151,7 +151,7 @@ INSERT INTO usage_buckets (granularity, bucket_start, api_key_id, organization_i
 SELECT 'DAY', CAST(:today AS timestamp) - make_interval(days => (substr(id, 5)::int % 30)),
        id,
        organization_id, 'GET /charge-points', 'VALID', 1 + substr(id, 5)::bigint % 97
-FROM api_keys WHERE organization_id = :org AND id LIKE 'key_0%'
+FROM api_keys WHERE organization_id = :org AND hint = 'kh_bench…0000'
 """
 
 

@@ -219,22 +219,45 @@ def _listing(status: KeyStatus | None, *, expiring: bool, scope: bool, after: bo
     )
 
 
-def _capped_count(*conditions: Any, source: Any = None) -> Any:
+def _capped_count(*conditions: Any, order: Sequence[Any], source: Any = None) -> Any:
     """How many keys meet the conditions, up to COUNT_LIMIT: it stops there, so it reads at most
-    that many index entries however many keys the organization holds."""
+    that many entries of the index that ``order`` names, however many keys the organization
+    holds. The order changes no count; it tells the planner which index to walk, where an
+    unordered LIMIT may look cheapest as a scan of the whole table."""
     matching = (
         sa_select(literal(1))
         .select_from(ApiKey if source is None else source)
         .where(*conditions)
+        .order_by(*order)
         .limit(COUNT_LIMIT)
     )
     return sa_select(func.count()).select_from(matching.subquery()).scalar_subquery()
 
 
+# The index each status's count walks: the keys by age (all, active, revoked: a partial index of
+# its own), or the partial indexes on the moment a key expired or was superseded.
+_NEWEST = (col(ApiKey.created_at).desc(), col(ApiKey.id).desc())
+_COUNT_ORDER = {
+    None: _NEWEST,
+    KeyStatus.ACTIVE: _NEWEST,
+    KeyStatus.REVOKED: _NEWEST,
+    KeyStatus.EXPIRED: (col(ApiKey.expires_at).desc(),),
+    KeyStatus.SUPERSEDED: (col(ApiKey.superseded_at).desc(),),
+}
+
+
 @functools.cache
 def _counting(status: KeyStatus | None, *, expiring: bool, scope: bool) -> Select[Any]:
     conditions = _conditions(status, expiring=expiring, scope=scope)
-    return sa_select(_capped_count(*conditions, source=_source(scope)[0]))
+    source, created_at, key_id = _source(scope)
+    order = (
+        (col(ApiKey.expires_at),)
+        if expiring
+        else (created_at.desc(), key_id.desc())
+        if scope
+        else _COUNT_ORDER[status]
+    )
+    return sa_select(_capped_count(*conditions, order=order, source=source))
 
 
 def _filter_values(
@@ -303,9 +326,9 @@ async def count_keys(session: AsyncSession, caller: Caller) -> KeyCounts:
     now = utcnow()
     organization = col(ApiKey.organization_id) == caller.organization_id
     statement = sa_select(
-        _capped_count(organization),
+        _capped_count(organization, order=_NEWEST),
         *(
-            _capped_count(organization, status_condition(status, now))
+            _capped_count(organization, status_condition(status, now), order=_COUNT_ORDER[status])
             for status in (
                 KeyStatus.ACTIVE,
                 KeyStatus.REVOKED,
@@ -324,7 +347,8 @@ async def count_supersedable_keys(session: AsyncSession, caller: Caller) -> int:
     """How many keys the caller's next key creation would supersede under single-active-key,
     up to COUNT_LIMIT."""
     keep = [] if caller.key_id is None else [caller.key_id]
-    statement = sa_select(_capped_count(*supersedable(caller, utcnow(), keep=keep)))
+    conditions = supersedable(caller, utcnow(), keep=keep)
+    statement = sa_select(_capped_count(*conditions, order=_NEWEST))
     count: int = (await execute_core(session, statement)).scalar_one()
     return count
 

@@ -8,7 +8,7 @@ from hashlib import sha256
 
 import httpx
 
-from app.keys.repository import add_key
+from app.keys.repository import SUPERSEDED_LISTED, add_key
 from app.kit.db import session_scope
 from app.kit.ids import new_id
 from app.kit.pagination import COUNT_LIMIT
@@ -90,3 +90,29 @@ async def test_the_scope_filter_reads_a_row_per_scope(
     assert len(billing.data["apiKeys"]["nodes"]) == 4
     assert webhooks.data["apiKeys"]["nodes"] == [{"id": tenant.admin_key_id}]
     assert all("api_key_scopes" in statement for statement in log.statements[-2:])
+
+
+async def test_superseding_many_keys_is_a_few_statements_and_audits_each(
+    client: httpx.AsyncClient, runtime: Runtime, tenant: Tenant
+) -> None:
+    many = SUPERSEDED_LISTED + 20
+    await add_keys(runtime, tenant, many)
+    policy = "mutation { updateKeyPolicy(input: {singleActiveKey: true}) { keysToSupersede } }"
+    assert (await gql(client, policy, key=tenant.admin_key)).data["updateKeyPolicy"] == {
+        "keysToSupersede": many
+    }
+    create = """mutation { createApiKey(input: {name: "the one", scopes: ["read:billing"]}) {
+      supersededApiKeys { id supersededAt } userErrors { code } } }"""
+
+    with count_statements(runtime.engine) as log:
+        created = await gql(client, create, key=tenant.admin_key)
+
+    listed = created.data["createApiKey"]["supersededApiKeys"]
+    assert len(listed) == SUPERSEDED_LISTED
+    assert len(log.statements) < 20, log.statements
+    audit = """{ auditLog(first: 1, filter: {action: KEY_SUPERSEDED}) { totalCount
+      nodes { id details } } }"""
+    events = (await gql(client, audit, key=tenant.admin_key)).data["auditLog"]
+    assert events["totalCount"] == many
+    assert events["nodes"][0]["id"].startswith("evt_")
+    assert events["nodes"][0]["details"]["reason"] == "singleActiveKey policy"
