@@ -3,12 +3,13 @@ can be undone."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
 
 from app.kit.db import create_engine
@@ -49,3 +50,63 @@ async def test_migrations_downgrade_to_empty_and_upgrade_again(database_url: str
             assert await connection.run_sync(_differences) == []
     finally:
         await engine.dispose()
+
+
+async def test_0008_carries_each_keys_scopes_over_to_a_row_each(database_url: str) -> None:
+    engine = create_engine(database_url)
+    created = datetime(2026, 11, 1, 12, 0)
+    keys = [
+        ("key_" + "a" * 22, "read:billing read:charge_points"),
+        ("key_" + "b" * 22, "write:webhooks"),
+    ]
+
+    def to_0007_with_keys(connection: Connection) -> None:
+        command.downgrade(alembic_config(connection), "0007")
+        connection.execute(
+            text("INSERT INTO organizations (id, name, created_at) VALUES ('org_m', 'M', :at)"),
+            {"at": created},
+        )
+        for number, (key_id, scopes) in enumerate(keys):
+            connection.execute(
+                text(
+                    "INSERT INTO api_keys (id, organization_id, name, name_key, scopes_text,"
+                    " key_hash, hint, created_at) VALUES (:id, 'org_m', :name, :name, :scopes,"
+                    " :hash, 'kh_…', :at)"
+                ),
+                {
+                    "id": key_id,
+                    "name": f"k{number}",
+                    "scopes": scopes,
+                    "hash": key_id,
+                    "at": created,
+                },
+            )
+
+    def scope_rows(connection: Connection) -> list[tuple[Any, ...]]:
+        rows = connection.execute(
+            text(
+                "SELECT s.api_key_id, s.scope, s.organization_id, s.created_at = k.created_at"
+                " FROM api_key_scopes s JOIN api_keys k ON k.id = s.api_key_id"
+                " WHERE s.organization_id = 'org_m' ORDER BY s.api_key_id, s.scope"
+            )
+        )
+        return [(key_id, scope, org, bool(same)) for key_id, scope, org, same in rows]
+
+    try:
+        async with engine.begin() as connection:
+            await connection.run_sync(to_0007_with_keys)
+        await upgrade_to_head(engine)
+        async with engine.begin() as connection:
+            carried = await connection.run_sync(scope_rows)
+            await connection.execute(
+                text("DELETE FROM api_key_scopes WHERE organization_id = 'org_m'")
+            )
+            await connection.execute(text("DELETE FROM api_keys WHERE organization_id = 'org_m'"))
+            await connection.execute(text("DELETE FROM organizations WHERE id = 'org_m'"))
+    finally:
+        await engine.dispose()
+    assert carried == [
+        (keys[0][0], "read:billing", "org_m", True),
+        (keys[0][0], "read:charge_points", "org_m", True),
+        (keys[1][0], "write:webhooks", "org_m", True),
+    ]

@@ -88,15 +88,21 @@ class Query:
             if filter is None or filter.api_key_id is None
             else str(filter.api_key_id),
         )
+        caller = info.context.caller
         async with info.context.db() as session:
             page = await service.list_events(
-                session, info.context.caller, audit_filter, first=first, after=cursor
+                session, caller, audit_filter, first=first, after=cursor
             )
+
+        async def count() -> int:
+            async with info.context.db() as session:
+                return await service.count_events(session, caller, audit_filter)
+
         return Connection.of(
             page.events,
             AuditEventType.of,
             lambda row: Cursor(row.occurred_at, row.id),
-            total_count=page.total_count,
+            count=count,
             has_next_page=page.has_next_page,
             after=cursor,
         )

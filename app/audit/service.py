@@ -5,12 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, func, or_
+from sqlalchemy import and_, func, literal, or_
+from sqlalchemy import select as sa_select
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.auth.principal import Caller
-from app.kit.pagination import Cursor
+from app.kit.db import execute_core
+from app.kit.pagination import COUNT_LIMIT, Cursor
 from app.models.audit import AuditAction, AuditEvent
 
 
@@ -23,8 +25,30 @@ class AuditFilter:
 @dataclass(frozen=True, slots=True)
 class AuditPage:
     events: list[AuditEvent]
-    total_count: int
     has_next_page: bool
+
+
+def _conditions(caller: Caller, audit_filter: AuditFilter) -> list[Any]:
+    conditions: list[Any] = [col(AuditEvent.organization_id) == caller.organization_id]
+    if audit_filter.action is not None:
+        conditions.append(col(AuditEvent.action) == audit_filter.action.value)
+    if audit_filter.api_key_id is not None:
+        conditions.append(col(AuditEvent.api_key_id) == audit_filter.api_key_id)
+    return conditions
+
+
+async def count_events(session: AsyncSession, caller: Caller, audit_filter: AuditFilter) -> int:
+    """How many events match, up to COUNT_LIMIT (the log only grows: an exact count would read
+    all of it)."""
+    matching = (
+        sa_select(literal(1))
+        .select_from(AuditEvent)
+        .where(*_conditions(caller, audit_filter))
+        .limit(COUNT_LIMIT)
+    )
+    statement = sa_select(func.count()).select_from(matching.subquery())
+    count: int = (await execute_core(session, statement)).scalar_one()
+    return count
 
 
 async def list_events(
@@ -36,14 +60,7 @@ async def list_events(
     after: Cursor | None = None,
 ) -> AuditPage:
     """A page of the organization's audit log, newest first."""
-    conditions: list[Any] = [col(AuditEvent.organization_id) == caller.organization_id]
-    if audit_filter.action is not None:
-        conditions.append(col(AuditEvent.action) == audit_filter.action.value)
-    if audit_filter.api_key_id is not None:
-        conditions.append(col(AuditEvent.api_key_id) == audit_filter.api_key_id)
-    total = (
-        await session.exec(select(func.count()).select_from(AuditEvent).where(*conditions))
-    ).one()
+    conditions = _conditions(caller, audit_filter)
     if after is not None:
         conditions.append(
             or_(
@@ -61,4 +78,4 @@ async def list_events(
         .limit(first + 1)
     )
     rows = list((await session.exec(statement)).all())
-    return AuditPage(events=rows[:first], total_count=total, has_next_page=len(rows) > first)
+    return AuditPage(events=rows[:first], has_next_page=len(rows) > first)

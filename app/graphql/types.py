@@ -4,14 +4,14 @@ usage figures a key and a report both show, and the enums of stored values they 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from enum import Enum
 from typing import Generic, TypeVar
 
 import strawberry
 
 from app.kit.errors import UserError
-from app.kit.pagination import Cursor
+from app.kit.pagination import COUNT_LIMIT, Cursor
 from app.models.usage import Counts, Granularity
 
 logger = logging.getLogger(__name__)
@@ -21,6 +21,12 @@ Row = TypeVar("Row")
 
 # The stored enum itself is the GraphQL enum: resolvers take and return Granularity.
 strawberry.enum(Granularity, name="Granularity")
+
+
+TOTAL_COUNT_DESCRIPTION = (
+    f"How many match, counted up to {COUNT_LIMIT:,}: {COUNT_LIMIT:,} means {COUNT_LIMIT:,} or "
+    f'more (show "{COUNT_LIMIT:,}+"). Counted only when selected.'
+)
 
 
 @strawberry.type
@@ -41,9 +47,15 @@ class Edge(Generic[Node]):
 class Connection(Generic[Node]):
     """A page of things, newest first, with the cursor of each (Relay's connection)."""
 
-    total_count: int
     page_info: PageInfo
     edges: list[Edge[Node]]
+    # Counting is a statement of its own, run only when totalCount is selected: most pages
+    # (the next page, a picker) never show it.
+    count: strawberry.Private[Callable[[], Awaitable[int]]]
+
+    @strawberry.field(description=TOTAL_COUNT_DESCRIPTION)
+    async def total_count(self) -> int:
+        return await self.count()
 
     @strawberry.field
     def nodes(self) -> list[Node]:
@@ -56,13 +68,13 @@ class Connection(Generic[Node]):
         node: Callable[[Row], Node],
         cursor: Callable[[Row], Cursor],
         *,
-        total_count: int,
+        count: Callable[[], Awaitable[int]],
         has_next_page: bool,
         after: Cursor | None,
     ) -> Connection[Node]:
         edges = [Edge(cursor=cursor(row).encode(), node=node(row)) for row in rows]
         return cls(
-            total_count=total_count,
+            count=count,
             page_info=PageInfo(
                 has_next_page=has_next_page,
                 has_previous_page=after is not None,

@@ -38,6 +38,18 @@ CLOSE_DELIVERY_SECONDS = 3.0
 _NO_RETRY = Retry(NoBackoff(), 0)
 
 
+# Announced instead of a key id when too many keys changed at once to name each: every
+# instance drops its whole cache.
+EVERY_KEY = "*"
+
+
+def _forget(cache: KeyCache, key_id: str) -> None:
+    if key_id == EVERY_KEY:
+        cache.clear()
+    else:
+        cache.invalidate_key(key_id)
+
+
 class KeyChangeBroadcast:
     def __init__(self, cache: KeyCache | None, redis_url: str | None) -> None:
         self._cache = cache
@@ -74,7 +86,7 @@ class KeyChangeBroadcast:
     async def key_changed(self, key_id: str) -> None:
         """Call after the change has committed."""
         if self._cache is not None:
-            self._cache.invalidate_key(key_id)
+            _forget(self._cache, key_id)
         if self._client is None:
             return
         # While earlier changes wait for Redis, this one waits with them: the request that made
@@ -138,7 +150,7 @@ class KeyChangeBroadcast:
                             ignore_subscribe_messages=True, timeout=1.0
                         )
                         if message is not None and self._cache is not None:
-                            self._cache.invalidate_key(message["data"].decode())
+                            _forget(self._cache, message["data"].decode())
             except (RedisError, OSError) as exc:
                 # A read interrupted by stopping is not an outage: no reconnecting.
                 if self._stopping:

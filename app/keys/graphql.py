@@ -197,7 +197,8 @@ class CreateApiKeyPayload:
     )
     superseded_api_keys: list[ApiKeyType] = strawberry.field(
         default_factory=list,
-        description="Keys this one replaces under the single-active-key policy.",
+        description="Keys this one replaces under the single-active-key policy, oldest first: "
+        f"the first {repository.SUPERSEDED_LISTED} (auditLog lists every one).",
     )
     user_errors: list[UserErrorType] = strawberry.field(default_factory=list)
 
@@ -264,21 +265,25 @@ class Query:
     ) -> Connection[ApiKeyType]:
         check_page_size(first)
         cursor = None if after is None else Cursor.decode(after)
+        caller, key_filter = info.context.caller, _key_filter(filter)
+        catalogue = info.context.runtime.catalogue
         async with info.context.db() as session:
             page = await repository.list_keys(
-                session,
-                info.context.caller,
-                _key_filter(filter),
-                first=first,
-                after=cursor,
-                catalogue=info.context.runtime.catalogue,
+                session, caller, key_filter, first=first, after=cursor, catalogue=catalogue
             )
+
+        async def count() -> int:
+            async with info.context.db() as session:
+                return await repository.count_listed_keys(
+                    session, caller, key_filter, catalogue=catalogue
+                )
+
         now = utcnow()
         return Connection.of(
             page.keys,
             lambda row: ApiKeyType.of(row, info.context, now),
             lambda row: Cursor(row.created_at, row.id),
-            total_count=page.total_count,
+            count=count,
             has_next_page=page.has_next_page,
             after=cursor,
         )

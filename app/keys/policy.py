@@ -6,15 +6,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import timedelta
 
-from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.auth.principal import Caller
-from app.keys.broadcast import KeyChangeBroadcast, announce_after_commit
-from app.keys.repository import SUPERSEDED_ORDER, supersedable
+from app.keys.broadcast import EVERY_KEY, KeyChangeBroadcast, announce_after_commit
+from app.keys.repository import supersede, superseded_by, superseded_ids
 from app.keys.schemas import ROTATION_DEFAULT_DAYS
 from app.kit.timeutil import utcnow
-from app.models.audit import AuditAction, record_event
+from app.models.audit import AuditAction, record_events
 from app.models.keys import ApiKey
 from app.models.organizations import Organization
 
@@ -30,33 +29,32 @@ async def supersede_others(
 ) -> list[ApiKey]:
     """Single-active-key policy: every other active key of the organization is replaced by
     ``replacement`` after the grace period. The caller's own key is kept (``keep``): a caller
-    never locks itself out."""
-    now = utcnow()
-    statement = (
-        select(ApiKey)
-        .where(*supersedable(caller, now, keep=[replacement.id, *keep]))
-        .order_by(*SUPERSEDED_ORDER)
+    never locks itself out. A few statements however many keys are replaced (the update, their
+    audit events, the first of them for the answer); the keys replaced, up to SUPERSEDED_LISTED."""
+    effective = utcnow() + timedelta(hours=grace_hours)
+    replaced = await supersede(session, caller, replacement.id, effective, keep=keep)
+    if not replaced:
+        return []
+    await record_events(
+        session,
+        caller,
+        AuditAction.KEY_SUPERSEDED,
+        superseded_ids(caller, replacement.id),
+        details={
+            "supersededByKeyId": replacement.id,
+            "supersededByHint": replacement.hint,
+            "effectiveAt": effective.isoformat(),
+            "reason": "singleActiveKey policy",
+        },
     )
-    superseded = list((await session.exec(statement)).all())
-    effective = now + timedelta(hours=grace_hours)
-    for old in superseded:
-        old.superseded_at = effective
-        old.superseded_by_key_id = replacement.id
-        session.add(old)
-        record_event(
-            session,
-            caller,
-            AuditAction.KEY_SUPERSEDED,
-            api_key_id=old.id,
-            details={
-                "supersededByKeyId": replacement.id,
-                "supersededByHint": replacement.hint,
-                "effectiveAt": effective.isoformat(),
-                "reason": "singleActiveKey policy",
-            },
-        )
-        announce_after_commit(session, broadcast, old.id)
-    return superseded
+    listed = await superseded_by(session, caller, replacement.id)
+    if replaced > len(listed):
+        # Too many to name one by one: every instance drops its whole cache instead.
+        announce_after_commit(session, broadcast, EVERY_KEY)
+    else:
+        for old in listed:
+            announce_after_commit(session, broadcast, old.id)
+    return listed
 
 
 def rotated_lifetime(old: ApiKey, policy: Organization) -> timedelta | None:

@@ -9,7 +9,18 @@ from dataclasses import fields
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import BindParameter, Integer, Select, and_, bindparam, case, func, or_, update
+from sqlalchemy import (
+    BindParameter,
+    Integer,
+    Select,
+    and_,
+    bindparam,
+    func,
+    join,
+    literal,
+    or_,
+    update,
+)
 from sqlalchemy import select as sa_select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
@@ -22,9 +33,9 @@ from app.kit.boundary import excerpt, name_key
 from app.kit.db import UTCDateTime, execute_core
 from app.kit.errors import BadUserInput
 from app.kit.ids import is_id_of
-from app.kit.pagination import Cursor
+from app.kit.pagination import COUNT_LIMIT, Cursor
 from app.kit.timeutil import utcnow
-from app.models.keys import ApiKey, KeyStatus, ListedKey
+from app.models.keys import ApiKey, ApiKeyScope, KeyStatus, ListedKey
 
 _LISTED_COLUMNS = tuple(ApiKey.__table__.c[field.name] for field in fields(ListedKey))  # type: ignore[attr-defined]
 
@@ -44,10 +55,16 @@ async def insert_key(session: AsyncSession, api_key: ApiKey) -> bool:
     try:
         # A savepoint: losing a race on the unique name must not undo the caller's transaction.
         async with session.begin_nested():
-            session.add(api_key)
+            add_key(session, api_key)
     except IntegrityError:
         return False
     return True
+
+
+def add_key(session: AsyncSession, api_key: ApiKey) -> None:
+    """Add a new key with a row for each of its scopes (what the scope filter reads)."""
+    session.add(api_key)
+    session.add_all(api_key.scope_rows())
 
 
 # Oldest first: the order a creation reports the keys it superseded in, and a replay too.
@@ -66,8 +83,22 @@ def supersedable(caller: Caller, now: datetime, *, keep: Sequence[str]) -> list[
     ]
 
 
+# A creation answers with the keys it superseded up to this many: under the single-active-key
+# policy an organization's first new key may supersede every one of its keys.
+SUPERSEDED_LISTED = 100
+
+
+def superseded_ids(caller: Caller, key_id: str) -> Select[Any]:
+    """The ids of the keys replaced by this one."""
+    return sa_select(col(ApiKey.id)).where(
+        col(ApiKey.organization_id) == caller.organization_id,
+        col(ApiKey.superseded_by_key_id) == key_id,
+    )
+
+
 async def superseded_by(session: AsyncSession, caller: Caller, key_id: str) -> list[ApiKey]:
-    """The keys the single-active-key policy replaced with this one (for a replayed answer)."""
+    """The keys the single-active-key policy replaced with this one, oldest first, up to
+    SUPERSEDED_LISTED (what a creation answers with, and its replay)."""
     statement = (
         select(ApiKey)
         .where(
@@ -75,8 +106,28 @@ async def superseded_by(session: AsyncSession, caller: Caller, key_id: str) -> l
             col(ApiKey.superseded_by_key_id) == key_id,
         )
         .order_by(*SUPERSEDED_ORDER)
+        .limit(SUPERSEDED_LISTED)
     )
     return list((await session.exec(statement)).all())
+
+
+async def supersede(
+    session: AsyncSession,
+    caller: Caller,
+    replacement_id: str,
+    effective: datetime,
+    *,
+    keep: Sequence[str],
+) -> int:
+    """Mark every supersedable key as replaced by ``replacement_id`` from ``effective``, in one
+    statement; how many were."""
+    result = await session.exec(
+        update(ApiKey)
+        .where(*supersedable(caller, utcnow(), keep=[replacement_id, *keep]))
+        .values(superseded_at=effective, superseded_by_key_id=replacement_id)
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount
 
 
 async def get_key(session: AsyncSession, caller: Caller, key_id: str) -> ApiKey | None:
@@ -114,70 +165,107 @@ def status_condition(status: KeyStatus, now: datetime | BindParameter[datetime])
     return and_(in_play, or_(col(ApiKey.expires_at).is_(None), col(ApiKey.expires_at) > now))
 
 
-def _like_pattern(scope: str) -> str:
-    """A LIKE pattern matching ``scope`` as a whole word of the space-separated scopes_text."""
-    escaped = scope.replace("/", "//").replace("%", "/%").replace("_", "/_")
-    return f"% {escaped} %"
+def _source(scope: bool) -> tuple[Any, Any, Any]:
+    """What a list reads, and the (created_at, id) it is ordered by: the keys, or under a scope
+    filter the scope's rows joined to their keys, so that one index walk over the scope's rows
+    yields the page in order."""
+    if not scope:
+        return ApiKey.__table__, col(ApiKey.created_at), col(ApiKey.id)  # type: ignore[attr-defined]
+    joined = join(
+        ApiKeyScope.__table__,  # type: ignore[attr-defined]
+        ApiKey.__table__,  # type: ignore[attr-defined]
+        col(ApiKeyScope.api_key_id) == col(ApiKey.id),
+    )
+    return joined, col(ApiKeyScope.created_at), col(ApiKeyScope.api_key_id)
 
 
-@functools.cache
-def _listing(
-    status: KeyStatus | None, *, expiring: bool, scope: bool, after: bool
-) -> tuple[Select[Any], Select[Any]]:
-    """The page and count statements of one shape of list query. Built once per shape, with every
-    value a bound parameter: building a statement costs more than running it on a page of keys,
-    and a reused statement also skips SQLAlchemy's cache-key computation."""
+def _conditions(status: KeyStatus | None, *, expiring: bool, scope: bool) -> list[Any]:
+    """The conditions of one shape of list filter, every value a bound parameter."""
     now = bindparam("now", type_=UTCDateTime())
-    conditions: list[Any] = [col(ApiKey.organization_id) == bindparam("organization_id")]
+    organization_id: BindParameter[str] = bindparam("organization_id")
+    conditions: list[Any] = [col(ApiKey.organization_id) == organization_id]
+    if scope:
+        conditions.append(col(ApiKeyScope.organization_id) == organization_id)
+        conditions.append(col(ApiKeyScope.scope) == bindparam("scope"))
     if status is not None:
         conditions.append(status_condition(status, now))
     if expiring:
         conditions.append(status_condition(KeyStatus.ACTIVE, now))
         conditions.append(col(ApiKey.expires_at) <= bindparam("expiring_before"))
-    if scope:
-        # scopes_text is space-separated: pad it so every scope is surrounded by spaces.
-        padded = " " + col(ApiKey.scopes_text) + " "
-        conditions.append(padded.like(bindparam("scope_pattern"), escape="/"))
-    count = sa_select(func.count()).select_from(ApiKey).where(*conditions)
-    page_conditions = list(conditions)
+    return conditions
+
+
+@functools.cache
+def _listing(status: KeyStatus | None, *, expiring: bool, scope: bool, after: bool) -> Select[Any]:
+    """The page statement of one shape of list query. Built once per shape, with every value a
+    bound parameter: building a statement costs more than running it on a page of keys, and a
+    reused statement also skips SQLAlchemy's cache-key computation."""
+    source, created_at, key_id = _source(scope)
+    conditions = _conditions(status, expiring=expiring, scope=scope)
     if after:
         after_created_at = bindparam("after_created_at", type_=UTCDateTime())
-        page_conditions.append(
+        conditions.append(
             or_(
-                col(ApiKey.created_at) < after_created_at,
-                and_(
-                    col(ApiKey.created_at) == after_created_at,
-                    col(ApiKey.id) < bindparam("after_id"),
-                ),
+                created_at < after_created_at,
+                and_(created_at == after_created_at, key_id < bindparam("after_id")),
             )
         )
-    # One statement: the page, each row carrying the list's total (an uncorrelated subquery,
-    # computed once).
-    page = (
-        sa_select(*_LISTED_COLUMNS, count.scalar_subquery())
-        .where(*page_conditions)
-        .order_by(col(ApiKey.created_at).desc(), col(ApiKey.id).desc())
+    return (
+        sa_select(*_LISTED_COLUMNS)
+        .select_from(source)
+        .where(*conditions)
+        .order_by(created_at.desc(), key_id.desc())
         .limit(bindparam("limit", type_=Integer()))
     )
-    return page, count
 
 
-async def list_keys(
-    session: AsyncSession,
-    caller: Caller,
-    key_filter: KeyFilter,
-    *,
-    first: int,
-    after: Cursor | None = None,
-    catalogue: ScopeCatalogue,
-) -> KeyPage:
-    """A page of the organization's keys, newest first."""
+def _capped_count(*conditions: Any, order: Sequence[Any], source: Any = None) -> Any:
+    """How many keys meet the conditions, up to COUNT_LIMIT: it stops there, so it reads at most
+    that many entries of the index that ``order`` names, however many keys the organization
+    holds. The order changes no count; it tells the planner which index to walk, where an
+    unordered LIMIT may look cheapest as a scan of the whole table."""
+    matching = (
+        sa_select(literal(1))
+        .select_from(ApiKey if source is None else source)
+        .where(*conditions)
+        .order_by(*order)
+        .limit(COUNT_LIMIT)
+    )
+    return sa_select(func.count()).select_from(matching.subquery()).scalar_subquery()
+
+
+# The index each status's count walks: the keys by age (all, active, revoked: a partial index of
+# its own), or the partial indexes on the moment a key expired or was superseded.
+_NEWEST = (col(ApiKey.created_at).desc(), col(ApiKey.id).desc())
+_COUNT_ORDER = {
+    None: _NEWEST,
+    KeyStatus.ACTIVE: _NEWEST,
+    KeyStatus.REVOKED: _NEWEST,
+    KeyStatus.EXPIRED: (col(ApiKey.expires_at).desc(),),
+    KeyStatus.SUPERSEDED: (col(ApiKey.superseded_at).desc(),),
+}
+
+
+@functools.cache
+def _counting(status: KeyStatus | None, *, expiring: bool, scope: bool) -> Select[Any]:
+    conditions = _conditions(status, expiring=expiring, scope=scope)
+    source, created_at, key_id = _source(scope)
+    order = (
+        (col(ApiKey.expires_at),)
+        if expiring
+        else (created_at.desc(), key_id.desc())
+        if scope
+        else _COUNT_ORDER[status]
+    )
+    return sa_select(_capped_count(*conditions, order=order, source=source))
+
+
+def _filter_values(
+    caller: Caller, key_filter: KeyFilter, catalogue: ScopeCatalogue
+) -> dict[str, Any]:
+    """The bound values of a list filter, checked."""
     now = utcnow()
-    values: dict[str, Any] = {
-        "organization_id": caller.organization_id,
-        "now": now,
-        "limit": first + 1,
-    }
+    values: dict[str, Any] = {"organization_id": caller.organization_id, "now": now}
     if key_filter.expiring_within_days is not None:
         days = key_filter.expiring_within_days
         if not 0 <= days <= EXPIRES_IN_DAYS_MAX:
@@ -191,41 +279,64 @@ async def list_keys(
             raise BadUserInput(
                 f"Unknown scope '{excerpt(key_filter.scope)}'.", argument="filter.scope"
             )
-        values["scope_pattern"] = _like_pattern(key_filter.scope)
+        values["scope"] = key_filter.scope
+    return values
+
+
+def _shape(key_filter: KeyFilter) -> dict[str, Any]:
+    return {
+        "expiring": key_filter.expiring_within_days is not None,
+        "scope": key_filter.scope is not None,
+    }
+
+
+async def list_keys(
+    session: AsyncSession,
+    caller: Caller,
+    key_filter: KeyFilter,
+    *,
+    first: int,
+    after: Cursor | None = None,
+    catalogue: ScopeCatalogue,
+) -> KeyPage:
+    """A page of the organization's keys, newest first (counted apart: count_listed_keys)."""
+    values = _filter_values(caller, key_filter, catalogue)
+    values["limit"] = first + 1
     if after is not None:
         values["after_created_at"] = after.created_at
         values["after_id"] = after.id
-    page, count = _listing(
-        key_filter.status,
-        expiring=key_filter.expiring_within_days is not None,
-        scope=key_filter.scope is not None,
-        after=after is not None,
-    )
+    page = _listing(key_filter.status, after=after is not None, **_shape(key_filter))
     rows = (await execute_core(session, page, values)).all()
-    if rows:
-        total = rows[0][-1]
-    elif after is None:
-        total = 0  # the page's conditions are the count's
-    else:
-        total = (await execute_core(session, count, values)).scalar_one()
-    keys = [ListedKey(*row[:-1]) for row in rows[:first]]
-    return KeyPage(keys=keys, total_count=total, has_next_page=len(rows) > first)
+    keys = [ListedKey(*row) for row in rows[:first]]
+    return KeyPage(keys=keys, has_next_page=len(rows) > first)
+
+
+async def count_listed_keys(
+    session: AsyncSession, caller: Caller, key_filter: KeyFilter, *, catalogue: ScopeCatalogue
+) -> int:
+    """How many keys list_keys would list, up to COUNT_LIMIT."""
+    values = _filter_values(caller, key_filter, catalogue)
+    statement = _counting(key_filter.status, **_shape(key_filter))
+    count: int = (await execute_core(session, statement, values)).scalar_one()
+    return count
 
 
 async def count_keys(session: AsyncSession, caller: Caller) -> KeyCounts:
+    """The organization's keys by status, each up to COUNT_LIMIT, in one statement."""
     now = utcnow()
-
-    def counted(status: KeyStatus) -> Any:
-        return func.coalesce(func.sum(case((status_condition(status, now), 1), else_=0)), 0)
-
-    # Five columns: past sqlmodel's typed select overloads, so SQLAlchemy's own.
+    organization = col(ApiKey.organization_id) == caller.organization_id
     statement = sa_select(
-        func.count(),
-        counted(KeyStatus.ACTIVE),
-        counted(KeyStatus.REVOKED),
-        counted(KeyStatus.EXPIRED),
-        counted(KeyStatus.SUPERSEDED),
-    ).where(col(ApiKey.organization_id) == caller.organization_id)
+        _capped_count(organization, order=_NEWEST),
+        *(
+            _capped_count(organization, status_condition(status, now), order=_COUNT_ORDER[status])
+            for status in (
+                KeyStatus.ACTIVE,
+                KeyStatus.REVOKED,
+                KeyStatus.EXPIRED,
+                KeyStatus.SUPERSEDED,
+            )
+        ),
+    )
     total, active, revoked, expired, superseded = (await execute_core(session, statement)).one()
     return KeyCounts(
         total=total, active=active, revoked=revoked, expired=expired, superseded=superseded
@@ -233,12 +344,13 @@ async def count_keys(session: AsyncSession, caller: Caller) -> KeyCounts:
 
 
 async def count_supersedable_keys(session: AsyncSession, caller: Caller) -> int:
-    """How many keys the caller's next key creation would supersede under single-active-key."""
+    """How many keys the caller's next key creation would supersede under single-active-key,
+    up to COUNT_LIMIT."""
     keep = [] if caller.key_id is None else [caller.key_id]
-    statement = (
-        select(func.count()).select_from(ApiKey).where(*supersedable(caller, utcnow(), keep=keep))
-    )
-    return (await session.exec(statement)).one()
+    conditions = supersedable(caller, utcnow(), keep=keep)
+    statement = sa_select(_capped_count(*conditions, order=_NEWEST))
+    count: int = (await execute_core(session, statement)).scalar_one()
+    return count
 
 
 async def last_used_by_id(session: AsyncSession, key_ids: Sequence[str]) -> dict[str, datetime]:

@@ -17,7 +17,7 @@ from app.keys.broadcast import KeyChangeBroadcast, announce_after_commit
 from app.keys.policy import rotated_lifetime, supersede_others
 from app.keys.power import management_refusal
 from app.keys.replay import Replay
-from app.keys.repository import claim_for_rotation, get_key
+from app.keys.repository import add_key, claim_for_rotation, get_key
 from app.keys.schemas import GRACE_HOURS_MAX, KeyRotate, KeyRotated
 from app.keys.validation import check_idempotency_key, name_taken, not_found
 from app.kit.errors import UserError, UserErrorCode
@@ -157,7 +157,7 @@ async def _replace(
         async with session.begin_nested():
             claimed = await claim_for_rotation(session, old, new.id, sunset)
             if claimed:
-                session.add(new)
+                add_key(session, new)
     except IntegrityError:
         return name_taken(old.name)
     if not claimed:

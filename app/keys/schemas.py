@@ -70,12 +70,13 @@ class KeyFilter:
 @dataclass(frozen=True, slots=True)
 class KeyPage:
     keys: list[ListedKey]
-    total_count: int
     has_next_page: bool
 
 
 @dataclass(frozen=True, slots=True)
 class KeyCounts:
+    """Each figure up to COUNT_LIMIT (app/kit/pagination.py)."""
+
     total: int
     active: int
     revoked: int

@@ -12,6 +12,11 @@ from app.kit.errors import BadUserInput
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100
 
+# Lists count their matches up to this many (GitHub-style "1,000+"): a count then costs at
+# most this many index entries however big the organization, where an exact count of a
+# million keys scans them all on every dashboard view.
+COUNT_LIMIT = 1000
+
 
 @dataclass(frozen=True, slots=True)
 class Cursor:

@@ -9,7 +9,7 @@ the package makes ``SQLModel.metadata`` complete (Alembic, tests).
 from sqlmodel import SQLModel
 
 from app.models.audit import AuditEvent
-from app.models.keys import ApiKey, IdempotencyRecord
+from app.models.keys import ApiKey, ApiKeyScope, IdempotencyRecord
 from app.models.organizations import Organization
 from app.models.usage import OrganizationUsage, UsageBucket
 
@@ -17,6 +17,7 @@ metadata = SQLModel.metadata
 
 __all__ = [
     "ApiKey",
+    "ApiKeyScope",
     "AuditEvent",
     "IdempotencyRecord",
     "Organization",

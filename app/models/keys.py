@@ -20,6 +20,11 @@ class KeyStatus(StrEnum):
 
 
 LIVE_NAME_CONDITION = "revoked_at IS NULL AND superseded_at IS NULL"
+# The partial indexes of the status filters and counts: each holds only the keys its question
+# can match, so a question about a few keys never walks the others.
+REVOKED_CONDITION = "revoked_at IS NOT NULL"
+EXPIRING_CONDITION = "revoked_at IS NULL AND expires_at IS NOT NULL"
+SUPERSEDING_CONDITION = "revoked_at IS NULL AND superseded_at IS NOT NULL"
 
 
 class ApiKey(SQLModel, table=True):
@@ -38,6 +43,28 @@ class ApiKey(SQLModel, table=True):
             postgresql_where=text(LIVE_NAME_CONDITION),
         ),
         Index("ix_api_keys_org_created", "organization_id", "created_at", "id"),
+        Index(
+            "ix_api_keys_org_revoked",
+            "organization_id",
+            "created_at",
+            "id",
+            sqlite_where=text(REVOKED_CONDITION),
+            postgresql_where=text(REVOKED_CONDITION),
+        ),
+        Index(
+            "ix_api_keys_org_expires",
+            "organization_id",
+            "expires_at",
+            sqlite_where=text(EXPIRING_CONDITION),
+            postgresql_where=text(EXPIRING_CONDITION),
+        ),
+        Index(
+            "ix_api_keys_org_superseded",
+            "organization_id",
+            "superseded_at",
+            sqlite_where=text(SUPERSEDING_CONDITION),
+            postgresql_where=text(SUPERSEDING_CONDITION),
+        ),
     )
 
     id: str = Field(default_factory=lambda: new_id("key"), primary_key=True, max_length=32)
@@ -45,7 +72,7 @@ class ApiKey(SQLModel, table=True):
     name: str = Field(max_length=128)
     # The name as names are compared (boundary.name_key): what the unique index holds.
     name_key: str = Field(max_length=600)
-    # Space-separated, sorted: portable across SQLite and PostgreSQL and cheap to filter on.
+    # Space-separated, sorted: what a key's scopes read as. The scope filter reads api_key_scopes.
     scopes_text: str = Field(max_length=4000)
     # SHA-256 of the whole secret. Keys carry 190 random bits, so a fast hash is safe here and a
     # slow password hash would only cost the hot path.
@@ -71,6 +98,33 @@ class ApiKey(SQLModel, table=True):
 
     def status_at(self, now: datetime) -> KeyStatus:
         return key_status(self.revoked_at, self.superseded_at, self.expires_at, now)
+
+    def scope_rows(self) -> list[ApiKeyScope]:
+        return [
+            ApiKeyScope(
+                api_key_id=self.id,
+                scope=scope,
+                organization_id=self.organization_id,
+                created_at=self.created_at,
+            )
+            for scope in sorted(set(self.scopes))
+        ]
+
+
+class ApiKeyScope(SQLModel, table=True):
+    """One scope a key holds, a row each, so that "the keys holding read:billing" is an index
+    walk. A key's scopes never change; the key's organization and creation time are copied here
+    so that one index serves the filter in the keys page's order (newest first)."""
+
+    __tablename__ = "api_key_scopes"
+    __table_args__ = (
+        Index("ix_api_key_scopes_listing", "organization_id", "scope", "created_at", "api_key_id"),
+    )
+
+    api_key_id: str = Field(foreign_key="api_keys.id", primary_key=True, max_length=32)
+    scope: str = Field(primary_key=True, max_length=200)
+    organization_id: str = Field(max_length=32)
+    created_at: datetime = Field(sa_type=UTCDateTime)
 
 
 def key_status(

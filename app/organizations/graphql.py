@@ -11,11 +11,16 @@ from app.graphql.permissions import needs
 from app.graphql.types import UserErrorType, user_errors
 from app.keys import repository as keys_repository
 from app.keys.scopes import READ_API_KEYS, WRITE_API_KEYS
+from app.kit.pagination import COUNT_LIMIT
 from app.models.organizations import Organization as OrganizationRow
 from app.organizations import service
 
 
-@strawberry.type
+@strawberry.type(
+    description=f"The organization's keys by status, each counted up to {COUNT_LIMIT:,}: "
+    f'{COUNT_LIMIT:,} means {COUNT_LIMIT:,} or more (show "{COUNT_LIMIT:,}+"), so that counting '
+    "costs the same for a million keys as for a thousand."
+)
 class KeyCounts:
     total: int
     active: int
@@ -106,7 +111,8 @@ class UpdateKeyPolicyPayload:
     keys_to_supersede: int = strawberry.field(
         default=0,
         description="With singleActiveKey on: how many active keys the next created key will "
-        "supersede. Turning the policy on supersedes nothing by itself.",
+        f"supersede, counted up to {COUNT_LIMIT:,} ({COUNT_LIMIT:,} means that many or more). "
+        "Turning the policy on supersedes nothing by itself.",
     )
     user_errors: list[UserErrorType] = strawberry.field(default_factory=list)
 
