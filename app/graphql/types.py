@@ -6,9 +6,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from enum import Enum
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import strawberry
+from strawberry.types.nodes import SelectedField, Selection
 
 from app.kit.errors import UserError
 from app.kit.pagination import COUNT_LIMIT, Cursor
@@ -83,6 +84,20 @@ class Connection(Generic[Node]):
             ),
             edges=edges,
         )
+
+
+def selects(info: strawberry.Info[Any, Any], field: str) -> bool:
+    """Whether the query asks for ``field`` right under the resolver's field (under any alias,
+    in any fragment): what a resolver may skip computing when nobody reads it."""
+    pending: list[Selection] = list(info.selected_fields)
+    while pending:
+        for child in pending.pop().selections:
+            if isinstance(child, SelectedField):
+                if child.name == field:
+                    return True
+            else:  # a fragment: its fields are the field's own
+                pending.append(child)
+    return False
 
 
 @strawberry.enum

@@ -15,7 +15,7 @@ import strawberry
 
 from app.graphql.context import Context, Info
 from app.graphql.permissions import needs
-from app.graphql.types import Connection, UsageCounts, UserErrorType, user_errors
+from app.graphql.types import Connection, UsageCounts, UserErrorType, selects, user_errors
 from app.keys import loaders, repository, revocation, rotation, schemas, service
 from app.keys.scopes import READ_ANALYTICS, READ_API_KEYS, WRITE_API_KEYS
 from app.kit.errors import UserError
@@ -269,10 +269,18 @@ class Query:
         catalogue = info.context.runtime.catalogue
         async with info.context.db() as session:
             page = await repository.list_keys(
-                session, caller, key_filter, first=first, after=cursor, catalogue=catalogue
+                session,
+                caller,
+                key_filter,
+                first=first,
+                after=cursor,
+                catalogue=catalogue,
+                counted=selects(info, "totalCount"),
             )
 
         async def count() -> int:
+            if page.total_count is not None:
+                return page.total_count
             async with info.context.db() as session:
                 return await repository.count_listed_keys(
                     session, caller, key_filter, catalogue=catalogue

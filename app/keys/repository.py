@@ -196,11 +196,16 @@ def _conditions(status: KeyStatus | None, *, expiring: bool, scope: bool) -> lis
 
 
 @functools.cache
-def _listing(status: KeyStatus | None, *, expiring: bool, scope: bool, after: bool) -> Select[Any]:
+def _listing(
+    status: KeyStatus | None, *, expiring: bool, scope: bool, after: bool, counted: bool
+) -> Select[Any]:
     """The page statement of one shape of list query. Built once per shape, with every value a
     bound parameter: building a statement costs more than running it on a page of keys, and a
-    reused statement also skips SQLAlchemy's cache-key computation."""
+    reused statement also skips SQLAlchemy's cache-key computation. ``counted``: each row also
+    carries the list's capped count (an uncorrelated subquery, computed once), so a page that
+    shows its total is still one round trip."""
     source, created_at, key_id = _source(scope)
+    count = [_count_of(status, expiring=expiring, scope=scope)] if counted else []
     conditions = _conditions(status, expiring=expiring, scope=scope)
     if after:
         after_created_at = bindparam("after_created_at", type_=UTCDateTime())
@@ -211,7 +216,7 @@ def _listing(status: KeyStatus | None, *, expiring: bool, scope: bool, after: bo
             )
         )
     return (
-        sa_select(*_LISTED_COLUMNS)
+        sa_select(*_LISTED_COLUMNS, *count)
         .select_from(source)
         .where(*conditions)
         .order_by(created_at.desc(), key_id.desc())
@@ -248,6 +253,10 @@ _COUNT_ORDER = {
 
 @functools.cache
 def _counting(status: KeyStatus | None, *, expiring: bool, scope: bool) -> Select[Any]:
+    return sa_select(_count_of(status, expiring=expiring, scope=scope))
+
+
+def _count_of(status: KeyStatus | None, *, expiring: bool, scope: bool) -> Any:
     conditions = _conditions(status, expiring=expiring, scope=scope)
     source, created_at, key_id = _source(scope)
     order = (
@@ -257,7 +266,7 @@ def _counting(status: KeyStatus | None, *, expiring: bool, scope: bool) -> Selec
         if scope
         else _COUNT_ORDER[status]
     )
-    return sa_select(_capped_count(*conditions, order=order, source=source))
+    return _capped_count(*conditions, order=order, source=source)
 
 
 def _filter_values(
@@ -298,17 +307,30 @@ async def list_keys(
     first: int,
     after: Cursor | None = None,
     catalogue: ScopeCatalogue,
+    counted: bool = False,
 ) -> KeyPage:
-    """A page of the organization's keys, newest first (counted apart: count_listed_keys)."""
+    """A page of the organization's keys, newest first; with ``counted``, also how many the
+    list holds (up to COUNT_LIMIT), in the same statement."""
     values = _filter_values(caller, key_filter, catalogue)
     values["limit"] = first + 1
     if after is not None:
         values["after_created_at"] = after.created_at
         values["after_id"] = after.id
-    page = _listing(key_filter.status, after=after is not None, **_shape(key_filter))
+    page = _listing(
+        key_filter.status, after=after is not None, counted=counted, **_shape(key_filter)
+    )
     rows = (await execute_core(session, page, values)).all()
-    keys = [ListedKey(*row) for row in rows[:first]]
-    return KeyPage(keys=keys, has_next_page=len(rows) > first)
+    width = len(_LISTED_COLUMNS)
+    keys = [ListedKey(*row[:width]) for row in rows[:first]]
+    total: int | None = None
+    if counted:
+        if rows:
+            total = rows[0][width]
+        elif after is None:
+            total = 0  # the page's conditions are the count's
+        else:
+            total = await count_listed_keys(session, caller, key_filter, catalogue=catalogue)
+    return KeyPage(keys=keys, has_next_page=len(rows) > first, total_count=total)
 
 
 async def count_listed_keys(

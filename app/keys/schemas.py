@@ -71,6 +71,8 @@ class KeyFilter:
 class KeyPage:
     keys: list[ListedKey]
     has_next_page: bool
+    # Counted with the page when asked for (up to COUNT_LIMIT); None when not asked for.
+    total_count: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
