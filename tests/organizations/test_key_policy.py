@@ -1,4 +1,4 @@
-"""The organization's key policy (seed 002): single active key with an optional grace period, a
+"""The organization's key policy: single active key with an optional grace period, a
 bound on key lifetime and required expiry; ``updateKeyPolicy`` and its effect on createApiKey."""
 
 from __future__ import annotations
