@@ -134,6 +134,7 @@ def test_the_usage_chart_draws_the_uses_just_made(tab: Tab, server: Server) -> N
     keys = tab.page.get_by_role("table", name="The most used keys")
     keys.get_by_role("row").filter(has_text="metered").wait_for()
     assert re.search(r"metered.*\b3\s+3\s+0\b", keys.inner_text(), re.S), keys.inner_text()
+    tab.screenshot("usage-tables")
     operations = tab.page.get_by_role("table", name="The most used operations")
     assert "verify" in operations.inner_text()
     assert "VALID" in tab.page.get_by_role("table", name="Requests by outcome").inner_text()

@@ -91,8 +91,11 @@ function Counts({ row }) {
     <td class="number">${row.rejected}</td>`;
 }
 
-const COUNT_HEADERS = html`<th scope="col">Requests</th><th scope="col">Valid</th>
-  <th scope="col">Rejected</th>`;
+// A component, not a shared element: Preact keeps a rendered element's DOM on the element itself.
+function CountHeaders() {
+  return html`<th scope="col" class="number">Requests</th>
+    <th scope="col" class="number">Valid</th><th scope="col" class="number">Rejected</th>`;
+}
 
 function KeyName({ apiKey }) {
   if (!apiKey) return html`<span class="muted">deleted key</span>`;
@@ -105,13 +108,13 @@ function Breakdowns({ data, oneKey }) {
   const { byKey, byOperation } = data.usage;
   return html`${!oneKey && html`<h2>Top keys</h2>
       <table><caption class="visually-hidden">The most used keys</caption>
-        <thead><tr><th scope="col">Key</th>${COUNT_HEADERS}</tr></thead>
+        <thead><tr><th scope="col">Key</th><${CountHeaders} /></tr></thead>
         <tbody>${byKey.map((row, index) => html`<tr key=${row.apiKey ? row.apiKey.id : index}>
           <td><${KeyName} apiKey=${row.apiKey} /></td><${Counts} row=${row} /></tr>`)}</tbody>
       </table>`}
     <h2>Top operations</h2>
     <table><caption class="visually-hidden">The most used operations</caption>
-      <thead><tr><th scope="col">Operation</th>${COUNT_HEADERS}</tr></thead>
+      <thead><tr><th scope="col">Operation</th><${CountHeaders} /></tr></thead>
       <tbody>${byOperation.map((row) => html`<tr key=${row.operation}>
         <td><code>${row.operation}</code></td><${Counts} row=${row} /></tr>`)}</tbody>
     </table>`;
@@ -142,7 +145,7 @@ export function UsagePage() {
       <${Chart} series=${usage.series} />
       <h2>Outcomes</h2>
       <table><caption class="visually-hidden">Requests by outcome</caption>
-        <thead><tr><th scope="col">Outcome</th><th scope="col">Requests</th></tr></thead>
+        <thead><tr><th scope="col">Outcome</th><th scope="col" class="number">Requests</th></tr></thead>
         <tbody>${usage.byOutcome.map((row) => html`<tr key=${row.outcome}>
           <td>${row.outcome}</td><td class="number">${row.requests}</td></tr>`)}</tbody>
       </table>
