@@ -33,13 +33,14 @@ from app.metrics import (
     USAGE_OLDEST_UNFLUSHED,
 )
 from app.runtime import Runtime
+from app.usage.router import usage_csv_route
 
 logger = logging.getLogger(__name__)
 
 
 # The routes requests are timed under; any other path is 'other' (labels stay a fixed set).
 _TIMED_ROUTES = frozenset(
-    {"/v1/keys/verify", "/v1/auth", "/graphql", "/healthz", "/readyz", "/metrics"}
+    {"/v1/keys/verify", "/v1/auth", "/v1/usage.csv", "/graphql", "/healthz", "/readyz", "/metrics"}
 )
 _timers: dict[tuple[str, int], Any] = {}
 
@@ -161,6 +162,9 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         # so that even a PUT is refused with a GraphQL response rather than Starlette's text.
         app.router.routes.append(Route("/graphql", graphql_app))
         app.router.routes.append(schema_introspection(schema))
+        # Usage for analysts' tools: the `usage` query's figures as CSV, read from the database
+        # like GraphQL, so served by the control plane.
+        app.router.routes.append(usage_csv_route(runtime))
         # The dashboard is a client of the control plane, served beside it.
         app.router.routes.extend(dashboard_routes())
     app.router.routes.extend(

@@ -128,6 +128,19 @@ def test_the_usage_chart_draws_the_uses_just_made(tab: Tab, server: Server) -> N
     assert re.search(r"\b3\s+valid", totals), totals
     tab.screenshot("usage")
 
+    # The organization's tables: the key just used among the top keys, its operation among the
+    # top operations; the key's row leads to its own usage.
+    tab.page.get_by_role("link", name="All keys").click()
+    keys = tab.page.get_by_role("table", name="The most used keys")
+    keys.get_by_role("row").filter(has_text="metered").wait_for()
+    assert re.search(r"metered.*\b3\s+3\s+0\b", keys.inner_text(), re.S), keys.inner_text()
+    tab.screenshot("usage-tables")
+    operations = tab.page.get_by_role("table", name="The most used operations")
+    assert "verify" in operations.inner_text()
+    assert "VALID" in tab.page.get_by_role("table", name="Requests by outcome").inner_text()
+    keys.get_by_role("link", name="metered").click()
+    tab.page.get_by_text("One key's usage.").wait_for()
+
 
 def test_a_missing_scope_is_named(tab: Tab, server: Server) -> None:
     reader = server.create_key("reader", "read:api_keys")

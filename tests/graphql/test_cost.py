@@ -197,6 +197,9 @@ DASHBOARD_VARIABLES: dict[str, list[dict[str, Any]]] = {
     "RotateApiKey": [{"input": {"id": "key_x", "gracePeriodHours": 24}}],
     "Scopes": [{}],
     "UpdateKeyPolicy": [{"input": {"singleActiveKey": True}}],
+    "UsageBreakdowns": [
+        {"from": TEN_YEARS[0], "to": TEN_YEARS[1], "granularity": "DAY", "first": 100},
+    ],
     "UsageChart": [
         {"from": "2026-11-30T00:00:00Z", "to": "2026-12-01T00:00:00Z", "granularity": "MINUTE"},
         {"from": "2026-09-02T00:00:00Z", "to": "2026-12-01T00:00:00Z", "granularity": "HOUR"},

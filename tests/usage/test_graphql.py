@@ -740,6 +740,41 @@ async def test_the_usage_chart_query_draws_totals_series_and_outcomes(
     }
 
 
+async def test_the_usage_breakdowns_query_lists_the_top_keys_and_operations(
+    client: httpx.AsyncClient, tenant: Tenant, acme: AcmeUsage, moment: datetime
+) -> None:
+    result = await gql(
+        client,
+        _frontend_query("UsageBreakdowns.graphql"),
+        {**_window(moment), "first": 2},
+        key=tenant.admin_key,
+    )
+
+    assert result.errors == []
+    assert result.data == {
+        "usage": {
+            "byKey": [
+                {
+                    "apiKey": _key(acme.billing, "billing-sync"),
+                    "requests": 5,
+                    "valid": 3,
+                    "rejected": 2,
+                },
+                {
+                    "apiKey": _key(acme.retired, "old-integration", "REVOKED"),
+                    "requests": 3,
+                    "valid": 0,
+                    "rejected": 3,
+                },
+            ],
+            "byOperation": [
+                {"operation": "GET /charge-points", "requests": 5, "valid": 2, "rejected": 3},
+                {"operation": "GET /invoices", "requests": 3, "valid": 3, "rejected": 0},
+            ],
+        }
+    }
+
+
 @pytest.mark.parametrize(
     ("start", "end", "granularity"),
     [

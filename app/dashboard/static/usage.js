@@ -50,34 +50,90 @@ function Chart({ series }) {
     </figcaption></figure>`;
 }
 
-function csv(usage) {
-  const rows = [["start", "requests", "valid", "rejected"]];
-  for (const point of usage.series) {
-    rows.push([point.start, point.requests, point.valid, point.rejected]);
-  }
-  return rows.map((row) => row.join(",")).join("\n") + "\n";
+// The layout of GET /v1/usage.csv (README "Usage as CSV"): one row per figure, its kind saying
+// which table it belongs to, so the file and the endpoint read alike in an analyst's tool.
+const COLUMNS = ["kind", "start", "key", "operation", "outcome", "requests", "valid", "rejected"];
+
+function cell(value) {
+  const text = String(value ?? "");
+  return /[",\r\n]/.test(text) ? `"${text.replaceAll('"', '""')}"` : text;
 }
 
-function Download({ usage }) {
+function csv(usage, breakdowns) {
+  const counts = (row) => [row.requests, row.valid, row.rejected];
+  const rows = [COLUMNS, ["total", "", "", "", "", ...counts(usage.totals)]];
+  for (const point of usage.series) rows.push(["series", point.start, "", "", "", ...counts(point)]);
+  for (const row of breakdowns ? breakdowns.byKey : []) {
+    rows.push(["key", "", row.apiKey ? row.apiKey.id : "", "", "", ...counts(row)]);
+  }
+  for (const row of breakdowns ? breakdowns.byOperation : []) {
+    rows.push(["operation", "", "", row.operation, "", ...counts(row)]);
+  }
+  for (const row of usage.byOutcome) {
+    const valid = row.outcome === "VALID" ? row.requests : 0;
+    rows.push(["outcome", "", "", "", row.outcome, row.requests, valid, row.requests - valid]);
+  }
+  return rows.map((row) => row.map(cell).join(",")).join("\r\n") + "\r\n";
+}
+
+function Download({ usage, breakdowns }) {
   const [url, setUrl] = useState(null);
   useEffect(() => {
-    const made = URL.createObjectURL(new Blob([csv(usage)], { type: "text/csv" }));
+    const made = URL.createObjectURL(new Blob([csv(usage, breakdowns)], { type: "text/csv" }));
     setUrl(made);
     return () => URL.revokeObjectURL(made);
-  }, [usage]);
+  }, [usage, breakdowns]);
   return url && html`<a class="button secondary" href=${url} download="usage.csv">Download CSV</a>`;
+}
+
+function Counts({ row }) {
+  return html`<td class="number">${row.requests}</td><td class="number">${row.valid}</td>
+    <td class="number">${row.rejected}</td>`;
+}
+
+// A component, not a shared element: Preact keeps a rendered element's DOM on the element itself.
+function CountHeaders() {
+  return html`<th scope="col" class="number">Requests</th>
+    <th scope="col" class="number">Valid</th><th scope="col" class="number">Rejected</th>`;
+}
+
+function KeyName({ apiKey }) {
+  if (!apiKey) return html`<span class="muted">deleted key</span>`;
+  // A key's row leads to that key's own usage, as the Keys page's link does.
+  return html`<a href=${`/dashboard/usage?key=${encodeURIComponent(apiKey.id)}`}>${apiKey.name}</a>
+    <span class="muted"> ${apiKey.hint} · ${apiKey.status}</span>`;
+}
+
+function Breakdowns({ data, oneKey }) {
+  const { byKey, byOperation } = data.usage;
+  return html`${!oneKey && html`<h2>Top keys</h2>
+      <table><caption class="visually-hidden">The most used keys</caption>
+        <thead><tr><th scope="col">Key</th><${CountHeaders} /></tr></thead>
+        <tbody>${byKey.map((row, index) => html`<tr key=${row.apiKey ? row.apiKey.id : index}>
+          <td><${KeyName} apiKey=${row.apiKey} /></td><${Counts} row=${row} /></tr>`)}</tbody>
+      </table>`}
+    <h2>Top operations</h2>
+    <table><caption class="visually-hidden">The most used operations</caption>
+      <thead><tr><th scope="col">Operation</th><${CountHeaders} /></tr></thead>
+      <tbody>${byOperation.map((row) => html`<tr key=${row.operation}>
+        <td><code>${row.operation}</code></td><${Counts} row=${row} /></tr>`)}</tbody>
+    </table>`;
 }
 
 export function UsagePage() {
   const [range, setRange] = useState(RANGES[1]);
   const apiKeyId = new URLSearchParams(location.search).get("key");
-  const state = useOperation("UsageChart", { ...period(range), apiKeyId });
+  const variables = { ...period(range), apiKeyId };
+  const state = useOperation("UsageChart", variables);
+  // Apart from the chart: the key names need read:api_keys, and the chart must not wait for them.
+  const tables = useOperation("UsageBreakdowns", variables);
   const usage = state.data && state.data.usage;
+  const breakdowns = tables.data && tables.data.usage;
   return html`<div class="toolbar" role="group" aria-label="Range">
       ${RANGES.map((each) => html`<button type="button" aria-pressed=${each === range}
         class=${each === range ? "" : "secondary"} onClick=${() => setRange(each)}>
         ${each.label}</button>`)}
-      ${usage && html`<${Download} usage=${usage} />`}
+      ${usage && html`<${Download} usage=${usage} breakdowns=${breakdowns} />`}
     </div>
     ${apiKeyId && html`<p>One key's usage. <a href="/dashboard/usage">All keys</a></p>`}
     <${Loading} state=${state}>${usage && html`
@@ -89,8 +145,10 @@ export function UsagePage() {
       <${Chart} series=${usage.series} />
       <h2>Outcomes</h2>
       <table><caption class="visually-hidden">Requests by outcome</caption>
-        <thead><tr><th scope="col">Outcome</th><th scope="col">Requests</th></tr></thead>
+        <thead><tr><th scope="col">Outcome</th><th scope="col" class="number">Requests</th></tr></thead>
         <tbody>${usage.byOutcome.map((row) => html`<tr key=${row.outcome}>
-          <td>${row.outcome}</td><td>${row.requests}</td></tr>`)}</tbody>
-      </table>`}<//>`;
+          <td>${row.outcome}</td><td class="number">${row.requests}</td></tr>`)}</tbody>
+      </table>
+      <${Loading} state=${tables}>${tables.data && html`
+        <${Breakdowns} data=${tables.data} oneKey=${Boolean(apiKeyId)} />`}<//>`}<//>`;
 }
