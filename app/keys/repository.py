@@ -191,6 +191,10 @@ def _conditions(status: KeyStatus | None, *, expiring: bool, scope: bool) -> lis
         conditions.append(status_condition(status, now))
     if expiring:
         conditions.append(status_condition(KeyStatus.ACTIVE, now))
+        # Implied by ACTIVE, but there inside an OR (a key without expiry is active too), where
+        # no index range can use it: stated on its own, the expiry index is read from now to
+        # the horizon, not from the organization's first expired key (half of those that expire).
+        conditions.append(col(ApiKey.expires_at) > now)
         conditions.append(col(ApiKey.expires_at) <= bindparam("expiring_before"))
     return conditions
 
