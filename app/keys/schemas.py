@@ -21,6 +21,10 @@ class RateLimit:
     requests: int
     per_seconds: int
 
+    def as_json(self) -> dict[str, int]:
+        """As GraphQL names it (``perSeconds``): for audit details and request digests."""
+        return {"requests": self.requests, "perSeconds": self.per_seconds}
+
 
 GRACE_HOURS_MAX = 720
 

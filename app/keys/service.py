@@ -56,14 +56,7 @@ async def create_key(
             "name": data.name,
             "scopes": scopes,
             "expiresInDays": data.expires_in_days,
-            "rateLimit": (
-                None
-                if data.rate_limit is None
-                else {
-                    "requests": data.rate_limit.requests,
-                    "perSeconds": data.rate_limit.per_seconds,
-                }
-            ),
+            "rateLimit": None if data.rate_limit is None else data.rate_limit.as_json(),
         },
         caller.scopes,
     )
@@ -131,13 +124,6 @@ def _record_creation(
             "hint": api_key.hint,
             "scopes": api_key.scopes,
             "expiresAt": api_key.expires_at,
-            "rateLimit": (
-                None
-                if data.rate_limit is None
-                else {
-                    "requests": data.rate_limit.requests,
-                    "perSeconds": data.rate_limit.per_seconds,
-                }
-            ),
+            "rateLimit": None if data.rate_limit is None else data.rate_limit.as_json(),
         },
     )
