@@ -92,19 +92,23 @@ class AssetDirectory:
         self._loaded: dict[str, Asset] = {}
 
     def get(self, relative: str) -> Asset | None:
+        parts = PurePosixPath(relative).parts
+        # Only plain names below the root: no "..", no absolute path, no hidden file. And only
+        # a path in its one spelling ("a/./b", "a//b" and "a/b/" are refused): each spelling
+        # would otherwise be read, compressed and kept again, so probing could grow the cache.
+        if not parts or any(part in ("..", "/") or part.startswith(".") for part in parts):
+            return None
+        if "/".join(parts) != relative:
+            return None
         asset = self._loaded.get(relative)
         if asset is None:
-            asset = self._load(relative)
+            asset = self._load(parts)
             # Only files that exist are kept: probing for missing names cannot grow the cache.
             if asset is not None:
                 self._loaded[relative] = asset
         return asset
 
-    def _load(self, relative: str) -> Asset | None:
-        parts = PurePosixPath(relative).parts
-        # Only plain names below the root: no "..", no absolute path, no hidden file.
-        if not parts or any(part in ("..", "/") or part.startswith(".") for part in parts):
-            return None
+    def _load(self, parts: tuple[str, ...]) -> Asset | None:
         path = self.root.joinpath(*parts)
         if not path.is_file():
             return None

@@ -8,7 +8,7 @@ import re
 import httpx
 import pytest
 
-from app.dashboard.assets import COMPRESS_FROM_BYTES, QUERIES, STATIC
+from app.dashboard.assets import COMPRESS_FROM_BYTES, QUERIES, STATIC, AssetDirectory
 from tests.dashboard.support import assert_strict_policy, local_references
 
 SCRIPTS = sorted(STATIC.glob("*.js"))
@@ -111,6 +111,19 @@ async def test_nothing_else_is_served(client: httpx.AsyncClient, path: str) -> N
     answer = await client.get(path)
 
     assert answer.status_code == 404
+
+
+@pytest.mark.parametrize(
+    "spelling", ["app.js/", "./app.js", ".//app.js", "vendor/../app.js", "vendor//..//app.js"]
+)
+def test_a_file_is_served_under_its_one_spelling_only(spelling: str) -> None:
+    # Each other spelling would be read, compressed and kept apart: unbounded memory for
+    # anyone who can reach the dashboard, no key needed.
+    files = AssetDirectory(STATIC)
+    assert files.get("app.js") is not None
+
+    assert files.get(spelling) is None
+    assert list(files._loaded) == ["app.js"]
 
 
 async def test_the_shell_preloads_every_module(client: httpx.AsyncClient) -> None:
