@@ -1,10 +1,10 @@
 """Idempotency keys for createApiKey and rotateApiKey, as Stripe does them.
 
 The first request with a given idempotency key does the work; a retry with the same key and the
-same input, from a caller with the same power, gets the same answer (the same key and secret).
-The same key with a different input, or from a caller holding different scopes, is refused: a
-replay must never hand a secret to a caller who could not have made the request itself (the
-services run every permission check before looking for a replay, too).
+same input, from the same API key, gets the same answer (the same key and secret). The same
+idempotency key with a different input, or from another API key, is refused: a replay must never
+hand a secret to a caller other than the one that made the request (the services run every
+permission check before looking for a replay, too).
 
 A record holds the new key's secret sealed with AES-GCM under a key derived from the server
 secret (app/kit/server_secret.py) and the idempotency key, and the idempotency key only as a keyed
@@ -21,7 +21,6 @@ import hmac
 import json
 import logging
 import os
-from collections.abc import Collection
 from datetime import timedelta
 from typing import Any
 
@@ -53,10 +52,13 @@ def _digest(server_secret: bytes, idempotency_key: str) -> str:
     return _derive(server_secret, b"keyhouse idempotency lookup", idempotency_key).hex()
 
 
-def request_digest(operation: str, request: dict[str, Any], caller_scopes: Collection[str]) -> str:
-    """The request's fingerprint, bound to what the caller may do: a caller holding other
-    scopes sending the same request does not match it."""
-    canonical = json.dumps([operation, request, sorted(caller_scopes)], sort_keys=True, default=str)
+def request_digest(operation: str, request: dict[str, Any], caller: Caller) -> str:
+    """The request's fingerprint, bound to who sent it: the calling key and the scopes it holds.
+    Only the key that made a request gets its answer again; any other key, of whatever power,
+    does not match (a key being replaced must not read its replacement's secret from a rotation
+    another key made, say)."""
+    who = [caller.key_id, sorted(caller.scopes)]
+    canonical = json.dumps([operation, request, who], sort_keys=True, default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 

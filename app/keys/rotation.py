@@ -66,7 +66,7 @@ async def rotate_key(
     digest = idempotency.request_digest(
         "rotateApiKey",
         {"id": data.key_id, "gracePeriodHours": data.grace_period_hours},
-        caller.scopes,
+        caller,
     )
     replay = Replay(session, caller, data.idempotency_key, digest, server_secret)
     replayed = await replay.rotation()

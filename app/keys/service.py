@@ -58,7 +58,7 @@ async def create_key(
             "expiresInDays": data.expires_in_days,
             "rateLimit": None if data.rate_limit is None else data.rate_limit.as_json(),
         },
-        caller.scopes,
+        caller,
     )
     replay = Replay(session, caller, data.idempotency_key, digest, server_secret)
     replayed = await replay.creation()

@@ -223,3 +223,37 @@ async def test_a_key_that_may_read_keys_gets_their_details_in_usage(
     assert result.errors == []
     (row,) = result.data["usage"]["byKey"]
     assert row["apiKey"]["name"] == "admin"
+
+
+async def test_a_key_being_replaced_cannot_replay_its_rotation_to_read_the_new_secret(
+    client: httpx.AsyncClient, runtime: Runtime, tenant: Tenant
+) -> None:
+    # Another key of the same scopes rotated it; the old key, still working in its grace
+    # period, sends the very same request.
+    scopes = ["write:api_keys", "read:charge_points"]
+    rotator = await make_key(runtime, tenant, "rotator", scopes)
+    old = await make_key(runtime, tenant, "deployer", scopes)
+    request = {"id": old.id, "gracePeriodHours": 24, "idempotencyKey": "rotate-deployer"}
+    first = await mutate(client, ROTATE_KEY, "rotateApiKey", rotator.secret, **request)
+    assert first["secret"]
+    before = await snapshot(runtime)
+
+    replayed = await mutate(client, ROTATE_KEY, "rotateApiKey", old.secret, **request)
+
+    assert replayed["secret"] is None
+    assert replayed["apiKey"] is None
+    assert replayed["userErrors"]
+    assert await snapshot(runtime) == before
+
+
+async def test_the_key_that_made_a_request_gets_its_answer_again(
+    client: httpx.AsyncClient, runtime: Runtime, tenant: Tenant
+) -> None:
+    # A key rotating itself, retried after a timeout: the same new secret.
+    own = await make_key(runtime, tenant, "self-rotating", ["write:api_keys"])
+    request = {"id": own.id, "gracePeriodHours": 24, "idempotencyKey": "rotate-myself"}
+    first = await mutate(client, ROTATE_KEY, "rotateApiKey", own.secret, **request)
+
+    retried = await mutate(client, ROTATE_KEY, "rotateApiKey", own.secret, **request)
+
+    assert retried["secret"] == first["secret"]
