@@ -52,15 +52,19 @@ def _read_or_create(path: Path) -> bytes:
         return parse(path.read_text())
     except FileNotFoundError:
         pass
-    value = generate()
-    # O_EXCL: of two processes starting at once, one writes and the other reads what it wrote.
-    try:
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return parse(path.read_text())
+    # Written whole under a name of this process's own, then linked into place: of two
+    # processes starting at once, one link wins, and neither ever reads a half-written file.
+    written = path.with_name(f"{path.name}.{os.getpid()}.new")
+    descriptor = os.open(written, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(descriptor, "w") as file:
-        file.write(value + "\n")
-    return parse(value)
+        file.write(generate() + "\n")
+    try:
+        os.link(written, path)
+    except FileExistsError:
+        pass  # another process made it first: its secret is the one
+    finally:
+        written.unlink()
+    return parse(path.read_text())
 
 
 def load(settings: Settings) -> bytes:

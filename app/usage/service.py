@@ -91,7 +91,14 @@ LATEST_AHEAD = timedelta(days=366)
 
 def check_query(query: UsageQuery, *, retention: timedelta, now: datetime) -> UsageQuery:
     """The query with ``start`` floored to its granularity, or a clear BAD_USER_INPUT."""
-    start, end = as_utc(query.start), as_utc(query.end)
+    try:
+        start, end = as_utc(query.start), as_utc(query.end)
+    except OverflowError:
+        # A moment at the calendar's edge whose offset moves it past year 1 or 9999 in UTC.
+        raise BadUserInput(
+            "'from' and 'to' must fall between the years 1 and 9999 once in UTC.",
+            argument="from",
+        ) from None
     granularity = query.granularity
     if start >= end:
         raise BadUserInput("'from' must be before 'to'.", argument="from")

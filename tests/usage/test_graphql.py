@@ -794,3 +794,20 @@ async def test_dates_the_service_cannot_count_are_bad_user_input_never_internal(
 
     assert result.error_codes == ["BAD_USER_INPUT"]
     assert result.errors[0]["extensions"]["argument"] == "to"
+
+
+@pytest.mark.parametrize(
+    ("start", "end"),
+    [
+        ("0001-01-01T00:00:00+01:00", "0001-01-02T00:00:00Z"),
+        ("9999-12-31T00:00:00Z", "9999-12-31T23:59:00-05:00"),
+    ],
+)
+async def test_a_moment_past_the_calendar_once_in_utc_is_bad_user_input(
+    client: httpx.AsyncClient, tenant: Tenant, start: str, end: str
+) -> None:
+    result = await gql(
+        client, USAGE, {"from": start, "to": end, "granularity": "HOUR"}, key=tenant.admin_key
+    )
+
+    assert result.error_codes == ["BAD_USER_INPUT"]

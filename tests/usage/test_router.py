@@ -204,3 +204,21 @@ async def test_only_get_is_answered(client: httpx.AsyncClient, tenant: Tenant) -
 
     assert response.status_code == 405
     assert response.json()["code"] == "METHOD_NOT_ALLOWED"
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"from": "0001-01-01T00:00+01:00", "to": "0001-01-02T00:00Z", "granularity": "HOUR"},
+        {"from": "9999-12-31T00:00Z", "to": "9999-12-31T23:59-05:00", "granularity": "HOUR"},
+    ],
+)
+async def test_a_moment_past_the_calendar_once_in_utc_is_422_never_500(
+    client: httpx.AsyncClient, tenant: Tenant, params: dict[str, str]
+) -> None:
+    response = await client.get(
+        "/v1/usage.csv", params=params, headers={"X-API-Key": tenant.admin_key}
+    )
+
+    assert response.status_code == 422
+    assert response.json()["code"] == "INVALID_INPUT"
