@@ -145,7 +145,16 @@ def verification_headers(verification: Verification) -> dict[str, str]:
 _REQUEST_ERROR_CODES = {400: "BAD_REQUEST", 413: "PAYLOAD_TOO_LARGE", 422: "INVALID_INPUT"}
 
 
-def _request_error(status: int, message: str, hint: str | None = None) -> JSONResponse:
+def refusal_body(verification: Verification) -> dict[str, str | None]:
+    """A refused key's answer, the one shape of every data-plane refusal."""
+    return {
+        "code": verification.outcome.value,
+        "message": verification.message,
+        "hint": verification.hint or None,
+    }
+
+
+def request_error(status: int, message: str, hint: str | None = None) -> JSONResponse:
     body = {"code": _REQUEST_ERROR_CODES[status], "message": message, "hint": hint}
     return JSONResponse(body, status_code=status)
 
@@ -273,16 +282,16 @@ def data_plane_routes(runtime: Runtime) -> dict[str, DataPlaneRoute]:
             return refusal
         body = await _bounded_body(request)
         if body is None:
-            return _request_error(413, f"The body is larger than {MAX_BODY_BYTES} bytes.")
+            return request_error(413, f"The body is larger than {MAX_BODY_BYTES} bytes.")
         try:
             payload = VerifyRequest.model_validate_json(body)
         except ValidationError as error:
             if any(e["type"] == "json_invalid" for e in error.errors()):
-                return _request_error(400, "The body is not valid JSON.")
-            return _request_error(422, f"Invalid verify request: {_describe(error)}")
+                return request_error(400, "The body is not valid JSON.")
+            return request_error(422, f"Invalid verify request: {_describe(error)}")
         problem = _scope_problem(payload.scopes)
         if problem is not None:
-            return _request_error(422, f"Invalid verify request: {problem}")
+            return request_error(422, f"Invalid verify request: {problem}")
         verification = await verifier.verify(
             Presentation.of(payload.key),
             required_scopes=payload.scopes,
@@ -301,10 +310,10 @@ def data_plane_routes(runtime: Runtime) -> dict[str, DataPlaneRoute]:
         auth_query = _auth_query(request.scope["query_string"])
         required = _required_scopes(auth_query, headers.get("x-required-scopes"))
         if len(required) > MAX_SCOPES:
-            return _request_error(400, f"At most {MAX_SCOPES} required scopes.")
+            return request_error(400, f"At most {MAX_SCOPES} required scopes.")
         problem = _scope_problem(required)
         if problem is not None:
-            return _request_error(400, f"Invalid required scope: {problem}")
+            return request_error(400, f"Invalid required scope: {problem}")
         presentation = from_forward_auth(raw_headers, headers)
         operation = _forward_auth_label(headers, presentation.url_path)
         verification = await verifier.verify(
@@ -379,7 +388,7 @@ def forward_auth_response(verification: Verification, *, rate_limit_as_403: bool
         return DataPlaneResponse(b"", headers, media_type=None)
 
     outcome = verification.outcome
-    body = {"code": outcome.value, "message": verification.message, "hint": verification.hint}
+    body = refusal_body(verification)
     encoded = json.dumps(body, ensure_ascii=True, separators=(",", ":"))
     # nginx drops an auth subrequest's body; this header carries it (ASCII, one line) so the
     # gateway can answer with it. See the README's nginx example.

@@ -31,7 +31,12 @@ from starlette.routing import Route
 
 from app.auth.presentation import from_request
 from app.auth.principal import Caller
-from app.keys.router import DataPlaneRoute, verification_headers
+from app.keys.router import (
+    DataPlaneRoute,
+    refusal_body,
+    request_error,
+    verification_headers,
+)
 from app.keys.scopes import READ_ANALYTICS
 from app.kit.boundary import excerpt, value_problem
 from app.kit.db import outages_as_unavailable
@@ -53,10 +58,6 @@ _KEY_PARAMETER = "key"
 
 class InvalidParameters(Exception):
     """A query string this endpoint cannot read, as the 422 answer's message."""
-
-
-def _invalid(message: str, hint: str | None = None) -> Response:
-    return JSONResponse({"code": "INVALID_INPUT", "message": message, "hint": hint}, 422)
 
 
 def _parameters(query_string: str) -> dict[str, str]:
@@ -172,18 +173,16 @@ def usage_csv_route(runtime: Runtime) -> Route:
         if not verification.valid or key is None:
             if verification.outcome.http_status == 401:
                 headers["WWW-Authenticate"] = 'Bearer realm="keyhouse"'
-            body = {
-                "code": verification.outcome.value,
-                "message": verification.message,
-                "hint": verification.hint or None,
-            }
-            return JSONResponse(body, verification.outcome.http_status, headers)
+            status = verification.outcome.http_status
+            return JSONResponse(refusal_body(verification), status, headers)
         try:
             query = usage_query(runtime, request.url.query)
         except InvalidParameters as error:
-            return _invalid(str(error), f"For example: {PATH}?from=…&to=…&granularity=HOUR")
+            return request_error(
+                422, str(error), f"For example: {PATH}?from=…&to=…&granularity=HOUR"
+            )
         except BadUserInput as error:
-            return _invalid(error.message)
+            return request_error(422, error.message)
         rows = await usage_rows(runtime, key.caller(), query)
         # The figures are the organization's: no shared cache may keep them.
         headers.update({"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"})
