@@ -222,3 +222,30 @@ async def test_a_moment_past_the_calendar_once_in_utc_is_422_never_500(
 
     assert response.status_code == 422
     assert response.json()["code"] == "INVALID_INPUT"
+
+
+@pytest.mark.parametrize(
+    "hostile",
+    [
+        pytest.param("%00", id="nul"),
+        pytest.param("%ED%B2%80", id="lone-surrogate-bytes"),
+        pytest.param("%1B%5B2J", id="escape"),
+        pytest.param("%E2%80%AE", id="bidi-override"),
+        pytest.param("k" * 20_000, id="huge"),  # URLs past 64 KiB never reach an app
+    ],
+)
+async def test_a_hostile_parameter_is_a_short_422_and_never_a_500(
+    client: httpx.AsyncClient, tenant: Tenant, hostile: str
+) -> None:
+    window = _window()
+    query = (
+        f"from={window['from']}&to={window['to']}&granularity=HOUR&apiKeyId=key_{hostile}"
+    ).replace("+", "%2B")
+
+    response = await client.get(f"/v1/usage.csv?{query}", headers={"X-API-Key": tenant.admin_key})
+
+    # Bytes that are not UTF-8 are read as U+FFFD, an id no key has: an empty answer, not 500.
+    assert response.status_code in (200, 422), response.text
+    assert len(response.content) < 2_000
+    if response.status_code == 422:
+        assert response.json()["code"] == "INVALID_INPUT"
