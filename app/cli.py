@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
@@ -19,6 +18,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from sqlmodel import col, select
 
+from app import serving
 from app.auth.principal import Caller
 from app.config import Plane, Settings
 from app.keys import repository as keys_repository
@@ -348,11 +348,20 @@ def serve(
             "default: KEYHOUSE_PLANE, else all.",
         ),
     ] = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            help="Processes answering on the port (one per core); more than 1 needs "
+            "KEYHOUSE_REDIS_URL."
+        ),
+    ] = 1,
 ) -> None:
     """Run the service. On an empty database, first creates an organization and its admin key."""
-    import uvicorn
-
-    from app.main import create_app
+    settings = Settings() if plane is None else Settings(plane=plane)
+    problem = serving.workers_problem(settings, workers)
+    if problem is not None:
+        errors.print(f"[red]error[/red] {escape(problem)}")
+        raise typer.Exit(code=2)
 
     async def bootstrap(runtime: Runtime) -> OrganizationCreated | UserError | None:
         # Instances started together on an empty database create one first organization.
@@ -373,22 +382,12 @@ def serve(
             "--name admin --scope read:api_keys --scope write:api_keys ...` "
             "(`keyhouse orgs list` shows the organizations' ids)."
         )
-    settings = Settings() if plane is None else Settings(plane=plane)
     if settings.plane is not Plane.DATA:
         console.print(
             f"GraphiQL: http://{host}:{port}/graphql  "
             "(send the key as header X-API-Key in GraphiQL's Headers tab)"
         )
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
-    uvicorn.run(
-        create_app(runtime=_runtime(settings)),
-        host=host,
-        port=port,
-        log_config=None,
-        access_log=False,
-    )
+    serving.serve(settings, host=host, port=port, workers=workers, runtime=_runtime)
 
 
 def main() -> None:

@@ -36,6 +36,11 @@ class Plane(StrEnum):
     ALL = "all"
 
 
+class LogFormat(StrEnum):
+    TEXT = "text"  # time, level, logger, message: for a terminal
+    JSON = "json"  # one JSON object per line: for a log pipeline
+
+
 class Settings(BaseSettings):
     # Errors never echo a setting's value: it may be a secret or a URL with a password.
     model_config = SettingsConfigDict(
@@ -102,7 +107,8 @@ class Settings(BaseSettings):
 
     plane: Plane = Plane.ALL
 
-    log_level: str = "INFO"
+    log_level: str = Field(default="INFO", pattern=r"^(?i:DEBUG|INFO|WARNING|ERROR|CRITICAL)$")
+    log_format: LogFormat = LogFormat.TEXT
 
     @field_validator("database_url")
     @classmethod

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gc
 import logging
 import time
@@ -12,7 +14,7 @@ from typing import Any
 import orjson
 from fastapi import FastAPI
 from graphql import introspection_from_schema
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -24,13 +26,17 @@ from app.graphql.schema import KeyhouseSchema, build_schema
 from app.graphql.view import KeyhouseGraphQL
 from app.health import readiness
 from app.keys.router import DataPlaneRoute, data_plane_routes
+from app.kit.logs import REQUEST_ID, request_id_for
 from app.metrics import (
     BROADCAST_CONNECTED,
     HTTP_REQUEST_DURATION,
     KEY_CACHE_ENTRIES,
+    MULTIPROCESS_DIRECTORY,
     RATE_LIMIT_SHARED,
     USAGE_BUFFERED_BUCKETS,
     USAGE_OLDEST_UNFLUSHED,
+    exposition,
+    forget_this_process,
 )
 from app.runtime import Runtime
 from app.usage.router import usage_csv_route
@@ -71,11 +77,15 @@ class KeyhouseApp(FastAPI):
             return
         started = time.perf_counter()
         status = 500  # what the client sees if the app fails before it starts an answer
+        request_id = request_id_for(scope["headers"])
+        REQUEST_ID.set(request_id)  # this request's task only: its log lines name it
+        echoed = (b"x-request-id", request_id.encode())
 
         async def timed_send(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                message["headers"] = [*message.get("headers", ()), echoed]
             await send(message)
 
         try:
@@ -97,6 +107,17 @@ def observe_state(runtime: Runtime) -> None:
     USAGE_OLDEST_UNFLUSHED.set(0 if oldest is None else max(0.0, time.time() - oldest * 60))
     BROADCAST_CONNECTED.set(1 if runtime.broadcast.live else 0)
     RATE_LIMIT_SHARED.set(1 if runtime.limiter.backend == "redis" else 0)
+
+
+# With several workers, the one answering /metrics cannot read the others' state: each writes
+# its own gauges this often, and a scrape shows them at most this old.
+STATE_INTERVAL_SECONDS = 1.0
+
+
+async def observe_state_periodically(runtime: Runtime) -> None:
+    while True:
+        observe_state(runtime)
+        await asyncio.sleep(STATE_INTERVAL_SECONDS)
 
 
 def schema_introspection(schema: KeyhouseSchema) -> Route:
@@ -122,6 +143,9 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await runtime.start()
+        state = None
+        if MULTIPROCESS_DIRECTORY is not None:
+            state = asyncio.create_task(observe_state_periodically(runtime), name="metrics-state")
         # Everything allocated so far lives as long as the process; keeping it out of the
         # collector's generations removes the full-collection pauses that dominate p99.
         gc.collect()
@@ -129,7 +153,12 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         try:
             yield
         finally:
+            if state is not None:
+                state.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await state
             await runtime.stop()
+            forget_this_process()
 
     app = KeyhouseApp(
         title="keyhouse",
@@ -153,7 +182,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
 
     async def metrics(_: Request) -> Response:
         observe_state(runtime)
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+        return Response(exposition(), media_type=CONTENT_TYPE_LATEST)
 
     if plane is not Plane.DATA:
         schema = build_schema(runtime.settings)

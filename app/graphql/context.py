@@ -24,6 +24,7 @@ from strawberry.dataloader import DataLoader
 from app.auth.principal import Caller
 from app.kit.db import commit, outages_as_unavailable, rollback
 from app.kit.errors import AppError
+from app.kit.logs import ORGANIZATION_ID
 from app.models.usage import Counts, Granularity
 from app.runtime import Runtime
 
@@ -73,6 +74,7 @@ class Context:
 
     def authenticate(self, caller: Caller) -> None:
         self._caller = caller
+        ORGANIZATION_ID.set(caller.organization_id)  # the request's log lines name it
 
     @asynccontextmanager
     async def db(self) -> AsyncIterator[AsyncSession]:
