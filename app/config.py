@@ -109,6 +109,9 @@ class Settings(BaseSettings):
 
     log_level: str = Field(default="INFO", pattern=r"^(?i:DEBUG|INFO|WARNING|ERROR|CRITICAL)$")
     log_format: LogFormat = LogFormat.TEXT
+    # Where the workers of `keyhouse serve --workers N` keep their metrics, for /metrics to sum
+    # (emptied at start); by default a temporary directory of the server's own.
+    metrics_directory: str | None = None
 
     @field_validator("database_url")
     @classmethod

@@ -67,7 +67,7 @@ def serve(
         )
         return
     os.environ["KEYHOUSE_PLANE"] = settings.plane.value
-    with _metrics_directory() as directory:
+    with _metrics_directory(settings.metrics_directory) as directory:
         # Read by each worker when it imports prometheus-client: every worker counts in files
         # of its own there, and /metrics, whichever worker answers, sums them.
         os.environ[MULTIPROCESS_DIRECTORY] = str(directory)
@@ -84,10 +84,9 @@ def serve(
 
 
 @contextmanager
-def _metrics_directory() -> Iterator[Path]:
-    """The operator's ``PROMETHEUS_MULTIPROC_DIR`` emptied of an earlier run's counts, or a
-    directory of this run's own, removed afterwards."""
-    chosen = os.environ.get(MULTIPROCESS_DIRECTORY)
+def _metrics_directory(chosen: str | None) -> Iterator[Path]:
+    """The operator's directory emptied of an earlier run's counts, or a directory of this
+    run's own, removed afterwards."""
     if chosen:
         directory = Path(chosen)
         directory.mkdir(parents=True, exist_ok=True)
