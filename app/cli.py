@@ -18,7 +18,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from sqlmodel import col, select
 
-from app import serving
+from app import backup, serving
 from app.auth.principal import Caller
 from app.config import Plane, Settings
 from app.keys import repository as keys_repository
@@ -319,6 +319,36 @@ def secret_generate() -> None:
     """Print a new server secret: 32 random bytes as 64 hex characters, for KEYHOUSE_SECRET_KEY.
     Every instance of a deployment needs the same one."""
     typer.echo(generate_secret())
+
+
+@app.command("backup")
+def backup_command(
+    path: Annotated[Path, typer.Argument(help="The file to write (replaced once complete).")],
+) -> None:
+    """Copy the database to PATH while keyhouse serves: SQLite's online backup, or pg_dump's
+    custom format on PostgreSQL. The server secret is not in it: keep it apart."""
+    settings = Settings()
+    try:
+        backup.backup(settings.database_url, path)
+    except backup.BackupFailed as error:
+        errors.print(f"[red]error[/red] {escape(str(error))}")
+        raise typer.Exit(code=1) from None
+    console.print(f"Backed up to {escape(str(path))} ({path.stat().st_size:,} bytes)")
+
+
+@app.command("restore")
+def restore_command(
+    path: Annotated[Path, typer.Argument(help="A file written by `keyhouse backup`.")],
+) -> None:
+    """Restore a backup into the empty database KEYHOUSE_DATABASE_URL names, then migrate it
+    to this version's schema. Refused, changing nothing, when that database has tables."""
+    settings = Settings()
+    try:
+        backup.restore(settings.database_url, path)
+    except backup.BackupFailed as error:
+        errors.print(f"[red]error[/red] {escape(str(error))}")
+        raise typer.Exit(code=1) from None
+    console.print(f"Restored {escape(str(path))}; start keyhouse with the deployment's secret.")
 
 
 @app.command("export-schema")
