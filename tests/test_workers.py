@@ -10,6 +10,7 @@ Redis broadcast."""
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import signal
 import subprocess
@@ -113,6 +114,8 @@ def deployment(directory: Path, database: str) -> Iterator[dict[str, str]]:
         KEYHOUSE_CACHE_TTL_WITHOUT_BROADCAST_SECONDS="3600",
         # Uses wait in each worker's memory until its shutdown writes them.
         KEYHOUSE_USAGE_FLUSH_INTERVAL_SECONDS="3600",
+        # Each worker sets up its own logging: JSON lines, like the parent's.
+        KEYHOUSE_LOG_FORMAT="json",
     )
     if database == "sqlite":
         yield {**env, "KEYHOUSE_DATABASE_URL": f"sqlite+aiosqlite:///{directory}/keyhouse.db"}
@@ -250,8 +253,10 @@ async def test_usage_counted_by_both_workers_is_stored_exactly_after_sigterm(
     server.process.send_signal(signal.SIGTERM)
     assert server.process.wait(timeout=STOP_SECONDS * 4) == 0, server.output()
 
-    log = server.log.read_text()
-    assert log.count("Application shutdown complete") == WORKERS, server.output()
+    # The banner aside (printed before logging starts), every line is a JSON log entry.
+    logged = server.log.read_text().split("GraphiQL's Headers tab)\n", 1)[1].splitlines()
+    messages = Counter(json.loads(line)["message"] for line in logged)
+    assert messages["Application shutdown complete."] == WORKERS, server.output()
     stored = await stored_usage(server.database_url, server.organization_id)
     for granularity in ("MINUTE", "HOUR", "DAY"):
         mine = Counter(
