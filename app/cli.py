@@ -8,7 +8,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
 from pydantic import ValidationError
@@ -388,7 +388,16 @@ def serve(
         port=port,
         log_config=None,
         access_log=False,
+        # One notion of a trusted proxy (app/auth/network.py): uvicorn would otherwise trust
+        # X-Forwarded-For from 127.0.0.1 on its own, whatever KEYHOUSE_TRUSTED_PROXIES says.
+        **forwarding(settings),
     )
+
+
+def forwarding(settings: Settings) -> dict[str, Any]:
+    """uvicorn's proxy settings, from KEYHOUSE_TRUSTED_PROXIES alone."""
+    trusted = [str(network) for network in settings.trusted_proxy_networks]
+    return {"proxy_headers": bool(trusted), "forwarded_allow_ips": trusted}
 
 
 def main() -> None:
