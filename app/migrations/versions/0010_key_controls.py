@@ -11,6 +11,7 @@ Create Date: 2026-12-01
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import op
@@ -24,7 +25,7 @@ depends_on: str | Sequence[str] | None = None
 def upgrade() -> None:
     # Plain ALTER TABLE ... ADD COLUMN on both databases, not a batch: a batch may copy api_keys
     # into a new table and drop the old one, which api_key_scopes' foreign key forbids.
-    columns = [
+    columns: list[sa.Column[Any]] = [
         sa.Column("enabled", sa.Boolean(), nullable=False, server_default=sa.text("true")),
         sa.Column("meta", sa.Text(), nullable=True),
         sa.Column("ip_allowlist", sa.Text(), nullable=True),
