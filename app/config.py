@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from enum import StrEnum
 from functools import cached_property
@@ -107,6 +108,11 @@ class Settings(BaseSettings):
 
     plane: Plane = Plane.ALL
 
+    # The proxies (comma-separated addresses or CIDR blocks) whose X-Forwarded-For / X-Real-IP
+    # say where a request came from: a gateway in front of keyhouse. Nobody by default: the
+    # connection's peer is the caller. uvicorn's forwarded_allow_ips is set from this too.
+    trusted_proxies: str = ""
+
     log_level: str = Field(default="INFO", pattern=r"^(?i:DEBUG|INFO|WARNING|ERROR|CRITICAL)$")
     log_format: LogFormat = LogFormat.TEXT
     # Where the workers of `keyhouse serve --workers N` keep their metrics, for /metrics to sum
@@ -139,6 +145,27 @@ class Settings(BaseSettings):
                 raise ValueError(f"scope names cannot be empty or contain spaces: {name!r}")
         return value
 
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies_are_networks(cls, value: str) -> str:
+        for entry in _entries(value):
+            try:
+                ipaddress.ip_network(entry, strict=True)
+            except ValueError:
+                raise ValueError(
+                    f"{entry[:64]!r} is not an address or a CIDR block (without host bits); "
+                    "give comma-separated addresses or CIDR blocks"
+                ) from None
+        return value
+
+    @cached_property
+    def trusted_proxy_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        return tuple(ipaddress.ip_network(entry) for entry in _entries(self.trusted_proxies))
+
     @cached_property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+
+def _entries(value: str) -> list[str]:
+    return [entry.strip() for entry in value.split(",") if entry.strip()]

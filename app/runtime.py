@@ -16,6 +16,7 @@ from app.config import Settings
 from app.keys import idempotency
 from app.keys.broadcast import KeyChangeBroadcast
 from app.keys.cache import KeyCache
+from app.keys.credits import CreditLedger
 from app.keys.scopes import ScopeCatalogue
 from app.keys.verification import KeyVerifier
 from app.kit import server_secret
@@ -41,6 +42,7 @@ class Runtime:
     recorder: UsageRecorder
     verifier: KeyVerifier
     server_secret: bytes
+    ledger: CreditLedger
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     @classmethod
@@ -65,6 +67,7 @@ class Runtime:
             retention=usage_retention(settings),
             max_labels_per_key_hour=settings.usage_max_labels_per_key_hour,
         )
+        ledger = CreditLedger(sessionmaker, settings.redis_url)
         verifier = KeyVerifier(
             settings=settings,
             sessionmaker=sessionmaker,
@@ -73,6 +76,7 @@ class Runtime:
             limiter=limiter,
             recorder=recorder,
             catalogue=catalogue,
+            ledger=ledger,
         )
         return cls(
             settings,
@@ -85,6 +89,7 @@ class Runtime:
             recorder,
             verifier,
             secret,
+            ledger,
         )
 
     async def start(self) -> None:
@@ -92,6 +97,10 @@ class Runtime:
             asyncio.create_task(self.broadcast.listen(), name="key-change-broadcast"),
             asyncio.create_task(self.broadcast.deliver(), name="key-change-delivery"),
             asyncio.create_task(self.recorder.run(), name="usage-flush"),
+            asyncio.create_task(
+                self.ledger.run(self.settings.usage_flush_interval_seconds),
+                name="credit-write-back",
+            ),
             asyncio.create_task(
                 idempotency.purge_periodically(self.sessionmaker), name="idempotency-purge"
             ),
@@ -110,6 +119,11 @@ class Runtime:
         # What was used since the last flush is written before the process goes away.
         with contextlib.suppress(Exception):
             await self.recorder.flush()
+        try:
+            await self.ledger.write_back()
+        except Exception:
+            logger.exception("credit balances not written back at shutdown (Redis holds them)")
+        await self.ledger.close()
         await self.broadcast.close()
         await self.limiter.close()
         await self.engine.dispose()

@@ -54,6 +54,9 @@ DESCRIPTIONS: dict[str, str] = {
     "`<database>.secret`. See docs/deploy.md.",
     "service_token": "When set, `/v1/keys/verify` and `/v1/auth` require it in "
     "`X-Keyhouse-Service-Token`.",
+    "trusted_proxies": "Proxies (comma-separated addresses or CIDR blocks) whose `X-Forwarded-For` "
+    "/ `X-Real-IP` name the caller's address, for IP allowlists; uvicorn's `forwarded_allow_ips` "
+    "follows it. Empty: the connection's peer is the caller.",
     "graphql_max_depth": "Deepest GraphQL selection admitted.",
     "graphql_max_tokens": "Most tokens in a GraphQL document.",
     "graphql_max_aliases": "Most aliases in a GraphQL document.",

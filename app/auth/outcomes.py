@@ -21,8 +21,11 @@ class Outcome(StrEnum):
     REVOKED = "REVOKED"
     EXPIRED = "EXPIRED"
     SUPERSEDED = "SUPERSEDED"
+    DISABLED = "DISABLED"
+    IP_NOT_ALLOWED = "IP_NOT_ALLOWED"
     INSUFFICIENT_SCOPE = "INSUFFICIENT_SCOPE"
     RATE_LIMITED = "RATE_LIMITED"
+    CREDITS_EXHAUSTED = "CREDITS_EXHAUSTED"
     # Not an answer about the key: the database did not answer for a key not in the cache.
     UNAVAILABLE = "UNAVAILABLE"
 
@@ -30,7 +33,8 @@ class Outcome(StrEnum):
     def http_status(self) -> int:
         if self is Outcome.VALID:
             return 200
-        if self is Outcome.INSUFFICIENT_SCOPE:
+        if self in _FORBIDDEN:
+            # The key is known and sound, but may not do this (from here, or any more).
             return 403
         if self is Outcome.RATE_LIMITED:
             return 429
@@ -52,7 +56,15 @@ _ATTRIBUTABLE = frozenset(
         Outcome.REVOKED,
         Outcome.EXPIRED,
         Outcome.SUPERSEDED,
+        Outcome.DISABLED,
+        Outcome.IP_NOT_ALLOWED,
+        Outcome.CREDITS_EXHAUSTED,
     }
+)
+# CREDITS_EXHAUSTED is a 403, not a 429: waiting a little does not help (the next refill may be
+# a month away, or never), and nginx's auth_request passes 401 and 403 through but no 429.
+_FORBIDDEN = frozenset(
+    {Outcome.INSUFFICIENT_SCOPE, Outcome.IP_NOT_ALLOWED, Outcome.CREDITS_EXHAUSTED}
 )
 
 

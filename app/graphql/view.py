@@ -28,6 +28,7 @@ from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
 from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 from strawberry.types import ExecutionResult
 
+from app.auth.network import request_client
 from app.auth.outcomes import Outcome
 from app.auth.presentation import from_request
 from app.dashboard.routes import graphiql_page
@@ -67,6 +68,9 @@ class MutationViaGet(Exception):
 def _refusal_code(outcome: Outcome) -> str:
     if outcome in (Outcome.RATE_LIMITED, Outcome.UNAVAILABLE):
         return outcome.value
+    # A known, sound key used from outside its allowlist.
+    if outcome.http_status == 403:
+        return "FORBIDDEN"
     return "UNAUTHORIZED"
 
 
@@ -309,6 +313,12 @@ class KeyhouseGraphQL(GraphQL[Context, None]):
             from_request(request.headers.raw, request.url.query),
             operation=UNRESOLVED_OPERATION,
             defer_valid_use=True,
+            # The calling key's allowlist holds here too; keyhouse's own API spends no credits.
+            client=request_client(
+                request.scope.get("client"),
+                request.headers,
+                self.runtime.settings.trusted_proxy_networks,
+            ),
         )
         key = verification.key
         if not verification.valid or key is None:

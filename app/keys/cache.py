@@ -8,14 +8,19 @@ revocation cannot put the revoked key back as valid.
 
 from __future__ import annotations
 
+import base64
+import json
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from limits import RateLimitItem
 
+from app.auth.network import IPNetwork, parse_network
 from app.auth.principal import Caller
+from app.keys.credits import CreditTerms
 from app.kit.ratelimit import Budget
 from app.models.keys import ApiKey
 
@@ -46,6 +51,15 @@ class KeyRecord:
     superseded_at: datetime | None = None
     superseded_ts: float | None = None
     replaced_by: Replacement | None = None
+    # Paused by its organization: refused as DISABLED.
+    enabled: bool = True
+    # The provider's metadata, parsed once; and as forward auth's X-Api-Key-Meta header value.
+    meta: dict[str, Any] | None = None
+    meta_header: str | None = None
+    # The networks the key may be used from, parsed once; None: anywhere.
+    allowlist: tuple[IPNetwork, ...] | None = None
+    # None: unlimited. What is left is asked of the ledger on each use (app/keys/credits.py).
+    credits: CreditTerms | None = None
     # The scopes in name order, as answers list them: sorted once, when the key is cached.
     sorted_scopes: tuple[str, ...] = field(init=False)
 
@@ -85,7 +99,21 @@ class KeyRecord:
                     replacement.id, replacement.name, replacement.hint, replacement.created_at
                 )
             ),
+            enabled=row.enabled,
+            meta=None if row.meta is None else json.loads(row.meta),
+            meta_header=None if row.meta is None else meta_header(row.meta),
+            allowlist=(
+                None
+                if row.ip_allowlist is None
+                else tuple(parse_network(entry) for entry in row.ip_allowlist.split())
+            ),
+            credits=CreditTerms.of(row),
         )
+
+
+def meta_header(meta_json: str) -> str:
+    """The metadata as one header value: its compact JSON, base64url-encoded (with padding)."""
+    return base64.urlsafe_b64encode(meta_json.encode()).decode("ascii")
 
 
 class KeyCache:

@@ -27,6 +27,8 @@ class AuditAction(StrEnum):
     KEY_REVOKED = "KEY_REVOKED"
     KEY_ROTATED = "KEY_ROTATED"
     KEY_SUPERSEDED = "KEY_SUPERSEDED"
+    # details: {"name", "hint", "changes": {field: {"old", "new"}}} (never a secret).
+    KEY_UPDATED = "KEY_UPDATED"
     POLICY_UPDATED = "POLICY_UPDATED"
 
 

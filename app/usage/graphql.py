@@ -33,6 +33,9 @@ class UsageOutcome(Enum):
     REVOKED = "REVOKED"
     EXPIRED = "EXPIRED"
     SUPERSEDED = "SUPERSEDED"
+    DISABLED = "DISABLED"
+    IP_NOT_ALLOWED = "IP_NOT_ALLOWED"
+    CREDITS_EXHAUSTED = "CREDITS_EXHAUSTED"
 
 
 @strawberry.type
