@@ -87,7 +87,7 @@ async def test_the_gateways_request_id_is_taken_and_answered_back(
 async def test_a_request_id_that_could_carry_anything_else_is_replaced(
     client: httpx.AsyncClient, sent: str
 ) -> None:
-    response = await client.get("/healthz", headers={"X-Request-Id": sent.encode()})
+    response = await client.get("/healthz", headers={b"X-Request-Id": sent.encode()})
 
     answered = response.headers["X-Request-Id"]
     assert answered != sent
