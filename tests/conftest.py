@@ -168,7 +168,8 @@ async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
             await connection.execute(
                 text(
                     "TRUNCATE audit_events, idempotency_records, organization_usage,"
-                    " usage_buckets, api_keys, organizations CASCADE"
+                    " usage_buckets, webhook_deliveries, webhook_endpoints, outbox_events,"
+                    " api_keys, organizations CASCADE"
                 )
             )
     yield runtime

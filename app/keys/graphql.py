@@ -86,6 +86,9 @@ class ApiKeyType:
     last_used_at: datetime | None = strawberry.field(
         description="When the key last authenticated a request; null if never."
     )
+    leaked_at: datetime | None = strawberry.field(
+        description="When a secret scanner reported this key found in public; null if never."
+    )
     own_rate_limit: strawberry.Private[schemas.RateLimit | None]
     superseded_by_id: strawberry.Private[str | None]
 
@@ -152,6 +155,7 @@ class ApiKeyType:
             status=row.status_at(now or utcnow()),
             superseded_at=row.superseded_at,
             last_used_at=context.latest_use(row.id, row.last_used_at),
+            leaked_at=row.leaked_at,
             superseded_by_id=row.superseded_by_key_id,
             own_rate_limit=(
                 None
