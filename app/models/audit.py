@@ -30,7 +30,7 @@ from sqlmodel import Field, SQLModel, col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.auth.principal import Caller
-from app.kit.db import UTCDateTime, execute_core
+from app.kit.db import UTCDateTime, after_commit, execute_core
 from app.kit.ids import new_id
 from app.kit.timeutil import utcnow
 from app.models.events import EventType, OutboxEvent
@@ -108,7 +108,20 @@ def record_event(
     announced = WEBHOOK_EVENTS.get(action.value)
     if announced is not None:
         session.add(_outbox_event(session, event, announced, details or {}))
+        wake_delivery_after_commit(session)
     return event
+
+
+# The session's info holds, under this name, what to call once an outbox event is committed
+# (the running instance's delivery worker: app/runtime.py), so that it is delivered at once
+# rather than at the worker's next look.
+OUTBOX_WRITTEN = "outbox_written"
+
+
+def wake_delivery_after_commit(session: AsyncSession) -> None:
+    wake = session.info.get(OUTBOX_WRITTEN)
+    if wake is not None and wake not in session.info.get("after_commit", []):
+        after_commit(session, wake)
 
 
 def _outbox_event(
@@ -187,6 +200,7 @@ async def record_events(
         await _outbox_events(
             session, caller, announced, api_key_ids, details, takes_effect_at or now
         )
+        wake_delivery_after_commit(session)
 
 
 # The JSON of a batched event's data, made by the database: the key's id, name and hint, and
