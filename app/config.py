@@ -100,6 +100,9 @@ class Settings(BaseSettings):
     # operation four times over and refuses what costs much more.
     graphql_max_cost: int = Field(default=60_000, ge=1)
 
+    # Whether this instance delivers webhooks and writes expiry notices (every instance may:
+    # they share the work). Off for an instance that should only answer requests.
+    deliver_webhooks: bool = True
     # Webhooks. Plain http (and private addresses) only to these hosts, comma-separated: a
     # receiver inside the deployment's own network, or tests.
     webhook_allow_http_hosts: str = ""

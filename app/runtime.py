@@ -106,7 +106,7 @@ class Runtime:
         ]
         # Webhooks and expiry notices are the control plane's work: a data-plane process keeps
         # its latency to itself.
-        if self.settings.plane is not Plane.DATA:
+        if self.settings.plane is not Plane.DATA and self.settings.deliver_webhooks:
             self._tasks += [
                 asyncio.create_task(self.webhooks.run(), name="webhook-delivery"),
                 asyncio.create_task(

@@ -154,8 +154,11 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 @pytest.fixture
 def settings(database_url: str) -> Settings:
-    # Background flushes would make statement counts and snapshots racy; tests flush by hand.
-    return Settings(database_url=database_url, usage_flush_interval_seconds=3600)
+    # Background flushes and deliveries would make statement counts and snapshots racy: tests
+    # flush, and run the webhook worker, by hand.
+    return Settings(
+        database_url=database_url, usage_flush_interval_seconds=3600, deliver_webhooks=False
+    )
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ def settings(database_url: str) -> Settings:
         usage_flush_interval_seconds=3600,
         webhook_allow_http_hosts="127.0.0.1",
         webhook_timeout_seconds=2,
+        deliver_webhooks=False,
     )
 
 

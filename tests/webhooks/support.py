@@ -66,3 +66,14 @@ async def deliver_all(runtime: Runtime, *, rounds: int = 20) -> None:
 async def rows(runtime: Runtime, statement: str) -> list[Any]:
     async with runtime.engine.connect() as connection:
         return list((await connection.execute(text(statement))).all())
+
+
+async def rows_in(database_url: str, statement: str) -> list[Any]:
+    from app.kit.db import create_engine
+
+    engine = create_engine(database_url)
+    try:
+        async with engine.connect() as connection:
+            return list((await connection.execute(text(statement))).all())
+    finally:
+        await engine.dispose()
