@@ -296,3 +296,27 @@ def _aware(value: datetime | str) -> datetime:
 
 
 _ = text
+
+
+async def test_a_name_that_resolves_inside_the_network_is_never_connected_to(
+    runtime: Runtime, tenant: Tenant, clock: Clock
+) -> None:
+    async def inside(host: str, port: int) -> list[str]:
+        return ["10.0.0.7"]
+
+    worker = DeliveryWorker(
+        runtime.sessionmaker, runtime.settings, runtime.server_secret, clock=clock, resolver=inside
+    )
+    try:
+        await endpoint_for(runtime, tenant, "https://hooks.example.com/keyhouse")
+        await make_key(runtime, tenant, "k")
+        await run(worker)
+    finally:
+        await worker.close()
+
+    [(status, attempts, code, excerpt)] = await rows(
+        runtime,
+        "SELECT status, attempts, response_status, response_excerpt FROM webhook_deliveries",
+    )
+    assert (status, attempts, code) == ("PENDING", 1, None)
+    assert "private" in excerpt
