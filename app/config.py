@@ -106,6 +106,28 @@ class Settings(BaseSettings):
     # operation four times over and refuses what costs much more.
     graphql_max_cost: int = Field(default=60_000, ge=1)
 
+    # Whether this instance delivers webhooks and writes expiry notices (every instance may:
+    # they share the work). Off for an instance that should only answer requests.
+    deliver_webhooks: bool = True
+    # Webhooks. Plain http (and private addresses) only to these hosts, comma-separated: a
+    # receiver inside the deployment's own network, or tests.
+    webhook_allow_http_hosts: str = ""
+    # Each attempt gets this long to connect and to be answered.
+    webhook_timeout_seconds: float = Field(default=5.0, gt=0, le=30)
+    # How often an instance looks for events and deliveries other instances committed (its own
+    # commits wake it at once).
+    webhook_poll_interval_seconds: float = Field(default=0.5, gt=0)
+    # An instance attempting a delivery holds it this long; after a crash another takes it over.
+    webhook_lease_seconds: float = Field(default=30.0, gt=0)
+    # Attempts in flight at once, per instance.
+    webhook_max_concurrency: int = Field(default=64, ge=1)
+    # How often the expiry notices are looked for.
+    expiry_notice_interval_seconds: float = Field(default=60.0, gt=0)
+    # The public keys leak reports are signed with, as GitHub publishes them:
+    # {"public_keys": [{"key_identifier", "key", "is_current"}]} (PEM keys). Unset: the leak
+    # report endpoint answers 404.
+    leak_report_public_keys: str | None = None
+
     plane: Plane = Plane.ALL
 
     # The proxies (comma-separated addresses or CIDR blocks) whose X-Forwarded-For / X-Real-IP

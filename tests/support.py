@@ -123,6 +123,9 @@ async def snapshot(runtime: Runtime) -> dict[str, list[tuple[Any, ...]]]:
         "organization_usage",
         "audit_events",
         "idempotency_records",
+        "outbox_events",
+        "webhook_endpoints",
+        "webhook_deliveries",
     ]
     result: dict[str, list[tuple[Any, ...]]] = {}
     async with runtime.engine.connect() as connection:

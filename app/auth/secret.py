@@ -49,6 +49,15 @@ def _shape(prefix: str) -> tuple[str, int]:
     return prefix + "_", secret_length(prefix)
 
 
+def secret_pattern(prefix: str) -> str:
+    """The regular expression that finds exactly our keys in text, for secret scanners: the
+    prefix, the underscore, 32 random and 6 checksum characters, not part of a longer word. (A
+    regular expression cannot check the CRC32; the leak report endpoint does, and answers
+    false_positive for a string whose checksum fails.)"""
+    body = RANDOM_LENGTH + CHECKSUM_LENGTH
+    return rf"(?<![0-9A-Za-z_]){prefix}_[0-9A-Za-z]{{{body}}}(?![0-9A-Za-z_])"
+
+
 def format_problem(candidate: str, prefix: str) -> FormatProblem | None:
     """What is wrong with the shape of ``candidate``, or None if it could be one of our keys."""
     head, length = _shape(prefix)

@@ -39,12 +39,14 @@ from app.organizations.graphql import Mutation as OrganizationsMutation
 from app.organizations.graphql import Query as OrganizationsQuery
 from app.usage.graphql import LIST_SIZES as USAGE_LIST_SIZES
 from app.usage.graphql import Query as UsageQuery
+from app.webhooks.graphql import Mutation as WebhooksMutation
+from app.webhooks.graphql import Query as WebhooksQuery
 
 logger = logging.getLogger("app.graphql")
 
 
-Query = merge_types("Query", (OrganizationsQuery, KeysQuery, UsageQuery, AuditQuery))
-Mutation = merge_types("Mutation", (KeysMutation, OrganizationsMutation))
+Query = merge_types("Query", (OrganizationsQuery, KeysQuery, UsageQuery, AuditQuery, WebhooksQuery))
+Mutation = merge_types("Mutation", (KeysMutation, OrganizationsMutation, WebhooksMutation))
 
 
 def error_code(error: GraphQLError) -> str | None:

@@ -9,9 +9,11 @@ the package makes ``SQLModel.metadata`` complete (Alembic, tests).
 from sqlmodel import SQLModel
 
 from app.models.audit import AuditEvent
+from app.models.events import OutboxEvent
 from app.models.keys import ApiKey, ApiKeyScope, IdempotencyRecord
 from app.models.organizations import Organization
 from app.models.usage import OrganizationUsage, UsageBucket
+from app.models.webhooks import WebhookDelivery, WebhookEndpoint
 
 metadata = SQLModel.metadata
 
@@ -22,6 +24,9 @@ __all__ = [
     "IdempotencyRecord",
     "Organization",
     "OrganizationUsage",
+    "OutboxEvent",
     "UsageBucket",
+    "WebhookDelivery",
+    "WebhookEndpoint",
     "metadata",
 ]

@@ -1,12 +1,20 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 
 from sqlmodel import Field, SQLModel
 
 from app.kit.db import UTCDateTime
 from app.kit.ids import new_id
 from app.kit.timeutil import utcnow
+
+
+class LeakedKeyAction(StrEnum):
+    """What happens to a key reported found in public."""
+
+    REVOKE = "REVOKE"  # revoked at once, everywhere
+    NOTIFY = "NOTIFY"  # only flagged: the key.leaked event and the audit log tell the owner
 
 
 class Organization(SQLModel, table=True):
@@ -23,3 +31,5 @@ class Organization(SQLModel, table=True):
     # An upper bound on key lifetime, and whether every key must expire at all.
     max_expires_in_days: int | None = Field(default=None)
     require_expiry: bool = Field(default=False)
+    # What a leak report does to the organization's key.
+    leaked_key_action: str = Field(default=LeakedKeyAction.REVOKE.value, max_length=16)

@@ -20,7 +20,7 @@ from app.keys.scopes import ScopeCatalogue
 from app.keys.service import create_key
 from app.kit.errors import UserError, UserErrorCode
 from app.models.audit import AuditAction, record_event
-from app.models.organizations import Organization
+from app.models.organizations import LeakedKeyAction, Organization
 
 ADMIN_KEY_NAME = "admin"
 
@@ -76,6 +76,7 @@ class PolicyUpdate:
     max_expires_in_days: int | None = None
     clear_max_expires_in_days: bool = False
     require_expiry: bool | None = None
+    leaked_key_action: LeakedKeyAction | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +127,8 @@ async def update_key_policy(
         organization.max_expires_in_days = days
     if data.require_expiry is not None:
         organization.require_expiry = data.require_expiry
+    if data.leaked_key_action is not None:
+        organization.leaked_key_action = data.leaked_key_action.value
     after = _policy_of(organization)
     if after != before:
         session.add(organization)
@@ -151,4 +154,5 @@ def _policy_of(organization: Organization) -> dict[str, object]:
         "supersedeGraceHours": organization.supersede_grace_hours,
         "maxExpiresInDays": organization.max_expires_in_days,
         "requireExpiry": organization.require_expiry,
+        "leakedKeyAction": organization.leaked_key_action,
     }
