@@ -34,6 +34,7 @@ from app.kit.timeutil import utcnow
 from app.migrate import setup_lock, upgrade_to_head
 from app.models.keys import ApiKey, KeyStatus, ListedKey
 from app.models.organizations import Organization
+from app.operators.cli import operator_keys_commands
 from app.organizations.service import OrganizationCreated, create_organization
 from app.runtime import Runtime
 
@@ -389,6 +390,10 @@ def serve(
         log_config=None,
         access_log=False,
     )
+
+
+# The operator's keys: their commands live with the operator plane (app/operators/cli.py).
+app.add_typer(operator_keys_commands(_run), name="operator-keys")
 
 
 def main() -> None:

@@ -168,7 +168,8 @@ async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
             await connection.execute(
                 text(
                     "TRUNCATE audit_events, idempotency_records, organization_usage,"
-                    " usage_buckets, api_keys, organizations CASCADE"
+                    " usage_buckets, api_keys, organizations, operator_keys,"
+                    " operator_audit_events, dashboard_links, dashboard_credentials CASCADE"
                 )
             )
     yield runtime

@@ -18,6 +18,8 @@ class Outcome(StrEnum):
     CONFLICTING = "CONFLICTING"
     # Decided from the key's record.
     UNKNOWN = "UNKNOWN"
+    # The operator suspended the key's organization: checked before the key's own standing.
+    ORGANIZATION_SUSPENDED = "ORGANIZATION_SUSPENDED"
     REVOKED = "REVOKED"
     EXPIRED = "EXPIRED"
     SUPERSEDED = "SUPERSEDED"
@@ -30,7 +32,7 @@ class Outcome(StrEnum):
     def http_status(self) -> int:
         if self is Outcome.VALID:
             return 200
-        if self is Outcome.INSUFFICIENT_SCOPE:
+        if self in (Outcome.INSUFFICIENT_SCOPE, Outcome.ORGANIZATION_SUSPENDED):
             return 403
         if self is Outcome.RATE_LIMITED:
             return 429
@@ -52,6 +54,7 @@ _ATTRIBUTABLE = frozenset(
         Outcome.REVOKED,
         Outcome.EXPIRED,
         Outcome.SUPERSEDED,
+        Outcome.ORGANIZATION_SUSPENDED,
     }
 )
 

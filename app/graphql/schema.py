@@ -37,14 +37,21 @@ from app.keys.graphql import Query as KeysQuery
 from app.kit.errors import AppError, Unavailable
 from app.organizations.graphql import Mutation as OrganizationsMutation
 from app.organizations.graphql import Query as OrganizationsQuery
+from app.organizations.operator_graphql import Mutation as OperatorOrganizationsMutation
+from app.organizations.operator_graphql import Query as OperatorOrganizationsQuery
 from app.usage.graphql import LIST_SIZES as USAGE_LIST_SIZES
 from app.usage.graphql import Query as UsageQuery
 
 logger = logging.getLogger("app.graphql")
 
 
-Query = merge_types("Query", (OrganizationsQuery, KeysQuery, UsageQuery, AuditQuery))
-Mutation = merge_types("Mutation", (KeysMutation, OrganizationsMutation))
+Query = merge_types(
+    "Query",
+    (OrganizationsQuery, KeysQuery, UsageQuery, AuditQuery, OperatorOrganizationsQuery),
+)
+Mutation = merge_types(
+    "Mutation", (KeysMutation, OrganizationsMutation, OperatorOrganizationsMutation)
+)
 
 
 def error_code(error: GraphQLError) -> str | None:

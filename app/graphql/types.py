@@ -107,6 +107,7 @@ class UserErrorCode(Enum):
     NAME_TAKEN = "NAME_TAKEN"
     NOT_FOUND = "NOT_FOUND"
     FORBIDDEN = "FORBIDDEN"
+    ALREADY_EXISTS = "ALREADY_EXISTS"
 
 
 @strawberry.type(name="UserError", description="An expected failure of a mutation.")

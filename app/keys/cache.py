@@ -46,6 +46,9 @@ class KeyRecord:
     superseded_at: datetime | None = None
     superseded_ts: float | None = None
     replaced_by: Replacement | None = None
+    # The key's organization was suspended by the operator when the key was loaded; a
+    # suspension or resumption drops the organization's entries on every instance.
+    organization_suspended: bool = False
     # The scopes in name order, as answers list them: sorted once, when the key is cached.
     sorted_scopes: tuple[str, ...] = field(init=False)
 
@@ -64,7 +67,12 @@ class KeyRecord:
 
     @classmethod
     def from_row(
-        cls, row: ApiKey, rate_limit: RateLimitItem, replacement: ApiKey | None = None
+        cls,
+        row: ApiKey,
+        rate_limit: RateLimitItem,
+        replacement: ApiKey | None = None,
+        *,
+        organization_suspended: bool = False,
     ) -> KeyRecord:
         return cls(
             id=row.id,
@@ -85,6 +93,7 @@ class KeyRecord:
                     replacement.id, replacement.name, replacement.hint, replacement.created_at
                 )
             ),
+            organization_suspended=organization_suspended,
         )
 
 
@@ -146,6 +155,15 @@ class KeyCache:
         key_hash = self._hash_by_id.pop(key_id, None)
         if key_hash is not None:
             self._entries.pop(key_hash, None)
+
+    def invalidate_organization(self, organization_id: str) -> None:
+        """Drop every entry of one organization (suspended or resumed). A scan of the cache:
+        this happens on an operator's action, rarely, and keeps the hot path free of an index
+        by organization."""
+        self.generation += 1
+        for key_hash, (_, record) in list(self._entries.items()):
+            if record.organization_id == organization_id:
+                self._drop(key_hash)
 
     def forget_unknown(self, key_hash: str) -> None:
         """A key with this hash now exists (it was just created)."""

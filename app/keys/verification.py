@@ -5,7 +5,8 @@ dependency all call :meth:`KeyVerifier.verify`. The order of the steps is the co
 
 1. choose the key the request presented and check its shape and checksum (no I/O);
 2. hash it and look it up, cache first (no database round trip on a hit);
-3. revocation, expiry (against the clock, every time) and scopes;
+3. the organization's suspension, then the key's revocation, expiry (against the clock, every
+   time) and scopes;
 4. only then the rate limit, so a request refused for any earlier reason spends no budget;
 5. note the use in memory for the batched usage flush.
 """
@@ -40,6 +41,7 @@ from app.metrics import (
     VERIFICATIONS,
 )
 from app.models.keys import ApiKey
+from app.models.organizations import Organization
 
 logger = logging.getLogger(__name__)
 
@@ -186,6 +188,15 @@ class KeyVerifier:
 
         else:
             KEY_CACHE_HITS.inc()
+        if record.organization_suspended:
+            return self._refuse(
+                operation,
+                Outcome.ORGANIZATION_SUSPENDED,
+                "This API key's organization is suspended.",
+                "Every key of the organization is refused until the provider resumes it; "
+                "contact the provider of this API.",
+                record,
+            )
         now = time.time()
         standing = self._standing(record, required_scopes, now)
         if standing is not None:
@@ -306,28 +317,36 @@ class KeyVerifier:
             if cached is not None:
                 return cached
             with outages_as_unavailable():
-                row, replacement = await self._read(key_hash)
+                row, replacement, suspended = await self._read(key_hash)
         if row is None:
             self._cache.remember_unknown(key_hash, generation)
             return None
-        record = KeyRecord.from_row(row, self.rate_limit_for(row), replacement)
+        record = KeyRecord.from_row(
+            row, self.rate_limit_for(row), replacement, organization_suspended=suspended
+        )
         self._cache.put(key_hash, record, generation)
         return record
 
-    async def _read(self, key_hash: str) -> tuple[ApiKey | None, ApiKey | None]:
-        """The key's row and, for a superseded key, its replacement's."""
+    async def _read(self, key_hash: str) -> tuple[ApiKey | None, ApiKey | None, bool]:
+        """The key's row, for a superseded key its replacement's, and whether the key's
+        organization is suspended (read in the same statement)."""
         KEY_DATABASE_LOOKUPS.inc()
         async with self._sessionmaker() as session:
-            row = (
-                await session.exec(select(ApiKey).where(col(ApiKey.key_hash) == key_hash))
+            found = (
+                await session.exec(
+                    select(ApiKey, col(Organization.suspended_at))
+                    .join(Organization, col(Organization.id) == col(ApiKey.organization_id))
+                    .where(col(ApiKey.key_hash) == key_hash)
+                )
             ).first()
+            row, suspended_at = (None, None) if found is None else found
             # A superseded key's refusal names its replacement (one more query, only then).
             replacement = (
                 None
                 if row is None or row.superseded_by_key_id is None
                 else await session.get(ApiKey, row.superseded_by_key_id)
             )
-        return row, replacement
+        return row, replacement, suspended_at is not None
 
     def rate_limit_for(self, row: ApiKey) -> RateLimitItem:
         if row.rate_limit_requests is None or row.rate_limit_per_seconds is None:

@@ -10,6 +10,7 @@ from sqlmodel import SQLModel
 
 from app.models.audit import AuditEvent
 from app.models.keys import ApiKey, ApiKeyScope, IdempotencyRecord
+from app.models.operators import DashboardCredential, DashboardLink, OperatorAuditEvent, OperatorKey
 from app.models.organizations import Organization
 from app.models.usage import OrganizationUsage, UsageBucket
 
@@ -19,7 +20,11 @@ __all__ = [
     "ApiKey",
     "ApiKeyScope",
     "AuditEvent",
+    "DashboardCredential",
+    "DashboardLink",
     "IdempotencyRecord",
+    "OperatorAuditEvent",
+    "OperatorKey",
     "Organization",
     "OrganizationUsage",
     "UsageBucket",

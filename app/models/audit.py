@@ -28,6 +28,10 @@ class AuditAction(StrEnum):
     KEY_ROTATED = "KEY_ROTATED"
     KEY_SUPERSEDED = "KEY_SUPERSEDED"
     POLICY_UPDATED = "POLICY_UPDATED"
+    # The platform's operator, about the organization (the actor is its operator key).
+    ORGANIZATION_SUSPENDED = "ORGANIZATION_SUSPENDED"
+    ORGANIZATION_RESUMED = "ORGANIZATION_RESUMED"
+    DASHBOARD_SIGNED_IN = "DASHBOARD_SIGNED_IN"
 
 
 class AuditEvent(SQLModel, table=True):
