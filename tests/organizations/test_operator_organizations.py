@@ -63,7 +63,8 @@ async def test_an_operator_creates_an_organization_whose_admin_key_works(
         "status": "ACTIVE",
     }
     secret = payload["secret"]
-    assert isinstance(secret, str) and secret.startswith("kh_")
+    assert isinstance(secret, str)
+    assert secret.startswith("kh_")
     own = await gql(client, "{ organization { id name externalId } }", key=secret)
     assert own.data == {
         "organization": {"id": organization["id"], "name": "Initech", "externalId": "cus_123"}  # type: ignore[index]
@@ -125,7 +126,8 @@ async def test_a_bad_input_is_a_user_error_and_changes_nothing(
 
     payload = await create(client, operator.secret, name, external_id)
 
-    assert payload["organization"] is None and payload["secret"] is None
+    assert payload["organization"] is None
+    assert payload["secret"] is None
     [error] = payload["userErrors"]  # type: ignore[misc]
     assert (error["code"], error["field"]) == ("INVALID_INPUT", field)
     assert await snapshot(runtime) == before
@@ -173,7 +175,8 @@ async def test_organizations_are_listed_newest_first_in_pages_with_filters(
     [
         "{ organizations { nodes { id } } }",
         'mutation { createOrganization(input: {name: "X", externalId: "x"}) { secret } }',
-        'mutation { suspendOrganization(input: {id: "org_x", reason: "r"}) { userErrors { code } } }',
+        'mutation { suspendOrganization(input: {id: "org_x", reason: "r"})'
+        " { userErrors { code } } }",
         'mutation { resumeOrganization(id: "org_x") { userErrors { code } } }',
     ],
 )
