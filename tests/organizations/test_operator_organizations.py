@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import httpx
 import pytest
@@ -40,12 +41,12 @@ async def operator(runtime: Runtime) -> IssuedKey:
 
 async def create(
     client: httpx.AsyncClient, key: str, name: str, external_id: str
-) -> dict[str, object]:
+) -> dict[str, Any]:
     result = await gql(
         client, CREATE, {"input": {"name": name, "externalId": external_id}}, key=key
     )
     assert result.errors == [], result.body
-    payload: dict[str, object] = result.data["createOrganization"]
+    payload: dict[str, Any] = result.data["createOrganization"]
     return payload
 
 
@@ -57,7 +58,7 @@ async def test_an_operator_creates_an_organization_whose_admin_key_works(
     assert payload["userErrors"] == []
     organization = payload["organization"]
     assert organization == {
-        "id": organization["id"],  # type: ignore[index]
+        "id": organization["id"],
         "name": "Initech",
         "externalId": "cus_123",
         "status": "ACTIVE",
@@ -67,7 +68,7 @@ async def test_an_operator_creates_an_organization_whose_admin_key_works(
     assert secret.startswith("kh_")
     own = await gql(client, "{ organization { id name externalId } }", key=secret)
     assert own.data == {
-        "organization": {"id": organization["id"], "name": "Initech", "externalId": "cus_123"}  # type: ignore[index]
+        "organization": {"id": organization["id"], "name": "Initech", "externalId": "cus_123"}
     }
 
 
@@ -82,7 +83,7 @@ async def test_a_retry_with_the_same_external_id_answers_the_same_organization_w
     assert again["organization"] == first["organization"]
     assert again["secret"] is None
     assert again["adminKey"] is None
-    [error] = again["userErrors"]  # type: ignore[misc]
+    [error] = again["userErrors"]
     assert error["code"] == "ALREADY_EXISTS"
     assert error["field"] == "externalId"
     assert "shown once" in error["message"]
@@ -128,7 +129,7 @@ async def test_a_bad_input_is_a_user_error_and_changes_nothing(
 
     assert payload["organization"] is None
     assert payload["secret"] is None
-    [error] = payload["userErrors"]  # type: ignore[misc]
+    [error] = payload["userErrors"]
     assert (error["code"], error["field"]) == ("INVALID_INPUT", field)
     assert await snapshot(runtime) == before
 
