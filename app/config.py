@@ -102,6 +102,12 @@ class Settings(BaseSettings):
 
     plane: Plane = Plane.ALL
 
+    # The address people reach keyhouse at (https://keys.example.com), for the dashboard
+    # sign-in links the operator API makes; by default, the address the request came to.
+    public_url: str | None = None
+    # How long a dashboard sign-in made with such a link lasts.
+    dashboard_sign_in_hours: int = Field(default=8, ge=1, le=24)
+
     log_level: str = "INFO"
 
     @field_validator("database_url")

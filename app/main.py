@@ -32,6 +32,7 @@ from app.metrics import (
     USAGE_BUFFERED_BUCKETS,
     USAGE_OLDEST_UNFLUSHED,
 )
+from app.operators.router import operator_routes
 from app.runtime import Runtime
 from app.usage.router import usage_csv_route
 
@@ -40,7 +41,16 @@ logger = logging.getLogger(__name__)
 
 # The routes requests are timed under; any other path is 'other' (labels stay a fixed set).
 _TIMED_ROUTES = frozenset(
-    {"/v1/keys/verify", "/v1/auth", "/v1/usage.csv", "/graphql", "/healthz", "/readyz", "/metrics"}
+    {
+        "/v1/keys/verify",
+        "/v1/auth",
+        "/v1/usage.csv",
+        "/v1/operator/usage.csv",
+        "/graphql",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+    }
 )
 _timers: dict[tuple[str, int], Any] = {}
 
@@ -165,6 +175,8 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         # Usage for analysts' tools: the `usage` query's figures as CSV, read from the database
         # like GraphQL, so served by the control plane.
         app.router.routes.append(usage_csv_route(runtime))
+        # The operator plane's CSV and the dashboard sign-in links' use.
+        app.router.routes.extend(operator_routes(runtime))
         # The dashboard is a client of the control plane, served beside it.
         app.router.routes.extend(dashboard_routes())
     app.router.routes.extend(

@@ -35,6 +35,8 @@ from app.graphql.inputs import BoundaryCheck
 from app.keys.graphql import Mutation as KeysMutation
 from app.keys.graphql import Query as KeysQuery
 from app.kit.errors import AppError, Unavailable
+from app.operators.graphql import Mutation as OperatorMutation
+from app.operators.graphql import Query as OperatorQuery
 from app.organizations.graphql import Mutation as OrganizationsMutation
 from app.organizations.graphql import Query as OrganizationsQuery
 from app.organizations.operator_graphql import Mutation as OperatorOrganizationsMutation
@@ -47,10 +49,18 @@ logger = logging.getLogger("app.graphql")
 
 Query = merge_types(
     "Query",
-    (OrganizationsQuery, KeysQuery, UsageQuery, AuditQuery, OperatorOrganizationsQuery),
+    (
+        OrganizationsQuery,
+        KeysQuery,
+        UsageQuery,
+        AuditQuery,
+        OperatorOrganizationsQuery,
+        OperatorQuery,
+    ),
 )
 Mutation = merge_types(
-    "Mutation", (KeysMutation, OrganizationsMutation, OperatorOrganizationsMutation)
+    "Mutation",
+    (KeysMutation, OrganizationsMutation, OperatorOrganizationsMutation, OperatorMutation),
 )
 
 

@@ -64,6 +64,10 @@ class PlatformAuthenticator:
         self._catalogue = catalogue
         self._limit = rate_limit_item(default_requests, default_per_seconds)
 
+    @property
+    def operator_prefix(self) -> str:
+        return self._operator_prefix
+
     def prefix_of(self, presentation: Presentation) -> str | None:
         """The operator or dashboard prefix, when the request presents such a credential (the
         rest, organization keys and mistakes alike, goes to the key verifier)."""

@@ -191,6 +191,13 @@ async def find_organization(session: AsyncSession, organization_id: str) -> Orga
     return await session.get(Organization, organization_id)
 
 
+async def find_organizations(
+    session: AsyncSession, organization_ids: list[str]
+) -> dict[str, Organization]:
+    statement = select(Organization).where(col(Organization.id).in_(organization_ids))
+    return {row.id: row for row in (await session.exec(statement)).all()}
+
+
 def not_found(organization_id: str) -> UserError:
     return UserError(
         UserErrorCode.NOT_FOUND, "id", f"No organization {excerpt(organization_id)!r}."

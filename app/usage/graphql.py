@@ -33,6 +33,7 @@ class UsageOutcome(Enum):
     REVOKED = "REVOKED"
     EXPIRED = "EXPIRED"
     SUPERSEDED = "SUPERSEDED"
+    ORGANIZATION_SUSPENDED = "ORGANIZATION_SUSPENDED"
 
 
 @strawberry.type
