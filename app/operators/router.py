@@ -121,14 +121,12 @@ def operator_routes(runtime: Runtime) -> list[Route]:
 
     async def usage_csv(request: Request) -> Response:
         presentation = from_request(request.headers.raw, request.url.query, request.url.path)
-        prefix = authenticator.prefix_of(presentation)
-        if prefix is None and presentation.values:
-            return _not_an_operator()  # an organization's key (or anything else)
+        if presentation.values and authenticator.prefix_of(presentation) != operator_prefix:
+            # An organization's key, a dashboard sign-in (or anything else): not for this.
+            return _not_an_operator()
         answer = await authenticator.authenticate(presentation, operator_prefix)
         if isinstance(answer, Refused):
             return _refusal(answer)
-        if answer.operator is None:
-            return _not_an_operator()  # a dashboard sign-in
         try:
             found = _period_parameters(request.url.query)
             period = usage.checked_period(
