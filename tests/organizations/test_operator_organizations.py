@@ -253,3 +253,12 @@ async def test_an_operator_key_is_not_a_key_of_the_data_plane(
     assert verified.json()["valid"] is False
     assert verified.json()["code"] == "MALFORMED"
     assert forwarded.status_code == 401
+
+
+async def test_the_data_plane_says_an_operator_key_is_for_graphql_only(
+    client: httpx.AsyncClient, operator: IssuedKey
+) -> None:
+    verified = (await client.post("/v1/keys/verify", json={"key": operator.secret})).json()
+
+    assert verified["code"] == "MALFORMED"
+    assert "/graphql only" in verified["hint"]

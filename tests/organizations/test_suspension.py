@@ -240,3 +240,25 @@ async def test_a_suspension_made_on_one_instance_holds_on_the_other_from_the_nex
             return await verify_code(client_b, key.secret) == "VALID"
 
         assert await eventually(valid_on_b, within=2.0)
+
+
+async def test_suspension_is_told_before_the_keys_own_standing(
+    client: httpx.AsyncClient, runtime: Runtime, operator: IssuedKey, tenant: Tenant
+) -> None:
+    revoked = await make_key(runtime, tenant, "revoked")
+    await gql(
+        client,
+        "mutation($id: ID!) { revokeApiKey(id: $id) { userErrors { code } } }",
+        {"id": revoked.id},
+        key=tenant.admin_key,
+    )
+    await suspend(client, operator, tenant.organization_id)
+
+    scoped = await client.post(
+        "/v1/keys/verify", json={"key": tenant.admin_key, "scopes": ["no:such_scope"]}
+    )
+
+    # Known key, then the organization, then the key itself (revoked) and its scopes.
+    assert await verify_code(client, revoked.secret) == "ORGANIZATION_SUSPENDED"
+    assert scoped.json()["code"] == "ORGANIZATION_SUSPENDED"
+    assert await verify_code(client, "kh_" + "A" * 38) == "MALFORMED"
