@@ -130,7 +130,7 @@ async def test_0012_keeps_organizations_and_usage_and_makes_room_for_longer_outc
         ):
             connection.execute(
                 text(
-                    f"INSERT INTO {table} (organization_id, granularity, bucket_start{key_column},"  # noqa: S608 - constants
+                    f"INSERT INTO {table} (organization_id, granularity, bucket_start{key_column},"
                     f" outcome, count) VALUES ('org_o', 'DAY', :at"
                     f"{', :key, :op' if key_column else ''}, 'REVOKED', 7)"
                 ),
@@ -151,14 +151,15 @@ async def test_0012_keeps_organizations_and_usage_and_makes_room_for_longer_outc
         )
         counts = connection.execute(
             text(
-                "SELECT 'buckets', outcome, count FROM usage_buckets WHERE organization_id = 'org_o'"
+                "SELECT 'buckets', outcome, count FROM usage_buckets"
+                " WHERE organization_id = 'org_o'"
                 " UNION ALL SELECT 'organization', outcome, count FROM organization_usage"
                 " WHERE organization_id = 'org_o' ORDER BY 1, 2"
             )
         ).all()
         for table in ("usage_buckets", "organization_usage", "organizations"):
             key = "id" if table == "organizations" else "organization_id"
-            connection.execute(text(f"DELETE FROM {table} WHERE {key} = 'org_o'"))  # noqa: S608
+            connection.execute(text(f"DELETE FROM {table} WHERE {key} = 'org_o'"))
         return [tuple(organization), *(tuple(row) for row in counts)]
 
     try:
