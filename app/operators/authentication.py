@@ -171,7 +171,8 @@ class PlatformAuthenticator:
             return Refused(
                 Rejection(
                     Outcome.RATE_LIMITED,
-                    f"This credential exceeded its rate limit of {status.limit} requests.",
+                    f"This credential exceeded its rate limit of {status.limit} requests per "
+                    f"{self._limit.get_expiry()} seconds.",
                     f"Retry after {status.retry_after} seconds.",
                 ),
                 status,
