@@ -130,6 +130,12 @@ class Settings(BaseSettings):
 
     plane: Plane = Plane.ALL
 
+    # The address people reach keyhouse at (https://keys.example.com), for the dashboard
+    # sign-in links the operator API makes; by default, the address the request came to.
+    public_url: str | None = None
+    # How long a dashboard sign-in made with such a link lasts.
+    dashboard_sign_in_hours: int = Field(default=8, ge=1, le=24)
+
     # The proxies (comma-separated addresses or CIDR blocks) whose X-Forwarded-For / X-Real-IP
     # say where a request came from: a gateway in front of keyhouse. Nobody by default: the
     # connection's peer is the caller. uvicorn's forwarded_allow_ips is set from this too.

@@ -39,6 +39,7 @@ from app.metrics import (
     exposition,
     forget_this_process,
 )
+from app.operators.router import operator_routes
 from app.runtime import Runtime
 from app.usage.router import usage_csv_route
 
@@ -52,6 +53,7 @@ _TIMED_ROUTES = frozenset(
         "/v1/auth",
         "/v1/usage.csv",
         "/v1/keys/leaked",
+        "/v1/operator/usage.csv",
         "/graphql",
         "/healthz",
         "/readyz",
@@ -208,6 +210,8 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         leaks = leak_report_route(runtime)
         if leaks is not None:
             app.router.routes.append(leaks)
+        # The operator plane's CSV and the dashboard sign-in links' use.
+        app.router.routes.extend(operator_routes(runtime))
         # The dashboard is a client of the control plane, served beside it.
         app.router.routes.extend(dashboard_routes())
     app.router.routes.extend(

@@ -70,6 +70,10 @@ DESCRIPTIONS: dict[str, str] = {
     "expiry_notice_interval_seconds": "How often keys about to expire, or expired, are looked for.",
     "leak_report_public_keys": "The public keys secret scanners sign leak reports with, as GitHub "
     'publishes them (`{"public_keys": [...]}`, PEM keys); unset: `/v1/keys/leaked` answers 404.',
+    "public_url": "The address people reach keyhouse at (`https://keys.example.com`), for the "
+    "dashboard sign-in links the operator API makes; unset: the address the request came to.",
+    "dashboard_sign_in_hours": "How long a dashboard sign-in made with an operator's link lasts "
+    "(1 to 24 hours).",
     "graphql_max_depth": "Deepest GraphQL selection admitted.",
     "graphql_max_tokens": "Most tokens in a GraphQL document.",
     "graphql_max_aliases": "Most aliases in a GraphQL document.",

@@ -40,6 +40,22 @@ def generate_secret(prefix: str) -> str:
     return body + _checksum(body)
 
 
+def operator_prefix(key_prefix: str) -> str:
+    """Operator keys: ``kho_…`` beside organizations' ``kh_…``, so that secret scanners (and
+    keyhouse itself) tell them apart; the same length and checksum."""
+    return f"{key_prefix}o"
+
+
+def dashboard_prefix(key_prefix: str) -> str:
+    """The short-lived credential a dashboard sign-in link yields: ``khd_…``."""
+    return f"{key_prefix}d"
+
+
+def link_prefix(key_prefix: str) -> str:
+    """A dashboard sign-in link's token: ``khl_…``."""
+    return f"{key_prefix}l"
+
+
 def secret_length(prefix: str) -> int:
     return len(prefix) + 1 + RANDOM_LENGTH + CHECKSUM_LENGTH
 

@@ -16,7 +16,7 @@ import strawberry
 from strawberry.scalars import JSON
 
 from app.graphql.context import Context, Info
-from app.graphql.permissions import needs
+from app.graphql.permissions import needs, needs_organization_key
 from app.graphql.types import Connection, UsageCounts, UserErrorType, selects, user_errors
 from app.keys import loaders, repository, revocation, rotation, schemas, service, update
 from app.keys.credits import next_refill, refill_period
@@ -447,7 +447,9 @@ class Query:
             row = await repository.get_key(session, info.context.caller, str(id))
         return None if row is None else ApiKeyType.of(row, info.context)
 
-    @strawberry.field(description="Every scope a key can hold.")
+    @strawberry.field(
+        description="Every scope a key can hold.", extensions=needs_organization_key()
+    )
     def scopes(self, info: Info) -> list[Scope]:
         return [
             Scope(name=scope.name, description=scope.description)

@@ -51,6 +51,10 @@ class AuditAction(StrEnum):
     WEBHOOK_ENDPOINT_DELETED = "WEBHOOK_ENDPOINT_DELETED"
     WEBHOOK_SECRET_ROTATED = "WEBHOOK_SECRET_ROTATED"  # noqa: S105 - an action's name
     WEBHOOK_ENDPOINT_DISABLED = "WEBHOOK_ENDPOINT_DISABLED"
+    # The platform's operator, about the organization (the actor is its operator key).
+    ORGANIZATION_SUSPENDED = "ORGANIZATION_SUSPENDED"
+    ORGANIZATION_RESUMED = "ORGANIZATION_RESUMED"
+    DASHBOARD_SIGNED_IN = "DASHBOARD_SIGNED_IN"
 
 
 # The audit actions webhooks announce, by name: an action added later under one of these names

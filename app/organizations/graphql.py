@@ -15,6 +15,7 @@ from app.kit.pagination import COUNT_LIMIT
 from app.models.organizations import LeakedKeyAction
 from app.models.organizations import Organization as OrganizationRow
 from app.organizations import service
+from app.organizations.operator import OrganizationStatus, status_of
 
 
 @strawberry.type(
@@ -64,12 +65,27 @@ class KeyPolicy:
         )
 
 
+# The domain enum itself is the GraphQL enum.
+strawberry.enum(OrganizationStatus, name="OrganizationStatus")
+
+
 @strawberry.type(name="Organization")
 class OrganizationType:
     id: strawberry.ID
     name: str
     created_at: datetime
     key_policy: KeyPolicy
+    external_id: str | None = strawberry.field(
+        description="The platform's own id for this customer (createOrganization); null for "
+        "organizations made on the server."
+    )
+    status: OrganizationStatus = strawberry.field(
+        description="SUSPENDED: every key of the organization is refused."
+    )
+    suspended_at: datetime | None
+    suspension_reason: str | None = strawberry.field(
+        description="What the operator gave as the reason when suspending."
+    )
 
     @strawberry.field(extensions=needs(READ_API_KEYS), description="How many keys, by status.")
     async def key_counts(self, info: Info) -> KeyCounts:
@@ -90,6 +106,10 @@ class OrganizationType:
             name=row.name,
             created_at=row.created_at,
             key_policy=KeyPolicy.of(row),
+            external_id=row.external_id,
+            status=status_of(row),
+            suspended_at=row.suspended_at,
+            suspension_reason=row.suspension_reason,
         )
 
 
