@@ -35,6 +35,7 @@ from app.dashboard.routes import graphiql_page
 from app.graphql.context import Context
 from app.graphql.request_body import BodyTooLarge, check_declared_length, within
 from app.graphql.schema import UNDONE_CODES, KeyhouseSchema, error_code
+from app.keys.cache import KeyRecord
 from app.keys.verification import Verification
 from app.kit.boundary import EXCERPT_LENGTH, REPLACEMENT, excerpt
 from app.kit.errors import Unavailable
@@ -314,29 +315,12 @@ class KeyhouseGraphQL(GraphQL[Context, None]):
     ) -> ExecutionResult:
         verifier = self.runtime.verifier
         presentation = from_request(request.headers.raw, request.url.query)
-        key = None
         platform_prefix = self.platform.prefix_of(presentation)
-        if platform_prefix is not None:
-            await self._sign_in(presentation, platform_prefix, context, sub_response)
+        key = None
+        if platform_prefix is None:
+            key = await self._verify_key(request, presentation, context, sub_response)
         else:
-            verification = await verifier.verify(
-                presentation,
-                operation=UNRESOLVED_OPERATION,
-                defer_valid_use=True,
-                # The calling key's allowlist holds here too; keyhouse's own API spends no credits.
-                client=request_client(
-                    request.scope.get("client"),
-                    request.headers,
-                    self.runtime.settings.trusted_proxy_networks,
-                ),
-            )
-            key = verification.key
-            if not verification.valid or key is None:
-                raise RequestRefused(verification)
-            context.authenticate(key.caller())
-            if verification.ratelimit is not None:
-                sub_response.headers.update(verification.ratelimit.headers())
-            sub_response.headers.update(verification.notice_headers())
+            await self._sign_in(presentation, platform_prefix, context, sub_response)
         succeeded = False
         result: ExecutionResult | None = None
         try:
@@ -362,6 +346,35 @@ class KeyhouseGraphQL(GraphQL[Context, None]):
                 verifier.record_valid_use(key, _usage_label(context, result))
             _count_operation(context, result)
             await context.finish(succeeded=succeeded)
+
+    async def _verify_key(
+        self,
+        request: Request,
+        presentation: Presentation,
+        context: Context,
+        sub_response: Response,
+    ) -> KeyRecord:
+        """An organization's key, through the one verification function: it spends the key's
+        budget, and its use is counted once the operation is known. The key's allowlist holds
+        here too; keyhouse's own API spends no credits."""
+        verification = await self.runtime.verifier.verify(
+            presentation,
+            operation=UNRESOLVED_OPERATION,
+            defer_valid_use=True,
+            client=request_client(
+                request.scope.get("client"),
+                request.headers,
+                self.runtime.settings.trusted_proxy_networks,
+            ),
+        )
+        key = verification.key
+        if not verification.valid or key is None:
+            raise RequestRefused(verification)
+        context.authenticate(key.caller())
+        if verification.ratelimit is not None:
+            sub_response.headers.update(verification.ratelimit.headers())
+        sub_response.headers.update(verification.notice_headers())
+        return key
 
     async def _sign_in(
         self, presentation: Presentation, prefix: str, context: Context, sub_response: Response

