@@ -170,30 +170,43 @@ class Attempt:
     next_attempt_at: datetime | None
 
 
+def _status(attempt: Attempt) -> DeliveryStatus:
+    if attempt.succeeded:
+        return DeliveryStatus.SUCCEEDED
+    return DeliveryStatus.FAILED if attempt.next_attempt_at is None else DeliveryStatus.PENDING
+
+
 async def record_attempts(session: AsyncSession, attempts: Sequence[Attempt]) -> None:
-    for attempt in attempts:
-        status = (
-            DeliveryStatus.SUCCEEDED
-            if attempt.succeeded
-            else DeliveryStatus.PENDING
-            if attempt.next_attempt_at is not None
-            else DeliveryStatus.FAILED
+    """One statement for the whole batch (executemany: one round trip on asyncpg)."""
+    if not attempts:
+        return
+    statement = (
+        update(WebhookDelivery)
+        .where(col(WebhookDelivery.id) == bindparam("delivery_id"))
+        .values(
+            status=bindparam("new_status"),
+            attempts=col(WebhookDelivery.attempts) + 1,
+            last_attempt_at=bindparam("at", type_=_TIME),
+            next_attempt_at=bindparam("next_at", type_=_TIME),
+            leased_until=None,
+            response_status=bindparam("code"),
+            response_excerpt=bindparam("excerpt"),
+            delivered_at=bindparam("delivered", type_=_TIME),
         )
-        await execute_core(
-            session,
-            update(WebhookDelivery)
-            .where(col(WebhookDelivery.id) == attempt.delivery_id)
-            .values(
-                status=status.value,
-                attempts=col(WebhookDelivery.attempts) + 1,
-                last_attempt_at=attempt.at,
-                next_attempt_at=attempt.next_attempt_at,
-                leased_until=None,
-                response_status=attempt.response_status,
-                response_excerpt=attempt.excerpt,
-                delivered_at=attempt.at if attempt.succeeded else None,
-            ),
-        )
+    )
+    rows = [
+        {
+            "delivery_id": attempt.delivery_id,
+            "new_status": _status(attempt).value,
+            "at": attempt.at,
+            "next_at": attempt.next_attempt_at,
+            "code": attempt.response_status,
+            "excerpt": attempt.excerpt,
+            "delivered": attempt.at if attempt.succeeded else None,
+        }
+        for attempt in attempts
+    ]
+    await execute_core(session, statement, rows)  # type: ignore[arg-type]
 
 
 async def disable_endpoint(session: AsyncSession, endpoint_id: str, now: datetime) -> bool:
