@@ -5,6 +5,7 @@ The worker is run by hand here, step by step, on a clock the test moves."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
@@ -320,3 +321,24 @@ async def test_a_name_that_resolves_inside_the_network_is_never_connected_to(
     )
     assert (status, attempts, code) == ("PENDING", 1, None)
     assert "private" in excerpt
+
+
+async def test_two_instances_at_once_send_each_event_once(
+    runtime: Runtime, tenant: Tenant, receiver: Receiver, clock: Clock
+) -> None:
+    endpoint = await endpoint_for(runtime, tenant, receiver.url, events=["key.created"])
+    keys = [await make_key(runtime, tenant, f"k{n}") for n in range(12)]
+    workers = [
+        DeliveryWorker(runtime.sessionmaker, runtime.settings, runtime.server_secret, clock=clock)
+        for _ in range(2)
+    ]
+    try:
+        await asyncio.gather(*(run(worker) for worker in workers))
+    finally:
+        for worker in workers:
+            await worker.close()
+
+    ids = [
+        request.verified_with(endpoint.secret)["data"]["key"]["id"] for request in receiver.received
+    ]
+    assert sorted(ids) == sorted(key.id for key in keys)
