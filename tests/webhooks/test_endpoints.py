@@ -40,6 +40,7 @@ mutation Rotate($id: ID!) {
 DELIVERIES = """
 query Deliveries($id: ID!, $first: Int, $after: String) {
   webhookDeliveries(endpointId: $id, first: $first, after: $after) {
+    totalCount
     pageInfo { hasNextPage endCursor }
     nodes { eventId eventType status attempts responseStatus nextAttemptAt }
   }
@@ -228,6 +229,7 @@ async def test_deliveries_are_listed_newest_first_with_their_status(
 
     first = await gql(client, DELIVERIES, {"id": endpoint.id, "first": 2}, key=tenant.admin_key)
     page = first.data["webhookDeliveries"]
+    assert page["totalCount"] == 3
     assert page["pageInfo"]["hasNextPage"] is True
     rest = await gql(
         client,
