@@ -21,7 +21,7 @@ import httpx
 
 from app.auth.principal import Caller
 from app.config import Settings
-from app.kit.db import SessionMaker, session_scope
+from app.kit.db import SessionMaker, is_outage, session_scope
 from app.kit.timeutil import utcnow
 from app.metrics import WEBHOOK_ATTEMPTS
 from app.models.audit import AuditAction, record_event
@@ -110,9 +110,12 @@ class DeliveryWorker:
                 if loop.time() - last_purge > PURGE_EVERY_SECONDS:
                     last_purge = loop.time()
                     await self.purge()
-            except Exception:
-                # The database is away, say: try again at the next interval, never stop.
-                logger.exception("webhook delivery step failed; retrying")
+            except Exception as error:
+                # Try again at the next interval, never stop: nothing is lost meanwhile.
+                if is_outage(error):
+                    logger.warning("webhook delivery waits: the database did not answer")
+                else:
+                    logger.exception("webhook delivery step failed; retrying")
                 busy = False
             if not busy:
                 with contextlib.suppress(TimeoutError):
