@@ -204,17 +204,25 @@ async def backlog(url: str, receiver_url: str, log: Arrivals, count: int) -> dic
     production = count / (time.monotonic() - produced_at)
     log.clear()
     started = time.time()
+    cpu_started = time.process_time()
     worker = asyncio.create_task(runtime.webhooks.run())
     try:
         await _received(log, count, within=600)
         delivered = count / (max(log.by_key().values()) - started)
+        # What delivering cost this process, whatever else ran on the machine meanwhile.
+        cpu_ms = (time.process_time() - cpu_started) * 1000 / count
         # Stopped once every attempt is written down: none is left to a later run.
         await _settled(runtime)
     finally:
         worker.cancel()
         await runtime.webhooks.close()
         await runtime.engine.dispose()
-    return {"events": count, "producedPerSecond": production, "deliveredPerSecond": delivered}
+    return {
+        "events": count,
+        "producedPerSecond": production,
+        "deliveredPerSecond": delivered,
+        "cpuMsPerEvent": cpu_ms,
+    }
 
 
 async def _settled(runtime: Runtime) -> None:
@@ -227,7 +235,7 @@ async def _settled(runtime: Runtime) -> None:
     raise BenchmarkError("deliveries were still pending")
 
 
-async def bare_client(receiver_url: str, log: Arrivals, count: int) -> float:
+async def bare_client(receiver_url: str, log: Arrivals, count: int) -> tuple[float, float]:
     """The same number of POSTs of a similar body, from httpx at the same concurrency."""
     log.clear()
     body = json.dumps({"type": "key.created", "data": {"key": {"id": "x" * 26}}, "pad": "." * 400})
@@ -241,8 +249,9 @@ async def bare_client(receiver_url: str, log: Arrivals, count: int) -> float:
                 await client.post(receiver_url, content=body)
 
         started = time.time()
+        cpu_started = time.process_time()
         await asyncio.gather(*(post() for _ in range(count)))
-    return count / (time.time() - started)
+    return count / (time.time() - started), (time.process_time() - cpu_started) * 1000 / count
 
 
 async def live(
@@ -352,9 +361,9 @@ async def run(args: argparse.Namespace, receiver_url: str, log: Arrivals) -> dic
         await upgrade_to_head(engine)
         await engine.dispose()
         results["backlog"] = await backlog(url, receiver_url, log, args.backlog)
-        results["backlog"]["bareClientPerSecond"] = await bare_client(
-            receiver_url, log, args.backlog
-        )
+        bare_rate, bare_cpu = await bare_client(receiver_url, log, args.backlog)
+        results["backlog"]["bareClientPerSecond"] = bare_rate
+        results["backlog"]["bareClientCpuMsPerEvent"] = bare_cpu
         results["live"] = await live(url, receiver_url, log, args.rate, args.seconds)
         if args.redis_url:
             results["leak"] = await leak_to_refusal(url, args.redis_url, args.leaks)
@@ -387,6 +396,11 @@ def report(results: dict[str, Any]) -> None:
             "bare httpx client, same receiver and concurrency",
             f"{backlog['bareClientPerSecond']:,.0f}",
             f"keyhouse at {ratio:.0%}",
+        ],
+        [
+            "CPU of this process per event, keyhouse / bare client",
+            f"{backlog['cpuMsPerEvent']:.2f} / {backlog['bareClientCpuMsPerEvent']:.2f} ms",
+            f"{1000 / backlog['cpuMsPerEvent']:,.0f} events per CPU second",
         ],
         [
             "keys created per second (8 producers, through the service)",
