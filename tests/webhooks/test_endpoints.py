@@ -240,3 +240,17 @@ async def test_deliveries_are_listed_newest_first_with_their_status(
     nodes = page["nodes"] + rest.data["webhookDeliveries"]["nodes"]
     assert len({node["eventId"] for node in nodes}) == 3
     assert {node["eventType"] for node in nodes} == {"key.created"}
+
+
+async def test_the_database_never_holds_the_signing_secret(
+    client: httpx.AsyncClient, runtime: Runtime, tenant: Tenant
+) -> None:
+    created = await create(client, tenant.admin_key)
+    secret = created["signingSecret"]
+    rotated = await gql(client, ROTATE, {"id": created["endpoint"]["id"]}, key=tenant.admin_key)
+    new_secret = rotated.data["rotateWebhookSigningSecret"]["signingSecret"]
+
+    stored = repr(await snapshot(runtime))
+    for value in (secret, new_secret):
+        assert value not in stored
+        assert value.removeprefix("whsec_") not in stored
