@@ -43,6 +43,9 @@ _CLAIM = (
     " AND NOT EXISTS (SELECT 1 FROM webhook_deliveries p"
     "  WHERE p.status = 'PENDING' AND p.endpoint_id = d.endpoint_id"
     "  AND p.subject_id = d.subject_id AND p.event_sequence < d.event_sequence)"
+    " AND NOT EXISTS (SELECT 1 FROM outbox_events o"
+    "  WHERE o.fanned_out_at IS NULL AND o.occurred_at <= :now"
+    "  AND o.subject_id = d.subject_id AND o.sequence < d.event_sequence)"
     " ORDER BY d.next_attempt_at LIMIT :limit /*locking*/)"
     " RETURNING id, endpoint_id, organization_id, event_id, payload, attempts, created_at"
 )
@@ -135,8 +138,10 @@ async def claim(
     session: AsyncSession, now: datetime, *, lease: timedelta, limit: int
 ) -> list[Claimed]:
     """Leases up to ``limit`` due deliveries of enabled endpoints. A delivery waits while an
-    earlier one to the same endpoint about the same key (or policy) is pending: each endpoint
-    receives a key's events in the order they happened, retries included."""
+    earlier one to the same endpoint about the same key (or policy) is pending, and while an
+    earlier event about it is due but not yet fanned out (another instance, or another loop,
+    may be fanning it out right now, its rows not yet committed): each endpoint receives a key's
+    events in the order they happened, retries included."""
     statement = _CLAIM.replace(_LOCKING, _skip_locked(session, "d"))
     taken = await execute_core(
         session,
