@@ -38,6 +38,11 @@ REQUIRE_SERVICES = os.environ.get("KEYHOUSE_TEST_REQUIRE_SERVICES") == "1"
 # app/kit/server_secret.py).
 SERVER_SECRET = "5e" * 32
 os.environ["KEYHOUSE_SECRET_KEY"] = SERVER_SECRET
+# No test deployment in this process delivers webhooks in the background: a delivery is a write
+# that would race with the snapshots and statement counts of the tests. Webhook tests run the
+# worker by hand; a `keyhouse serve` a test starts delivers as usual (tests/processes.py leaves
+# KEYHOUSE_* settings out of its environment).
+os.environ["KEYHOUSE_DELIVER_WEBHOOKS"] = "false"
 
 # Property-based tests (tests/fuzzing.py): a fixed, small number of examples per property, drawn
 # the same way on every run, so CI is fast and reproducible. KEYHOUSE_FUZZ_EXAMPLES=N runs N per

@@ -112,6 +112,49 @@ async def test_0008_carries_each_keys_scopes_over_to_a_row_each(database_url: st
     ]
 
 
+async def test_0011_gives_existing_organizations_the_revoke_policy_for_leaked_keys(
+    database_url: str,
+) -> None:
+    engine = create_engine(database_url)
+    created = datetime(2026, 11, 1, 12, 0)
+
+    def to_0009_with_a_key(connection: Connection) -> None:
+        command.downgrade(alembic_config(connection), "0009")
+        connection.execute(
+            text("INSERT INTO organizations (id, name, created_at) VALUES ('org_l', 'L', :at)"),
+            {"at": created},
+        )
+        connection.execute(
+            text(
+                "INSERT INTO api_keys (id, organization_id, name, name_key, scopes_text,"
+                " key_hash, hint, created_at) VALUES ('key_l', 'org_l', 'k', 'k', 'read:billing',"
+                " 'hash_l', 'kh_…', :at)"
+            ),
+            {"at": created},
+        )
+
+    def carried(connection: Connection) -> list[tuple[Any, ...]]:
+        rows = connection.execute(
+            text(
+                "SELECT o.leaked_key_action, k.leaked_at FROM organizations o"
+                " JOIN api_keys k ON k.organization_id = o.id WHERE o.id = 'org_l'"
+            )
+        )
+        return [tuple(row) for row in rows]
+
+    try:
+        async with engine.begin() as connection:
+            await connection.run_sync(to_0009_with_a_key)
+        await upgrade_to_head(engine)
+        async with engine.begin() as connection:
+            found = await connection.run_sync(carried)
+            await connection.execute(text("DELETE FROM api_keys WHERE organization_id = 'org_l'"))
+            await connection.execute(text("DELETE FROM organizations WHERE id = 'org_l'"))
+    finally:
+        await engine.dispose()
+    assert found == [("REVOKE", None)]
+
+
 async def test_0012_keeps_organizations_and_usage_and_makes_room_for_longer_outcomes(
     database_url: str,
 ) -> None:

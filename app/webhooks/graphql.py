@@ -178,7 +178,10 @@ class Query:
         rows, has_next_page = page
 
         async def count() -> int:
-            raise BadUserInput("totalCount is not counted for deliveries.")
+            async with info.context.db() as session:
+                return await service.count_deliveries(
+                    session, info.context.caller, str(endpoint_id)
+                )
 
         return Connection.of(
             rows,

@@ -21,7 +21,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from app.kit.db import SessionMaker, execute_core, session_scope
+from app.kit.db import SessionMaker, execute_core, is_outage, session_scope
 from app.kit.timeutil import utcnow
 from app.models.audit import wake_delivery_after_commit
 from app.models.events import EventType, OutboxEvent, event_data
@@ -149,6 +149,9 @@ async def notice_expiries_periodically(
                 written = await notice_expiries(session, clock())
             if written:
                 logger.info("expiry notices: %d written", written)
-        except Exception:
-            logger.exception("expiry notices failed; trying again at the next interval")
+        except Exception as error:
+            if is_outage(error):
+                logger.warning("expiry notices wait: the database did not answer")
+            else:
+                logger.exception("expiry notices failed; trying again at the next interval")
         await asyncio.sleep(interval_seconds)

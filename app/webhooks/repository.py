@@ -43,6 +43,9 @@ _CLAIM = (
     " AND NOT EXISTS (SELECT 1 FROM webhook_deliveries p"
     "  WHERE p.status = 'PENDING' AND p.endpoint_id = d.endpoint_id"
     "  AND p.subject_id = d.subject_id AND p.event_sequence < d.event_sequence)"
+    " AND NOT EXISTS (SELECT 1 FROM outbox_events o"
+    "  WHERE o.fanned_out_at IS NULL AND o.occurred_at <= :now"
+    "  AND o.subject_id = d.subject_id AND o.sequence < d.event_sequence)"
     " ORDER BY d.next_attempt_at LIMIT :limit /*locking*/)"
     " RETURNING id, endpoint_id, organization_id, event_id, payload, attempts, created_at"
 )
@@ -135,8 +138,10 @@ async def claim(
     session: AsyncSession, now: datetime, *, lease: timedelta, limit: int
 ) -> list[Claimed]:
     """Leases up to ``limit`` due deliveries of enabled endpoints. A delivery waits while an
-    earlier one to the same endpoint about the same key (or policy) is pending: each endpoint
-    receives a key's events in the order they happened, retries included."""
+    earlier one to the same endpoint about the same key (or policy) is pending, and while an
+    earlier event about it is due but not yet fanned out (another instance, or another loop,
+    may be fanning it out right now, its rows not yet committed): each endpoint receives a key's
+    events in the order they happened, retries included."""
     statement = _CLAIM.replace(_LOCKING, _skip_locked(session, "d"))
     taken = await execute_core(
         session,
@@ -170,30 +175,43 @@ class Attempt:
     next_attempt_at: datetime | None
 
 
+def _status(attempt: Attempt) -> DeliveryStatus:
+    if attempt.succeeded:
+        return DeliveryStatus.SUCCEEDED
+    return DeliveryStatus.FAILED if attempt.next_attempt_at is None else DeliveryStatus.PENDING
+
+
 async def record_attempts(session: AsyncSession, attempts: Sequence[Attempt]) -> None:
-    for attempt in attempts:
-        status = (
-            DeliveryStatus.SUCCEEDED
-            if attempt.succeeded
-            else DeliveryStatus.PENDING
-            if attempt.next_attempt_at is not None
-            else DeliveryStatus.FAILED
+    """One statement for the whole batch (executemany: one round trip on asyncpg)."""
+    if not attempts:
+        return
+    statement = (
+        update(WebhookDelivery)
+        .where(col(WebhookDelivery.id) == bindparam("delivery_id"))
+        .values(
+            status=bindparam("new_status"),
+            attempts=col(WebhookDelivery.attempts) + 1,
+            last_attempt_at=bindparam("at", type_=_TIME),
+            next_attempt_at=bindparam("next_at", type_=_TIME),
+            leased_until=None,
+            response_status=bindparam("code"),
+            response_excerpt=bindparam("excerpt"),
+            delivered_at=bindparam("delivered", type_=_TIME),
         )
-        await execute_core(
-            session,
-            update(WebhookDelivery)
-            .where(col(WebhookDelivery.id) == attempt.delivery_id)
-            .values(
-                status=status.value,
-                attempts=col(WebhookDelivery.attempts) + 1,
-                last_attempt_at=attempt.at,
-                next_attempt_at=attempt.next_attempt_at,
-                leased_until=None,
-                response_status=attempt.response_status,
-                response_excerpt=attempt.excerpt,
-                delivered_at=attempt.at if attempt.succeeded else None,
-            ),
-        )
+    )
+    rows = [
+        {
+            "delivery_id": attempt.delivery_id,
+            "new_status": _status(attempt).value,
+            "at": attempt.at,
+            "next_at": attempt.next_attempt_at,
+            "code": attempt.response_status,
+            "excerpt": attempt.excerpt,
+            "delivered": attempt.at if attempt.succeeded else None,
+        }
+        for attempt in attempts
+    ]
+    await execute_core(session, statement, rows)  # type: ignore[arg-type]
 
 
 async def disable_endpoint(session: AsyncSession, endpoint_id: str, now: datetime) -> bool:

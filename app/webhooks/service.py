@@ -12,7 +12,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import timedelta
 
-from sqlalchemy import delete, func
+from sqlalchemy import delete, func, literal
+from sqlalchemy import select as sa_select
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -22,7 +23,7 @@ from app.kit.boundary import excerpt, value_problem
 from app.kit.db import execute_core
 from app.kit.errors import UserError, UserErrorCode
 from app.kit.ids import is_id_of, new_id
-from app.kit.pagination import Cursor
+from app.kit.pagination import COUNT_LIMIT, Cursor
 from app.kit.timeutil import utcnow
 from app.models.audit import AuditAction, record_event
 from app.models.events import EventType
@@ -272,3 +273,20 @@ async def list_deliveries(
     ).limit(first + 1)
     rows = list((await session.exec(statement)).all())
     return rows[:first], len(rows) > first
+
+
+async def count_deliveries(session: AsyncSession, caller: Caller, endpoint_id: str) -> int:
+    """How many deliveries the caller's endpoint has, up to COUNT_LIMIT (the log grows with
+    every event: an exact count would read all of it)."""
+    endpoint = await get_endpoint(session, caller, endpoint_id)
+    if endpoint is None:
+        return 0
+    matching = (
+        sa_select(literal(1))
+        .select_from(WebhookDelivery)
+        .where(col(WebhookDelivery.endpoint_id) == endpoint.id)
+        .limit(COUNT_LIMIT)
+    )
+    statement = sa_select(func.count()).select_from(matching.subquery())
+    count: int = (await execute_core(session, statement)).scalar_one()
+    return count

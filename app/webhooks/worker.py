@@ -21,7 +21,7 @@ import httpx
 
 from app.auth.principal import Caller
 from app.config import Settings
-from app.kit.db import SessionMaker, session_scope
+from app.kit.db import SessionMaker, is_outage, session_scope
 from app.kit.timeutil import utcnow
 from app.metrics import WEBHOOK_ATTEMPTS
 from app.models.audit import AuditAction, record_event
@@ -50,6 +50,9 @@ PURGE_EVERY_SECONDS = 3600.0
 KEEP_EVENTS = timedelta(days=30)
 KEEP_DELIVERIES = timedelta(days=30)
 USER_AGENT = "keyhouse-webhooks"
+# Delivery loops per instance, sharing webhook_max_concurrency between them. One on SQLite: it
+# writes one transaction at a time, and its small pool also serves the requests.
+LANES = 4
 
 
 def retry_delay(attempts_made: int, rng: random.Random | None = None) -> timedelta:
@@ -87,7 +90,8 @@ class DeliveryWorker:
         self._clock = clock
         self._allowed: Collection[str] = allowed_http_hosts(settings.webhook_allow_http_hosts)
         self._lease = timedelta(seconds=settings.webhook_lease_seconds)
-        self._batch = settings.webhook_max_concurrency
+        self._lanes = 1 if settings.is_sqlite else LANES
+        self._batch = max(1, settings.webhook_max_concurrency // self._lanes)
         self._wake = asyncio.Event()
         self._client = httpx.AsyncClient(
             timeout=httpx.Timeout(settings.webhook_timeout_seconds),
@@ -101,18 +105,25 @@ class DeliveryWorker:
         self._wake.set()
 
     async def run(self) -> None:
-        """Deliver until cancelled."""
+        """Deliver until cancelled, in a few loops: each waits for its own batch's slowest
+        receiver (up to the timeout), so a slow endpoint holds up a lane, not every delivery."""
+        await asyncio.gather(*(self._lane(purges=lane == 0) for lane in range(self._lanes)))
+
+    async def _lane(self, *, purges: bool) -> None:
         last_purge = 0.0
         loop = asyncio.get_running_loop()
         while True:
             try:
                 busy = await self.step()
-                if loop.time() - last_purge > PURGE_EVERY_SECONDS:
+                if purges and loop.time() - last_purge > PURGE_EVERY_SECONDS:
                     last_purge = loop.time()
                     await self.purge()
-            except Exception:
-                # The database is away, say: try again at the next interval, never stop.
-                logger.exception("webhook delivery step failed; retrying")
+            except Exception as error:
+                # Try again at the next interval, never stop: nothing is lost meanwhile.
+                if is_outage(error):
+                    logger.warning("webhook delivery waits: the database did not answer")
+                else:
+                    logger.exception("webhook delivery step failed; retrying")
                 busy = False
             if not busy:
                 with contextlib.suppress(TimeoutError):

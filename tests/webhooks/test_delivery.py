@@ -5,6 +5,7 @@ The worker is run by hand here, step by step, on a clock the test moves."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
@@ -320,3 +321,55 @@ async def test_a_name_that_resolves_inside_the_network_is_never_connected_to(
     )
     assert (status, attempts, code) == ("PENDING", 1, None)
     assert "private" in excerpt
+
+
+async def test_two_instances_at_once_send_each_event_once(
+    runtime: Runtime, tenant: Tenant, receiver: Receiver, clock: Clock
+) -> None:
+    endpoint = await endpoint_for(runtime, tenant, receiver.url, events=["key.created"])
+    keys = [await make_key(runtime, tenant, f"k{n}") for n in range(12)]
+    workers = [
+        DeliveryWorker(runtime.sessionmaker, runtime.settings, runtime.server_secret, clock=clock)
+        for _ in range(2)
+    ]
+    try:
+        await asyncio.gather(*(run(worker) for worker in workers))
+    finally:
+        for worker in workers:
+            await worker.close()
+
+    ids = [
+        request.verified_with(endpoint.secret)["data"]["key"]["id"] for request in receiver.received
+    ]
+    assert sorted(ids) == sorted(key.id for key in keys)
+
+
+async def test_an_event_waits_for_an_earlier_one_about_its_key_still_being_fanned_out(
+    runtime: Runtime, tenant: Tenant, receiver: Receiver, worker: DeliveryWorker, clock: Clock
+) -> None:
+    from app.webhooks import repository
+
+    await endpoint_for(runtime, tenant, receiver.url)
+    key = await make_key(runtime, tenant, "k")
+    await revoke(runtime, tenant, key.id)
+    creation = (
+        "UPDATE outbox_events SET fanned_out_at = :at"
+        f" WHERE subject_id = '{key.id}' AND type = 'key.created'"
+    )
+
+    async def set_creation_fanned_out(at: datetime | None) -> None:
+        async with runtime.engine.begin() as connection:
+            await connection.execute(text(creation), {"at": at})
+
+    # Another instance took the revocation first, while the creation is still being fanned
+    # out by a transaction that has not committed: as far as this one sees, not fanned out.
+    await set_creation_fanned_out(datetime(2000, 1, 1))
+    async with session_scope(runtime.sessionmaker) as session:
+        await repository.fan_out(session, clock.now, limit=10)
+    await set_creation_fanned_out(None)
+    async with session_scope(runtime.sessionmaker) as session:
+        claimed = await repository.claim(session, clock.now, lease=timedelta(seconds=30), limit=10)
+    assert claimed == []
+
+    await run(worker)
+    assert [e["type"] for e in receiver.events()] == ["key.created", "key.revoked"]

@@ -40,6 +40,7 @@ mutation Rotate($id: ID!) {
 DELIVERIES = """
 query Deliveries($id: ID!, $first: Int, $after: String) {
   webhookDeliveries(endpointId: $id, first: $first, after: $after) {
+    totalCount
     pageInfo { hasNextPage endCursor }
     nodes { eventId eventType status attempts responseStatus nextAttemptAt }
   }
@@ -228,6 +229,7 @@ async def test_deliveries_are_listed_newest_first_with_their_status(
 
     first = await gql(client, DELIVERIES, {"id": endpoint.id, "first": 2}, key=tenant.admin_key)
     page = first.data["webhookDeliveries"]
+    assert page["totalCount"] == 3
     assert page["pageInfo"]["hasNextPage"] is True
     rest = await gql(
         client,
@@ -238,3 +240,17 @@ async def test_deliveries_are_listed_newest_first_with_their_status(
     nodes = page["nodes"] + rest.data["webhookDeliveries"]["nodes"]
     assert len({node["eventId"] for node in nodes}) == 3
     assert {node["eventType"] for node in nodes} == {"key.created"}
+
+
+async def test_the_database_never_holds_the_signing_secret(
+    client: httpx.AsyncClient, runtime: Runtime, tenant: Tenant
+) -> None:
+    created = await create(client, tenant.admin_key)
+    secret = created["signingSecret"]
+    rotated = await gql(client, ROTATE, {"id": created["endpoint"]["id"]}, key=tenant.admin_key)
+    new_secret = rotated.data["rotateWebhookSigningSecret"]["signingSecret"]
+
+    stored = repr(await snapshot(runtime))
+    for value in (secret, new_secret):
+        assert value not in stored
+        assert value.removeprefix("whsec_") not in stored
