@@ -63,9 +63,7 @@ async def credits_left(runtime: Runtime, key_id: str) -> int | None:
 
 async def budget_left(runtime: Runtime, secret: str) -> int:
     """Spends one unit of the budget to read what was left before it (cost 0: no credit)."""
-    verification = await runtime.verifier.verify(
-        Presentation.of(secret), client=ALLOWED, cost=0
-    )
+    verification = await runtime.verifier.verify(Presentation.of(secret), client=ALLOWED, cost=0)
     assert verification.ratelimit is not None, verification
     return verification.ratelimit.remaining + 1
 
