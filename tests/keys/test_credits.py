@@ -137,7 +137,8 @@ async def test_an_exhausted_key_is_told_when_its_next_refill_comes(
     refused = await verify(client, metered.secret)
 
     due = next_refill(RefillInterval.MONTHLY, datetime.now(UTC))
-    assert due is not None and due.day == 1
+    assert due is not None
+    assert due.day == 1
     assert refused["credits"]["refillAt"] == due.isoformat()
     assert due.strftime("%Y-%m-%dT00:00:00Z") in refused["hint"]
 
@@ -203,7 +204,7 @@ async def test_graphql_requests_spend_no_credits(
     assert await stored(runtime, tenant.admin_key_id) == (0, "")
 
 
-# --- several instances, spent in Redis --------------------------------------------------------------
+# --- several instances, spent in Redis ---------------------------------------------------------
 
 
 @pytest.fixture
@@ -221,7 +222,7 @@ async def test_two_instances_spending_in_redis_sell_exactly_the_credits(
 ) -> None:
     async with (
         serving(with_redis(settings, redis_url)) as (a, client_a),
-        serving(with_redis(settings, redis_url)) as (b, client_b),
+        serving(with_redis(settings, redis_url)) as (_, client_b),
     ):
         tenant = await make_tenant(a, "Acme")
         key = await make_key(a, tenant, "metered")
