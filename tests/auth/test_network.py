@@ -81,5 +81,5 @@ def test_uvicorn_trusts_exactly_the_configured_proxies() -> None:
 
 
 def test_a_trusted_proxy_setting_that_is_not_a_network_is_refused_naming_it() -> None:
-    with pytest.raises(ValueError, match="'10.0.0.0/33' is not an address"):
+    with pytest.raises(ValueError, match=r"'10\.0\.0\.0/33' is not an address"):
         Settings(trusted_proxies="127.0.0.1,10.0.0.0/33")

@@ -131,7 +131,7 @@ async def test_a_bad_ip_or_cost_is_a_422_naming_it_and_spends_nothing(
     assert await snapshot(runtime) == before
 
 
-# --- GET /v1/auth -----------------------------------------------------------------------------------
+# --- GET /v1/auth ---------------------------------------------------------------------------------
 
 
 async def test_forward_auth_takes_the_address_from_a_trusted_gateway(
@@ -205,7 +205,7 @@ async def test_forward_auth_spends_a_credit_and_says_what_is_left(
     assert (second.status_code, second.headers["X-Keyhouse-Code"]) == (403, "CREDITS_EXHAUSTED")
 
 
-# --- GraphQL ----------------------------------------------------------------------------------------
+# --- GraphQL -------------------------------------------------------------------------------------
 
 
 async def test_graphql_checks_the_calling_keys_allowlist(
