@@ -568,3 +568,50 @@ async def test_usage_counted_on_both_instances_is_stored_exactly_after_a_gracefu
     # last_used_at, written by the same flushes, for every key that authenticated.
     used = {key_id for key_id, outcome in load.expected if outcome == "VALID"}
     assert set(stored["last_used"]) == used
+
+
+# --- credits --------------------------------------------------------------------------------------
+
+GIVE_CREDITS = """
+mutation GiveCredits($input: UpdateApiKeyInput!) {
+  updateApiKey(input: $input) {
+    apiKey { credits { remaining } }
+    userErrors { code field message }
+  }
+}
+"""
+
+
+async def test_credits_are_sold_exactly_once_across_both_instances_and_stored_after_they_stop(
+    deployment: Deployment, organization: Organization
+) -> None:
+    """25 credits, 200 verifications at once spread over two instances and both endpoints:
+    exactly 25 are valid, and once both have stopped the database says none are left."""
+    with running_instances(deployment, "E", "F") as instances:
+        e, f = instances
+        async with (
+            httpx.AsyncClient(base_url=e.url, timeout=10, trust_env=False) as client_e,
+            httpx.AsyncClient(base_url=f.url, timeout=10, trust_env=False) as client_f,
+        ):
+            key = await create_key(client_e, organization.admin_key, "metered")
+            given = await gql(
+                client_f,
+                GIVE_CREDITS,
+                {"input": {"id": key.id, "credits": {"remaining": 25}}},
+                key=organization.admin_key,
+            )
+            assert given.data["updateApiKey"]["userErrors"] == [], given.body
+            clients = (client_e, client_f)
+
+            answers = await asyncio.gather(
+                *(check(clients[i % 2], ENDPOINTS[i // 2 % 2], key.secret) for i in range(200))
+            )
+
+        codes = Counter(answer.code for answer in answers)
+        assert codes == {"VALID": 25, "CREDITS_EXHAUSTED": 175}, codes
+        shut_down(instances)
+        assert_no_errors_logged(instances, {})
+    stored = await query(
+        deployment.database_url, "SELECT credits_remaining FROM api_keys WHERE id = :id", id=key.id
+    )
+    assert stored == [(0,)]
