@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from app.auth.network import NetworkProblem, parse_network
@@ -30,19 +31,38 @@ from app.kit.errors import UserError, UserErrorCode
 from app.models.organizations import Organization
 
 
+@dataclass(frozen=True, slots=True)
+class CheckedCreate:
+    """A creation's input as stored: the trimmed name, the sorted scopes, the metadata and
+    allowlist as text."""
+
+    name: str
+    scopes: list[str]
+    meta: str | None
+    ip_allowlist: str | None
+
+
 def check_create(
     data: KeyCreate, caller: Caller, catalogue: ScopeCatalogue, policy: Organization
-) -> tuple[str, list[str], list[UserError]]:
-    """The trimmed name, the sorted scopes, and every problem of the input at once."""
+) -> CheckedCreate | list[UserError]:
+    """The input as stored, or every problem of it at once."""
     name = data.name.strip()
     scopes = sorted(set(data.scopes))
+    meta = check_meta(data.meta)
+    allowlist = check_ip_allowlist(data.ip_allowlist)
     found = [
         name_error(name),
         scopes_error(scopes, caller, catalogue),
         _expiry_error(data.expires_in_days, policy),
         rate_limit_error(data.rate_limit),
+        meta if isinstance(meta, UserError) else None,
+        allowlist if isinstance(allowlist, UserError) else None,
+        credits_error(data.credits),
     ]
-    return name, scopes, [error for error in found if error is not None]
+    errors = [error for error in found if error is not None]
+    if errors or isinstance(meta, UserError) or isinstance(allowlist, UserError):
+        return errors
+    return CheckedCreate(name, scopes, meta, allowlist)
 
 
 def name_error(name: str) -> UserError | None:
