@@ -615,3 +615,34 @@ async def test_credits_are_sold_exactly_once_across_both_instances_and_stored_af
         deployment.database_url, "SELECT credits_remaining FROM api_keys WHERE id = :id", id=key.id
     )
     assert stored == [(0,)]
+
+
+FENCE = """
+mutation Fence($input: UpdateApiKeyInput!) {
+  updateApiKey(input: $input) { userErrors { code field message } }
+}
+"""
+
+
+async def test_without_trusted_proxies_a_forwarded_for_header_from_loopback_counts_for_nothing(
+    clients: Clients, organization: Organization
+) -> None:
+    """uvicorn on its own trusts X-Forwarded-For from 127.0.0.1; `keyhouse serve` hands it
+    KEYHOUSE_TRUSTED_PROXIES (none here), so a local client cannot claim another address."""
+    key = await create_key(clients.a, organization.admin_key, "fenced")
+    fenced = await gql(
+        clients.a,
+        FENCE,
+        {"input": {"id": key.id, "ipAllowlist": ["203.0.113.0/24"]}},
+        key=organization.admin_key,
+    )
+    assert fenced.data["updateApiKey"]["userErrors"] == [], fenced.body
+
+    response = await clients.b.get(
+        "/v1/auth",
+        headers={"X-API-Key": key.secret, "X-Forwarded-For": "203.0.113.7"},
+    )
+
+    assert response.status_code == 403
+    assert response.headers["X-Keyhouse-Code"] == "IP_NOT_ALLOWED"
+    assert "127.0.0.1" in response.json()["message"]
