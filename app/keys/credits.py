@@ -7,10 +7,10 @@ store that says how many are left:
 - **With Redis** (``KEYHOUSE_REDIS_URL``), one Lua script per use: it counts the use against the
   key's rate limit and, only if the limit allows it, refills a balance from an earlier period,
   spends if enough is left, and answers, in one step and one round trip (a key without credits
-  takes two for its rate limit alone). The balances are written
-  back to the database in batches (every few seconds and at shutdown), never per request; the
-  write-back only ever lowers a balance within a period, so instances writing back out of order
-  leave the lowest, which is Redis's.
+  takes two for its rate limit alone). The balances are written back to the database in
+  batches (every few seconds and at shutdown), never per request; the write-back only ever
+  lowers a balance within a period, so instances writing back out of order leave the lowest,
+  which is Redis's.
 - **Without Redis** (one process), one conditional ``UPDATE ... RETURNING`` in the database per
   spend, for keys with credits only: the one exception to "no database write per request".
 
@@ -30,7 +30,7 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
 import redis.asyncio as redis
@@ -45,7 +45,6 @@ from app.models.keys import ApiKey, RefillInterval
 
 logger = logging.getLogger(__name__)
 
-REMAINING_MAX = 1_000_000_000
 COST_MAX = 1_000
 REDIS_PREFIX = "keyhouse:credits:"
 REDIS_CONNECTIONS = 32
@@ -90,8 +89,7 @@ def next_refill(interval: RefillInterval | None, now: datetime) -> datetime | No
         return None
     moment = now.astimezone(UTC)
     if interval is RefillInterval.DAILY:
-        day = datetime(moment.year, moment.month, moment.day, tzinfo=UTC)
-        return day.fromordinal(day.toordinal() + 1).replace(tzinfo=UTC)
+        return datetime(moment.year, moment.month, moment.day, tzinfo=UTC) + timedelta(days=1)
     if moment.month == 12:
         return datetime(moment.year + 1, 1, 1, tzinfo=UTC)
     return datetime(moment.year, moment.month + 1, 1, tzinfo=UTC)
@@ -210,19 +208,29 @@ class CreditLedger:
         # version), the latest this instance saw.
         self._unwritten: dict[str, tuple[int, str, int]] = {}
 
-    @property
-    def in_redis(self) -> bool:
-        return self._redis is not None
-
     async def spend(self, key_id: str, terms: CreditTerms, cost: int, now: datetime) -> CreditSpend:
         """Spend ``cost`` credits of the key in the database, if that many are left (``cost``
-        0: only check that the key is not exhausted). Raises Unavailable when it does not
-        answer. With Redis, :meth:`hit_and_spend` instead."""
+        0: only check that the key is not exhausted), in one statement. Raises Unavailable when
+        the database does not answer. With Redis, :meth:`hit_and_spend` instead."""
         interval = terms.refill_interval
-        amount = terms.refill_amount if interval is not None else None
-        return await self._spend_in_database(
-            key_id, refill_period(interval, now), amount, cost, next_refill(interval, now)
-        )
+        refill_at = next_refill(interval, now)
+        values = {
+            "key_id": key_id,
+            "period": refill_period(interval, now),
+            "refills": interval is not None and terms.refill_amount is not None,
+            "amount": terms.refill_amount or 0,
+            "cost": cost,
+            "need": max(cost, 1),
+        }
+        with outages_as_unavailable():
+            async with self._sessionmaker() as session:
+                left = (await execute_core(session, _SPEND_IN_DATABASE, values)).scalar()
+                if left is None:
+                    left = (await execute_core(session, _BALANCE_IN_DATABASE, values)).scalar()
+                    await session.rollback()
+                    return CreditSpend(False, int(left or 0), refill_at)
+                await session.commit()
+        return CreditSpend(True, int(left), refill_at)
 
     async def hit_and_spend(
         self,
@@ -262,27 +270,6 @@ class CreditLedger:
             self._unwritten[key_id] = (int(remaining), _text(period), int(version))
         spend = CreditSpend(bool(spent), int(remaining), next_refill(interval, now))
         return HitAndSpend(hits, reset, spend)
-
-    async def _spend_in_database(
-        self, key_id: str, period: str, amount: int | None, cost: int, refill_at: datetime | None
-    ) -> CreditSpend:
-        values = {
-            "key_id": key_id,
-            "period": period,
-            "refills": amount is not None,
-            "amount": amount or 0,
-            "cost": cost,
-            "need": max(cost, 1),
-        }
-        with outages_as_unavailable():
-            async with self._sessionmaker() as session:
-                left = (await execute_core(session, _SPEND_IN_DATABASE, values)).scalar()
-                if left is None:
-                    left = (await execute_core(session, _BALANCE_IN_DATABASE, values)).scalar()
-                    await session.rollback()
-                    return CreditSpend(False, int(left or 0), refill_at)
-                await session.commit()
-        return CreditSpend(True, int(left), refill_at)
 
     async def write_back(self) -> None:
         """Write the balances spent in Redis to the database (a batch, not a write per use)."""
