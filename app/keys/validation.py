@@ -4,6 +4,7 @@ credits), and the errors that say which one it missed."""
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -181,6 +182,24 @@ def _depth(value: Any) -> int:
     return 0
 
 
+# The largest whole number every JSON reader holds exactly (a double's 53-bit mantissa).
+_SAFE_INTEGER = 2**53 - 1
+
+
+def _portable(value: Any) -> bool:
+    """Whether every number in ``value`` reads back the same in any JSON reader (and can be
+    written at all: infinity and NaN are not JSON)."""
+    if isinstance(value, dict):
+        return all(_portable(item) for item in value.values())
+    if isinstance(value, list):
+        return all(_portable(item) for item in value)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return True
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return -_SAFE_INTEGER <= value <= _SAFE_INTEGER
+
+
 def check_meta(meta: Any) -> str | UserError | None:
     """The metadata as stored (compact JSON text), None when cleared, or what is wrong."""
     if meta is None:
@@ -189,6 +208,12 @@ def check_meta(meta: Any) -> str | UserError | None:
         return _invalid("meta", 'meta must be a JSON object, e.g. {"customerId": "cus_123"}.')
     if len(meta) > META_MAX_KEYS:
         return _invalid("meta", f"meta may hold at most {META_MAX_KEYS} keys, got {len(meta)}.")
+    if not _portable(meta):
+        return _invalid(
+            "meta",
+            "meta numbers must be finite, and whole numbers within ±(2^53 − 1): what every "
+            "JSON reader holds exactly.",
+        )
     depth = _depth(meta)
     if depth > META_MAX_DEPTH:
         return _invalid("meta", f"meta may nest at most {META_MAX_DEPTH} levels deep, got {depth}.")

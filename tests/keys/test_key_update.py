@@ -286,6 +286,8 @@ BAD_INPUTS: list[tuple[str, Any, str]] = [
     ("meta", {"a": "x" * 2050, "b": "y" * 2050}, "at most 4096 bytes"),
     ("meta", {f"k{n}": n for n in range(33)}, "at most 32 keys"),
     ("meta", DEEP, "at most 3 levels"),
+    ("meta", {"n": 2**70}, "within ±(2^53 − 1)"),
+    ("meta", {"n": [float("inf")]}, "must be finite"),
     ("ipAllowlist", [f"10.0.{n // 256}.{n % 256}" for n in range(101)], "at most 100"),
     ("ipAllowlist", ["10.0.0.0/8", "10.0.0.0/33"], "entry 1 '10.0.0.0/33'"),
     ("ipAllowlist", ["example.com"], "not an IPv4 or IPv6"),
