@@ -15,7 +15,7 @@ UV_VENV ?= .venv-lock
 # keeps the pins and only resolves what pyproject.toml changed.
 UPGRADE ?= --upgrade
 
-.PHONY: install run test lint pytest schema bench lock
+.PHONY: install run test lint pytest schema settings-table bench lock
 
 # A changed lock rebuilds the environment from scratch (--clear), so nothing it no longer names
 # stays installed. Then keyhouse itself, without dependencies and built by the locked setuptools;
@@ -45,6 +45,10 @@ pytest: install
 
 schema: install
 	$(BIN)/keyhouse export-schema --output schema.graphql
+
+# The README's configuration table, from the settings themselves.
+settings-table: install
+	$(BIN)/python -m app.settings_table README.md
 
 lock:
 	$(PYTHON) -m venv $(UV_VENV)

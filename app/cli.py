@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, TypeVar
 
 import typer
 from pydantic import ValidationError
@@ -19,14 +19,17 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from sqlmodel import col, select
 
+from app import backup, serving
 from app.auth.principal import Caller
 from app.config import Plane, Settings
 from app.keys import repository as keys_repository
 from app.keys import revocation as keys_revocation
+from app.keys import rotation as keys_rotation
 from app.keys import schemas as keys_schemas
 from app.keys import service as keys_service
+from app.kit.boundary import name_key
 from app.kit.db import session_scope
-from app.kit.errors import UserError
+from app.kit.errors import BadUserInput, UserError
 from app.kit.pagination import Cursor
 from app.kit.server_secret import MissingServerSecret
 from app.kit.server_secret import generate as generate_secret
@@ -34,8 +37,11 @@ from app.kit.timeutil import utcnow
 from app.migrate import setup_lock, upgrade_to_head
 from app.models.keys import ApiKey, KeyStatus, ListedKey
 from app.models.organizations import Organization
+from app.models.usage import Counts, Granularity
+from app.operators.cli import operator_keys_commands
 from app.organizations.service import OrganizationCreated, create_organization
 from app.runtime import Runtime
+from app.usage import service as usage_service
 
 app = typer.Typer(help="keyhouse: issue, scope, verify and meter API keys.", no_args_is_help=True)
 orgs_app = typer.Typer(help="Organizations.", no_args_is_help=True)
@@ -93,7 +99,29 @@ def _fail(error: UserError) -> typer.Exit:
     return typer.Exit(code=2)
 
 
+async def _name_taken(runtime: Runtime, name: str) -> UserError | None:
+    """An organization already named ``name`` as people read it (case, width...): the operator
+    who runs `init` twice, or `orgs create` with a name in use, meant the one that exists."""
+    wanted = name_key(name.strip())
+    async with runtime.sessionmaker() as session:
+        rows = await session.exec(select(Organization.id, Organization.name))
+        for organization_id, existing in rows:
+            if name_key(existing) == wanted:
+                return UserError(
+                    "NAME_TAKEN",
+                    "name",
+                    f"An organization named {existing!r} exists already ({organization_id}); "
+                    "choose another name. Its admin key was shown when it was created: if it "
+                    "is lost, make another with `keyhouse keys create --organization "
+                    f"{organization_id} --name admin-2 --scope ...`.",
+                )
+    return None
+
+
 async def _new_organization(runtime: Runtime, name: str) -> OrganizationCreated | UserError:
+    taken = await _name_taken(runtime, name)
+    if taken is not None:
+        return taken
     async with session_scope(runtime.sessionmaker) as session:
         return await create_organization(
             session,
@@ -276,7 +304,7 @@ def keys_list(
     (console if console.is_terminal else Console(width=1000)).print(table)
 
 
-def _key_json(row: ListedKey, now: datetime) -> dict[str, object]:
+def _key_json(row: ListedKey | ApiKey, now: datetime) -> dict[str, object]:
     def moment(value: datetime | None) -> str | None:
         return None if value is None else value.isoformat()
 
@@ -314,11 +342,212 @@ def keys_revoke(
     )
 
 
+@keys_app.command("show")
+def keys_show(
+    organization: Annotated[str, typer.Option(help="Organization id.")],
+    key_id: Annotated[str, typer.Argument(help="The key's id.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON only.")] = False,
+) -> None:
+    """One key: its name, scopes, status, dates and limits (never its secret)."""
+
+    async def work(runtime: Runtime) -> ApiKey:
+        async with runtime.sessionmaker() as session:
+            key = await keys_repository.get_key(session, _operator(runtime, organization), key_id)
+        if key is None:
+            raise _fail(UserError("NOT_FOUND", "id", f"No key {key_id!r} in {organization!r}."))
+        return key
+
+    key = _run(work)
+    shown = _key_json(key, utcnow())
+    shown["rateLimit"] = (
+        None
+        if key.rate_limit_requests is None
+        else {"requests": key.rate_limit_requests, "perSeconds": key.rate_limit_per_seconds}
+    )
+    shown["replacedBy"] = key.superseded_by_key_id
+    if as_json:
+        typer.echo(json.dumps(shown))
+        return
+    for field, value in shown.items():
+        text = " ".join(value) if isinstance(value, list) else value
+        console.print(f"{field:>11}  {escape(str('-' if text is None else text))}", soft_wrap=True)
+
+
+@keys_app.command("rotate")
+def keys_rotate(
+    organization: Annotated[str, typer.Option(help="Organization id.")],
+    key_id: Annotated[str, typer.Argument(help="The key's id.")],
+    grace_period_hours: Annotated[
+        int, typer.Option(help="Hours the old secret keeps working (0: stops at once).")
+    ] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON only.")] = False,
+) -> None:
+    """A new secret for the key (same name, scopes and limits), printed once; the old one is
+    refused as SUPERSEDED after the grace period."""
+
+    async def work(runtime: Runtime) -> keys_schemas.KeyRotated | list[UserError]:
+        async with session_scope(runtime.sessionmaker) as session:
+            return await keys_rotation.rotate_key(
+                session,
+                _operator(runtime, organization),
+                keys_schemas.KeyRotate(key_id=key_id, grace_period_hours=grace_period_hours),
+                key_prefix=runtime.settings.key_prefix,
+                broadcast=runtime.broadcast,
+            )
+
+    result = _run(work)
+    if isinstance(result, list):
+        for error in result:
+            errors.print(f"[red]error[/red] {error.code} ({error.field}): {escape(error.message)}")
+        raise typer.Exit(code=2)
+    if as_json:
+        typer.echo(
+            json.dumps(
+                {
+                    "id": result.api_key.id,
+                    "apiKey": result.secret,
+                    "previousId": result.previous.id,
+                    "previousStopsAt": result.previous.superseded_at.isoformat()
+                    if result.previous.superseded_at
+                    else None,
+                }
+            )
+        )
+        return
+    console.print(f"Key [bold]{escape(result.api_key.name)}[/bold] ({result.api_key.id})")
+    console.print(f"  [bold green]{result.secret}[/bold green]  (shown once)", soft_wrap=True)
+    stops = result.previous.superseded_at
+    console.print(
+        f"The old secret ({result.previous.hint}) is refused from "
+        f"{'now' if stops is None else f'{stops:%Y-%m-%d %H:%M:%S} UTC'}."
+    )
+
+
+@app.command("usage")
+def usage_command(
+    organization: Annotated[str, typer.Option(help="Organization id.")],
+    days: Annotated[
+        int, typer.Option(help="The last DAYS days, today included.", min=1, max=3650)
+    ] = 30,
+    key: Annotated[str | None, typer.Option(help="One key's id, instead of all keys.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON only.")] = False,
+) -> None:
+    """An organization's uses over the last days (requests, valid, rejected): in total, by
+    key (the 20 most used) and by outcome. The same figures as the `usage` query."""
+    settings = Settings()
+    end = usage_service.floor_to(utcnow(), Granularity.DAY) + timedelta(days=1)
+    try:
+        query = usage_service.checked_query(
+            settings, end - timedelta(days=days), end, Granularity.DAY, api_key_id=key
+        )
+    except BadUserInput as error:
+        raise _fail(UserError("INVALID_INPUT", "days", error.message)) from None
+
+    async def work(runtime: Runtime) -> UsageFigures:
+        await _require_organization(runtime, organization)
+        caller = _operator(runtime, organization)
+        async with runtime.sessionmaker() as session:
+            by_key = await usage_service.by_key(session, caller, query, first=20)
+            return UsageFigures(
+                total=await usage_service.totals(session, caller, query),
+                by_key=by_key,
+                by_outcome=await usage_service.by_outcome(session, caller, query),
+                keys=await keys_repository.get_keys(
+                    session, caller, [share.label for share in by_key]
+                ),
+            )
+
+    figures = _run(work)
+    by_key = [
+        {"id": share.label, "name": figures.name_of(share.label), **_counts_json(share.counts)}
+        for share in figures.by_key
+    ]
+    if as_json:
+        answer = {
+            "from": query.start.isoformat(),
+            "to": query.end.isoformat(),
+            **_counts_json(figures.total),
+            "byKey": by_key,
+            "byOutcome": [
+                {"outcome": share.label, "requests": share.counts.requests}
+                for share in figures.by_outcome
+            ],
+        }
+        typer.echo(json.dumps(answer))
+        return
+    total = figures.total
+    console.print(
+        f"{query.start:%Y-%m-%d} to {query.end - timedelta(days=1):%Y-%m-%d} (UTC days): "
+        f"{total.requests:,} requests, "
+        f"{total.valid:,} valid, {total.rejected:,} rejected"
+    )
+    table = Table(Column("key", no_wrap=True), "name", "requests", "valid", "rejected")
+    for share in figures.by_key:
+        counts = share.counts
+        name = figures.name_of(share.label)
+        table.add_row(
+            share.label,
+            "-" if name is None else escape(name),
+            f"{counts.requests:,}",
+            f"{counts.valid:,}",
+            f"{counts.rejected:,}",
+        )
+    (console if console.is_terminal else Console(width=1000)).print(table)
+    outcomes = ", ".join(f"{s.label} {s.counts.requests:,}" for s in figures.by_outcome)
+    console.print(f"By outcome: {outcomes or '-'}")
+
+
+@dataclass(frozen=True)
+class UsageFigures:
+    total: Counts
+    by_key: list[usage_service.Share]
+    by_outcome: list[usage_service.Share]
+    keys: dict[str, ApiKey]
+
+    def name_of(self, key_id: str) -> str | None:
+        key = self.keys.get(key_id)
+        return None if key is None else key.name
+
+
+def _counts_json(counts: Counts) -> dict[str, int]:
+    return {"requests": counts.requests, "valid": counts.valid, "rejected": counts.rejected}
+
+
 @secret_app.command("generate")
 def secret_generate() -> None:
     """Print a new server secret: 32 random bytes as 64 hex characters, for KEYHOUSE_SECRET_KEY.
     Every instance of a deployment needs the same one."""
     typer.echo(generate_secret())
+
+
+@app.command("backup")
+def backup_command(
+    path: Annotated[Path, typer.Argument(help="The file to write (replaced once complete).")],
+) -> None:
+    """Copy the database to PATH while keyhouse serves: SQLite's online backup, or pg_dump's
+    custom format on PostgreSQL. The server secret is not in it: keep it apart."""
+    settings = Settings()
+    try:
+        backup.backup(settings.database_url, path)
+    except backup.BackupFailed as error:
+        errors.print(f"[red]error[/red] {escape(str(error))}")
+        raise typer.Exit(code=1) from None
+    console.print(f"Backed up to {escape(str(path))} ({path.stat().st_size:,} bytes)")
+
+
+@app.command("restore")
+def restore_command(
+    path: Annotated[Path, typer.Argument(help="A file written by `keyhouse backup`.")],
+) -> None:
+    """Restore a backup into the empty database KEYHOUSE_DATABASE_URL names, then migrate it
+    to this version's schema. Refused, changing nothing, when that database has tables."""
+    settings = Settings()
+    try:
+        backup.restore(settings.database_url, path)
+    except backup.BackupFailed as error:
+        errors.print(f"[red]error[/red] {escape(str(error))}")
+        raise typer.Exit(code=1) from None
+    console.print(f"Restored {escape(str(path))}; start keyhouse with the deployment's secret.")
 
 
 @app.command("export-schema")
@@ -348,11 +577,20 @@ def serve(
             "default: KEYHOUSE_PLANE, else all.",
         ),
     ] = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            help="Processes answering on the port (one per core); more than 1 needs "
+            "KEYHOUSE_REDIS_URL."
+        ),
+    ] = 1,
 ) -> None:
     """Run the service. On an empty database, first creates an organization and its admin key."""
-    import uvicorn
-
-    from app.main import create_app
+    settings = Settings() if plane is None else Settings(plane=plane)
+    problem = serving.workers_problem(settings, workers)
+    if problem is not None:
+        errors.print(f"[red]error[/red] {escape(problem)}")
+        raise typer.Exit(code=2)
 
     async def bootstrap(runtime: Runtime) -> OrganizationCreated | UserError | None:
         # Instances started together on an empty database create one first organization.
@@ -373,31 +611,16 @@ def serve(
             "--name admin --scope read:api_keys --scope write:api_keys ...` "
             "(`keyhouse orgs list` shows the organizations' ids)."
         )
-    settings = Settings() if plane is None else Settings(plane=plane)
     if settings.plane is not Plane.DATA:
         console.print(
             f"GraphiQL: http://{host}:{port}/graphql  "
             "(send the key as header X-API-Key in GraphiQL's Headers tab)"
         )
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
-    uvicorn.run(
-        create_app(runtime=_runtime(settings)),
-        host=host,
-        port=port,
-        log_config=None,
-        access_log=False,
-        # One notion of a trusted proxy (app/auth/network.py): uvicorn would otherwise trust
-        # X-Forwarded-For from 127.0.0.1 on its own, whatever KEYHOUSE_TRUSTED_PROXIES says.
-        **forwarding(settings),
-    )
+    serving.serve(settings, host=host, port=port, workers=workers, runtime=_runtime)
 
 
-def forwarding(settings: Settings) -> dict[str, Any]:
-    """uvicorn's proxy settings, from KEYHOUSE_TRUSTED_PROXIES alone."""
-    trusted = [str(network) for network in settings.trusted_proxy_networks]
-    return {"proxy_headers": bool(trusted), "forwarded_allow_ips": trusted}
+# The operator's keys: their commands live with the operator plane (app/operators/cli.py).
+app.add_typer(operator_keys_commands(_run), name="operator-keys")
 
 
 def main() -> None:

@@ -37,6 +37,11 @@ class Plane(StrEnum):
     ALL = "all"
 
 
+class LogFormat(StrEnum):
+    TEXT = "text"  # time, level, logger, message: for a terminal
+    JSON = "json"  # one JSON object per line: for a log pipeline
+
+
 class Settings(BaseSettings):
     # Errors never echo a setting's value: it may be a secret or a URL with a password.
     model_config = SettingsConfigDict(
@@ -101,14 +106,46 @@ class Settings(BaseSettings):
     # operation four times over and refuses what costs much more.
     graphql_max_cost: int = Field(default=60_000, ge=1)
 
+    # Whether this instance delivers webhooks and writes expiry notices (every instance may:
+    # they share the work). Off for an instance that should only answer requests.
+    deliver_webhooks: bool = True
+    # Webhooks. Plain http (and private addresses) only to these hosts, comma-separated: a
+    # receiver inside the deployment's own network, or tests.
+    webhook_allow_http_hosts: str = ""
+    # Each attempt gets this long to connect and to be answered.
+    webhook_timeout_seconds: float = Field(default=5.0, gt=0, le=30)
+    # How often an instance looks for events and deliveries other instances committed (its own
+    # commits wake it at once).
+    webhook_poll_interval_seconds: float = Field(default=0.5, gt=0)
+    # An instance attempting a delivery holds it this long; after a crash another takes it over.
+    webhook_lease_seconds: float = Field(default=30.0, gt=0)
+    # Attempts in flight at once, per instance.
+    webhook_max_concurrency: int = Field(default=64, ge=1)
+    # How often the expiry notices are looked for.
+    expiry_notice_interval_seconds: float = Field(default=60.0, gt=0)
+    # The public keys leak reports are signed with, as GitHub publishes them:
+    # {"public_keys": [{"key_identifier", "key", "is_current"}]} (PEM keys). Unset: the leak
+    # report endpoint answers 404.
+    leak_report_public_keys: str | None = None
+
     plane: Plane = Plane.ALL
+
+    # The address people reach keyhouse at (https://keys.example.com), for the dashboard
+    # sign-in links the operator API makes; by default, the address the request came to.
+    public_url: str | None = None
+    # How long a dashboard sign-in made with such a link lasts.
+    dashboard_sign_in_hours: int = Field(default=8, ge=1, le=24)
 
     # The proxies (comma-separated addresses or CIDR blocks) whose X-Forwarded-For / X-Real-IP
     # say where a request came from: a gateway in front of keyhouse. Nobody by default: the
     # connection's peer is the caller. uvicorn's forwarded_allow_ips is set from this too.
     trusted_proxies: str = ""
 
-    log_level: str = "INFO"
+    log_level: str = Field(default="INFO", pattern=r"^(?i:DEBUG|INFO|WARNING|ERROR|CRITICAL)$")
+    log_format: LogFormat = LogFormat.TEXT
+    # Where the workers of `keyhouse serve --workers N` keep their metrics, for /metrics to sum
+    # (emptied at start); by default a temporary directory of the server's own.
+    metrics_directory: str | None = None
 
     @field_validator("database_url")
     @classmethod

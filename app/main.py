@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gc
 import logging
 import time
@@ -12,7 +14,7 @@ from typing import Any
 import orjson
 from fastapi import FastAPI
 from graphql import introspection_from_schema
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -24,14 +26,20 @@ from app.graphql.schema import KeyhouseSchema, build_schema
 from app.graphql.view import KeyhouseGraphQL
 from app.health import readiness
 from app.keys.router import DataPlaneRoute, data_plane_routes
+from app.kit.logs import REQUEST_ID, request_id_for
+from app.leaks.router import leak_report_route
 from app.metrics import (
     BROADCAST_CONNECTED,
     HTTP_REQUEST_DURATION,
     KEY_CACHE_ENTRIES,
+    MULTIPROCESS_DIRECTORY,
     RATE_LIMIT_SHARED,
     USAGE_BUFFERED_BUCKETS,
     USAGE_OLDEST_UNFLUSHED,
+    exposition,
+    forget_this_process,
 )
+from app.operators.router import operator_routes
 from app.runtime import Runtime
 from app.usage.router import usage_csv_route
 
@@ -40,7 +48,17 @@ logger = logging.getLogger(__name__)
 
 # The routes requests are timed under; any other path is 'other' (labels stay a fixed set).
 _TIMED_ROUTES = frozenset(
-    {"/v1/keys/verify", "/v1/auth", "/v1/usage.csv", "/graphql", "/healthz", "/readyz", "/metrics"}
+    {
+        "/v1/keys/verify",
+        "/v1/auth",
+        "/v1/usage.csv",
+        "/v1/keys/leaked",
+        "/v1/operator/usage.csv",
+        "/graphql",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+    }
 )
 _timers: dict[tuple[str, int], Any] = {}
 
@@ -71,11 +89,15 @@ class KeyhouseApp(FastAPI):
             return
         started = time.perf_counter()
         status = 500  # what the client sees if the app fails before it starts an answer
+        request_id = request_id_for(scope["headers"])
+        REQUEST_ID.set(request_id)  # this request's task only: its log lines name it
+        echoed = (b"x-request-id", request_id.encode())
 
         async def timed_send(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                message["headers"] = [*message.get("headers", ()), echoed]
             await send(message)
 
         try:
@@ -97,6 +119,17 @@ def observe_state(runtime: Runtime) -> None:
     USAGE_OLDEST_UNFLUSHED.set(0 if oldest is None else max(0.0, time.time() - oldest * 60))
     BROADCAST_CONNECTED.set(1 if runtime.broadcast.live else 0)
     RATE_LIMIT_SHARED.set(1 if runtime.limiter.backend == "redis" else 0)
+
+
+# With several workers, the one answering /metrics cannot read the others' state: each writes
+# its own gauges this often, and a scrape shows them at most this old.
+STATE_INTERVAL_SECONDS = 1.0
+
+
+async def observe_state_periodically(runtime: Runtime) -> None:
+    while True:
+        observe_state(runtime)
+        await asyncio.sleep(STATE_INTERVAL_SECONDS)
 
 
 def schema_introspection(schema: KeyhouseSchema) -> Route:
@@ -122,6 +155,9 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await runtime.start()
+        state = None
+        if MULTIPROCESS_DIRECTORY is not None:
+            state = asyncio.create_task(observe_state_periodically(runtime), name="metrics-state")
         # Everything allocated so far lives as long as the process; keeping it out of the
         # collector's generations removes the full-collection pauses that dominate p99.
         gc.collect()
@@ -129,7 +165,12 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         try:
             yield
         finally:
+            if state is not None:
+                state.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await state
             await runtime.stop()
+            forget_this_process()
 
     app = KeyhouseApp(
         title="keyhouse",
@@ -153,7 +194,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
 
     async def metrics(_: Request) -> Response:
         observe_state(runtime)
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+        return Response(exposition(), media_type=CONTENT_TYPE_LATEST)
 
     if plane is not Plane.DATA:
         schema = build_schema(runtime.settings)
@@ -165,6 +206,12 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         # Usage for analysts' tools: the `usage` query's figures as CSV, read from the database
         # like GraphQL, so served by the control plane.
         app.router.routes.append(usage_csv_route(runtime))
+        # Leak reports from secret scanners: they write (revoke), so the control plane.
+        leaks = leak_report_route(runtime)
+        if leaks is not None:
+            app.router.routes.append(leaks)
+        # The operator plane's CSV and the dashboard sign-in links' use.
+        app.router.routes.extend(operator_routes(runtime))
         # The dashboard is a client of the control plane, served beside it.
         app.router.routes.extend(dashboard_routes())
     app.router.routes.extend(

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.config import Settings
+from app.config import Plane, Settings
 from app.keys import idempotency
 from app.keys.broadcast import KeyChangeBroadcast
 from app.keys.cache import KeyCache
@@ -22,8 +22,11 @@ from app.keys.verification import KeyVerifier
 from app.kit import server_secret
 from app.kit.db import SessionMaker, create_engine, create_sessionmaker
 from app.kit.ratelimit import RateLimiter
+from app.models.audit import OUTBOX_WRITTEN
 from app.usage.recorder import UsageRecorder
 from app.usage.service import usage_retention
+from app.webhooks.notices import notice_expiries_periodically
+from app.webhooks.worker import DeliveryWorker
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +46,7 @@ class Runtime:
     verifier: KeyVerifier
     server_secret: bytes
     ledger: CreditLedger
+    webhooks: DeliveryWorker
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     @classmethod
@@ -78,6 +82,9 @@ class Runtime:
             catalogue=catalogue,
             ledger=ledger,
         )
+        webhooks = DeliveryWorker(sessionmaker, settings, secret)
+        # Every unit of work that commits an outbox event wakes this instance's worker.
+        sessionmaker.configure(info={OUTBOX_WRITTEN: webhooks.wake})
         return cls(
             settings,
             engine,
@@ -90,6 +97,7 @@ class Runtime:
             verifier,
             secret,
             ledger,
+            webhooks,
         )
 
     async def start(self) -> None:
@@ -105,6 +113,18 @@ class Runtime:
                 idempotency.purge_periodically(self.sessionmaker), name="idempotency-purge"
             ),
         ]
+        # Webhooks and expiry notices are the control plane's work: a data-plane process keeps
+        # its latency to itself.
+        if self.settings.plane is not Plane.DATA and self.settings.deliver_webhooks:
+            self._tasks += [
+                asyncio.create_task(self.webhooks.run(), name="webhook-delivery"),
+                asyncio.create_task(
+                    notice_expiries_periodically(
+                        self.sessionmaker, self.settings.expiry_notice_interval_seconds
+                    ),
+                    name="expiry-notices",
+                ),
+            ]
 
     async def stop(self) -> None:
         self.broadcast.stop_listening()
@@ -126,4 +146,5 @@ class Runtime:
         await self.ledger.close()
         await self.broadcast.close()
         await self.limiter.close()
+        await self.webhooks.close()
         await self.engine.dispose()

@@ -608,8 +608,6 @@ class ServeCall:
 @pytest.fixture
 def no_server(monkeypatch: pytest.MonkeyPatch) -> list[ServeCall]:
     """``serve`` does everything but listen: uvicorn.run records its arguments instead."""
-    import logging
-
     import uvicorn
 
     calls: list[ServeCall] = []
@@ -619,7 +617,6 @@ def no_server(monkeypatch: pytest.MonkeyPatch) -> list[ServeCall]:
         calls.append(ServeCall(host, port))
 
     monkeypatch.setattr(uvicorn, "run", run)
-    monkeypatch.setattr(logging, "basicConfig", lambda **_: None)
     return calls
 
 
@@ -707,8 +704,6 @@ def test_serve_in_a_fresh_directory_answers_with_the_key_it_printed(tmp_path: Pa
 def test_serve_runs_the_plane_it_is_asked_for(
     cli_database: str, monkeypatch: pytest.MonkeyPatch, plane: str
 ) -> None:
-    import logging
-
     import uvicorn
     from starlette.routing import Route
 
@@ -719,7 +714,6 @@ def test_serve_runs_the_plane_it_is_asked_for(
         served.append(routes | set(app.data_plane))
 
     monkeypatch.setattr(uvicorn, "run", run)
-    monkeypatch.setattr(logging, "basicConfig", lambda **_: None)
 
     result = succeeded(keyhouse("serve", "--plane", plane))
 

@@ -18,6 +18,8 @@ class Outcome(StrEnum):
     CONFLICTING = "CONFLICTING"
     # Decided from the key's record.
     UNKNOWN = "UNKNOWN"
+    # The operator suspended the key's organization: checked before the key's own standing.
+    ORGANIZATION_SUSPENDED = "ORGANIZATION_SUSPENDED"
     REVOKED = "REVOKED"
     EXPIRED = "EXPIRED"
     SUPERSEDED = "SUPERSEDED"
@@ -59,12 +61,18 @@ _ATTRIBUTABLE = frozenset(
         Outcome.DISABLED,
         Outcome.IP_NOT_ALLOWED,
         Outcome.CREDITS_EXHAUSTED,
+        Outcome.ORGANIZATION_SUSPENDED,
     }
 )
 # CREDITS_EXHAUSTED is a 403, not a 429: waiting a little does not help (the next refill may be
 # a month away, or never), and nginx's auth_request passes 401 and 403 through but no 429.
 _FORBIDDEN = frozenset(
-    {Outcome.INSUFFICIENT_SCOPE, Outcome.IP_NOT_ALLOWED, Outcome.CREDITS_EXHAUSTED}
+    {
+        Outcome.INSUFFICIENT_SCOPE,
+        Outcome.IP_NOT_ALLOWED,
+        Outcome.CREDITS_EXHAUSTED,
+        Outcome.ORGANIZATION_SUSPENDED,
+    }
 )
 
 

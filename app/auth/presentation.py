@@ -152,6 +152,13 @@ def _explain_malformed(value: str, problem: FormatProblem, prefix: str) -> Rejec
             "Replace it with your actual key; check that the variable holding the key was "
             "expanded before the request was sent.",
         )
+    if problem is FormatProblem.PREFIX and value.startswith((f"{prefix}o_", f"{prefix}d_")):
+        return Rejection(
+            Outcome.MALFORMED,
+            f"The API key is malformed: it does not start with '{prefix}_'.",
+            f"This is an operator key ({prefix}o_…) or a dashboard sign-in ({prefix}d_…): "
+            "they work on /graphql only. Services and gateways check organizations' keys.",
+        )
     if problem is FormatProblem.PREFIX:
         detail = f"it does not start with '{prefix}_'"
     elif problem is FormatProblem.LENGTH:

@@ -60,6 +60,9 @@ class KeyRecord:
     allowlist: tuple[IPNetwork, ...] | None = None
     # None: unlimited. What is left is asked of the ledger on each use (app/keys/credits.py).
     credits: CreditTerms | None = None
+    # The key's organization was suspended by the operator when the key was loaded; a
+    # suspension or resumption drops the organization's entries on every instance.
+    organization_suspended: bool = False
     # The scopes in name order, as answers list them: sorted once, when the key is cached.
     sorted_scopes: tuple[str, ...] = field(init=False)
 
@@ -78,7 +81,12 @@ class KeyRecord:
 
     @classmethod
     def from_row(
-        cls, row: ApiKey, rate_limit: RateLimitItem, replacement: ApiKey | None = None
+        cls,
+        row: ApiKey,
+        rate_limit: RateLimitItem,
+        replacement: ApiKey | None = None,
+        *,
+        organization_suspended: bool = False,
     ) -> KeyRecord:
         return cls(
             id=row.id,
@@ -108,6 +116,7 @@ class KeyRecord:
                 else tuple(parse_network(entry) for entry in row.ip_allowlist.split())
             ),
             credits=CreditTerms.of(row),
+            organization_suspended=organization_suspended,
         )
 
 
@@ -174,6 +183,15 @@ class KeyCache:
         key_hash = self._hash_by_id.pop(key_id, None)
         if key_hash is not None:
             self._entries.pop(key_hash, None)
+
+    def invalidate_organization(self, organization_id: str) -> None:
+        """Drop every entry of one organization (suspended or resumed). A scan of the cache:
+        this happens on an operator's action, rarely, and keeps the hot path free of an index
+        by organization."""
+        self.generation += 1
+        for key_hash, (_, record) in list(self._entries.items()):
+            if record.organization_id == organization_id:
+                self._drop(key_hash)
 
     def forget_unknown(self, key_hash: str) -> None:
         """A key with this hash now exists (it was just created)."""

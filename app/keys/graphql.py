@@ -16,7 +16,7 @@ import strawberry
 from strawberry.scalars import JSON
 
 from app.graphql.context import Context, Info
-from app.graphql.permissions import needs
+from app.graphql.permissions import needs, needs_organization_key
 from app.graphql.types import Connection, UsageCounts, UserErrorType, selects, user_errors
 from app.keys import loaders, repository, revocation, rotation, schemas, service, update
 from app.keys.credits import next_refill, refill_period
@@ -160,6 +160,9 @@ class ApiKeyType:
         description="The networks the key may be used from; empty: anywhere."
     )
     credits: Credits | None = strawberry.field(description="Null: the key's uses are unlimited.")
+    leaked_at: datetime | None = strawberry.field(
+        description="When a secret scanner reported this key found in public; null if never."
+    )
     own_rate_limit: strawberry.Private[schemas.RateLimit | None]
     superseded_by_id: strawberry.Private[str | None]
 
@@ -227,6 +230,7 @@ class ApiKeyType:
             status=row.status_at(now),
             superseded_at=row.superseded_at,
             last_used_at=context.latest_use(row.id, row.last_used_at),
+            leaked_at=row.leaked_at,
             superseded_by_id=row.superseded_by_key_id,
             enabled=row.enabled,
             meta=None if row.meta is None else json.loads(row.meta),
@@ -454,7 +458,9 @@ class Query:
             row = await repository.get_key(session, info.context.caller, str(id))
         return None if row is None else ApiKeyType.of(row, info.context)
 
-    @strawberry.field(description="Every scope a key can hold.")
+    @strawberry.field(
+        description="Every scope a key can hold.", extensions=needs_organization_key()
+    )
     def scopes(self, info: Info) -> list[Scope]:
         return [
             Scope(name=scope.name, description=scope.description)

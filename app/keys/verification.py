@@ -8,8 +8,8 @@ nothing at the later ones (no rate-limit budget, no credit).
 1. format: choose the key the request presented, check its shape and checksum (no I/O);
 2. known: hash it and look it up, cache first (no database round trip on a hit); a database
    that does not answer for a key not in the cache is UNAVAILABLE, never a guess;
-3. (reserved for the organization's standing: a suspended organization's keys are refused here,
-   before anything about the key itself);
+3. the organization's standing: a suspended organization's keys are refused as
+   ORGANIZATION_SUSPENDED, before anything about the key itself;
 4. the key's own standing: REVOKED, then SUPERSEDED, EXPIRED, DISABLED (a key that is gone for
    good is told so before one that is only paused);
 5. where from: IP_NOT_ALLOWED when the key has an allowlist and the caller's address is outside
@@ -59,6 +59,7 @@ from app.metrics import (
     VERIFICATIONS,
 )
 from app.models.keys import ApiKey
+from app.models.organizations import Organization
 
 logger = logging.getLogger(__name__)
 
@@ -195,6 +196,15 @@ class KeyVerifier:
         record = await self._known(hash_secret(chosen))
         if not isinstance(record, KeyRecord):
             return self._refuse(operation, record.outcome, record.message, record.hint)
+        if record.organization_suspended:
+            return self._refuse(
+                operation,
+                Outcome.ORGANIZATION_SUSPENDED,
+                "This API key's organization is suspended.",
+                "Every key of the organization is refused until the provider resumes it; "
+                "contact the provider of this API.",
+                record,
+            )
         now = time.time()
         refusal = self._standing(record, now) or self._place_and_purpose(
             record, client, required_scopes
@@ -420,28 +430,36 @@ class KeyVerifier:
             if cached is not None:
                 return cached
             with outages_as_unavailable():
-                row, replacement = await self._read(key_hash)
+                row, replacement, suspended = await self._read(key_hash)
         if row is None:
             self._cache.remember_unknown(key_hash, generation)
             return None
-        record = KeyRecord.from_row(row, self.rate_limit_for(row), replacement)
+        record = KeyRecord.from_row(
+            row, self.rate_limit_for(row), replacement, organization_suspended=suspended
+        )
         self._cache.put(key_hash, record, generation)
         return record
 
-    async def _read(self, key_hash: str) -> tuple[ApiKey | None, ApiKey | None]:
-        """The key's row and, for a superseded key, its replacement's."""
+    async def _read(self, key_hash: str) -> tuple[ApiKey | None, ApiKey | None, bool]:
+        """The key's row, for a superseded key its replacement's, and whether the key's
+        organization is suspended (read in the same statement)."""
         KEY_DATABASE_LOOKUPS.inc()
         async with self._sessionmaker() as session:
-            row = (
-                await session.exec(select(ApiKey).where(col(ApiKey.key_hash) == key_hash))
+            found = (
+                await session.exec(
+                    select(ApiKey, col(Organization.suspended_at))
+                    .join(Organization, col(Organization.id) == col(ApiKey.organization_id))
+                    .where(col(ApiKey.key_hash) == key_hash)
+                )
             ).first()
+            row, suspended_at = (None, None) if found is None else found
             # A superseded key's refusal names its replacement (one more query, only then).
             replacement = (
                 None
                 if row is None or row.superseded_by_key_id is None
                 else await session.get(ApiKey, row.superseded_by_key_id)
             )
-        return row, replacement
+        return row, replacement, suspended_at is not None
 
     def rate_limit_for(self, row: ApiKey) -> RateLimitItem:
         if row.rate_limit_requests is None or row.rate_limit_per_seconds is None:

@@ -71,6 +71,13 @@ class ApiKey(SQLModel, table=True):
             sqlite_where=text(EXPIRING_CONDITION),
             postgresql_where=text(EXPIRING_CONDITION),
         ),
+        # The expiry notices' walk over every organization's keys, by expiry.
+        Index(
+            "ix_api_keys_expires",
+            "expires_at",
+            sqlite_where=text(EXPIRING_CONDITION),
+            postgresql_where=text(EXPIRING_CONDITION),
+        ),
         Index(
             "ix_api_keys_org_superseded",
             "organization_id",
@@ -124,6 +131,8 @@ class ApiKey(SQLModel, table=True):
     credits_version: int = Field(
         default=0, sa_column=Column(sa_Integer, nullable=False, server_default=text("0"))
     )
+    # When a secret scanner reported the key found in public (POST /v1/keys/leaked).
+    leaked_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
     @property
     def scopes(self) -> list[str]:
@@ -131,6 +140,22 @@ class ApiKey(SQLModel, table=True):
 
     def status_at(self, now: datetime) -> KeyStatus:
         return key_status(self.revoked_at, self.superseded_at, self.expires_at, now, self.enabled)
+
+    def public_fields(self, now: datetime) -> dict[str, object]:
+        """What an event may tell about the key: never its secret or its hash."""
+        return {
+            "id": self.id,
+            "name": self.name,
+            "hint": self.hint,
+            "scopes": self.scopes,
+            "status": self.status_at(now).value,
+            "createdAt": self.created_at,
+            "expiresAt": self.expires_at,
+            "revokedAt": self.revoked_at,
+            "supersededAt": self.superseded_at,
+            "supersededByKeyId": self.superseded_by_key_id,
+            "leakedAt": self.leaked_at,
+        }
 
     def scope_rows(self) -> list[ApiKeyScope]:
         return [
@@ -208,6 +233,7 @@ class ListedKey:
     credits_refill_amount: int | None
     credits_refill_interval: str | None
     credits_period: str | None
+    leaked_at: datetime | None
 
     @property
     def scopes(self) -> list[str]:

@@ -8,8 +8,8 @@ import ipaddress
 import pytest
 
 from app.auth.network import NetworkProblem, client_address, parse_address, parse_network
-from app.cli import forwarding
 from app.config import Settings
+from app.serving import forwarding
 
 GATEWAY = [ipaddress.ip_network("10.0.0.0/8")]
 

@@ -30,7 +30,10 @@ OUTSIDE = "198.51.100.1"
 @pytest.fixture
 def settings(database_url: str) -> Settings:
     return Settings(
-        database_url=database_url, usage_flush_interval_seconds=3600, trusted_proxies="10.0.0.0/8"
+        database_url=database_url,
+        usage_flush_interval_seconds=3600,
+        deliver_webhooks=False,
+        trusted_proxies="10.0.0.0/8",
     )
 
 
