@@ -13,8 +13,13 @@ does not decide the verdict:
 * keyhouse ``POST /v1/keys/verify`` with a valid, cached key;
 * keyhouse ``GET /v1/auth`` with the key in ``X-API-Key``;
 
-plus the in-process verification function (``KeyVerifier.verify``) on a cached key. Prints a table
-and the issue's targets, and writes benchmarks/results/verify.json.
+plus the in-process verification function (``KeyVerifier.verify``) on a cached key.
+
+Then, on a second keyhouse server with Redis configured (``--redis-url``; skipped when Redis does
+not answer), the key controls' cost: ``POST /v1/keys/verify`` with a key that has an IP allowlist
+and credits (each use spends one in Redis: a Lua script's round trip), against the plain cached
+key on the same server, whose rate limit is counted in Redis too. Prints a table and the issues'
+targets, and writes benchmarks/results/verify.json.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import argparse
 import asyncio
 import gc
 import json
+import socket
 import statistics
 import sys
 import tempfile
@@ -31,6 +37,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from common import (
     HUGE_RATE_LIMIT,
@@ -75,6 +82,11 @@ OPERATION = "bench"
 VERIFY_MIN_RATIO = 0.70
 VERIFY_MAX_P99_MS = 5.0
 IN_PROCESS_MAX_US = 10.0
+CONTROLS_MIN_RATIO = 0.80
+# The controlled key: usable from this network only, with more credits than any run spends.
+ALLOWLIST = ["127.0.0.0/8", "203.0.113.0/24"]
+CALLER_IP = "203.0.113.7"
+CREDITS = 1_000_000_000
 
 
 @dataclass(frozen=True)
@@ -190,6 +202,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--rounds", type=int, default=3, help="turns of all four targets (ratios: the median)"
     )
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
+    parser.add_argument(
+        "--redis-url",
+        default="redis://127.0.0.1:6379/0",
+        help="Redis for the key controls' rows (skipped when it does not answer)",
+    )
     return parser.parse_args(argv)
 
 
@@ -270,7 +287,12 @@ def run(args: argparse.Namespace, workdir: Path) -> tuple[list[Measurement], dic
             "passed": in_process.median_batch_mean_us < IN_PROCESS_MAX_US,
         },
     ]
+    controls = measure_controls(args, workdir, env, tenant, load)
+    if controls is not None:
+        measurements.extend(controls.measurements)
+        targets.append(controls.target)
     return measurements, {
+        "controls": None if controls is None else controls.summary,
         "load": asdict(load),
         "measurements": [m.as_json() for m in measurements],
         "rounds": [{name: m.as_json() for name, m in each.items()} for each in rounds],
@@ -293,6 +315,118 @@ def run(args: argparse.Namespace, workdir: Path) -> tuple[list[Measurement], dic
         "targets": targets,
         "passed": all(t["passed"] for t in targets),
     }
+
+
+@dataclass(frozen=True)
+class Controls:
+    measurements: list[Measurement]
+    target: dict[str, Any]
+    summary: dict[str, Any]
+
+
+def redis_answers(url: str) -> bool:
+    parts = urlsplit(url)
+    try:
+        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 6379), 1):
+            return True
+    except OSError:
+        return False
+
+
+def graphql(server: Server, key: str, query: str, variables: dict[str, Any]) -> dict[str, Any]:
+    status, _, raw = http_request(
+        server.url("/graphql"),
+        method="POST",
+        body=json.dumps({"query": query, "variables": variables}).encode(),
+        headers={"Content-Type": "application/json", "X-API-Key": key},
+    )
+    answer: dict[str, Any] = json.loads(raw)
+    if status != 200 or answer.get("errors"):
+        raise BenchmarkError(f"GraphQL failed: {status} {answer}")
+    return answer
+
+
+CREATE_CONTROLLED = """
+mutation($input: CreateApiKeyInput!) { createApiKey(input: $input) { apiKey { id } secret } }
+"""
+CONTROL = """
+mutation($input: UpdateApiKeyInput!) { updateApiKey(input: $input) { userErrors { message } } }
+"""
+
+
+def controlled_key(server: Server, admin_key: str) -> str:
+    """A key with an allowlist and credits, made through the control plane."""
+    created = graphql(
+        server, admin_key, CREATE_CONTROLLED, {"input": {"name": "controlled", "scopes": [SCOPE]}}
+    )["data"]["createApiKey"]
+    controls = {"ipAllowlist": ALLOWLIST, "credits": {"remaining": CREDITS}}
+    changed = graphql(
+        server, admin_key, CONTROL, {"input": {"id": created["apiKey"]["id"], **controls}}
+    )
+    if changed["data"]["updateApiKey"]["userErrors"]:
+        raise BenchmarkError(f"updateApiKey refused: {changed}")
+    secret: str = created["secret"]
+    return secret
+
+
+def measure_controls(
+    args: argparse.Namespace, workdir: Path, env: dict[str, str], tenant: Any, load: LoadSettings
+) -> Controls | None:
+    """The controlled key against the plain one, both verified by one server with Redis."""
+    if not redis_answers(args.redis_url):
+        print(f"Key controls: skipped, no Redis at {args.redis_url}", flush=True)
+        return None
+    print("Key controls: allowlist + credits in Redis vs the plain key, with Redis", flush=True)
+    redis_env = {**env, "KEYHOUSE_REDIS_URL": args.redis_url}
+    plain_name, controlled_name = "verify, plain key (Redis)", "verify, allowlist + credits (Redis)"
+    with keyhouse_server(redis_env, log_dir=workdir) as keyhouse:
+        secret = controlled_key(keyhouse, tenant.api_key)
+        bodies = {
+            plain_name: {"key": tenant.api_key, "scopes": [SCOPE], "operation": OPERATION},
+            controlled_name: {
+                "key": secret,
+                "scopes": [SCOPE],
+                "operation": OPERATION,
+                "ip": CALLER_IP,
+            },
+        }
+        scripts = {
+            name: write_wrk_script(
+                workdir / f"controls-{number}.lua",
+                method="POST",
+                body=json.dumps(body),
+                headers={"Content-Type": "application/json"},
+            )
+            for number, (name, body) in enumerate(bodies.items())
+        }
+        for body in bodies.values():
+            check_verify_answer(keyhouse, json.dumps(body))
+        rounds = measure_in_rounds(
+            [Target(name, keyhouse, "/v1/keys/verify", script) for name, script in scripts.items()],
+            load=load,
+            rounds=args.rounds,
+        )
+        for body in bodies.values():
+            check_verify_answer(keyhouse, json.dumps(body))
+    for each in rounds:
+        for measurement in each.values():
+            check_clean(measurement)
+    ratio = median_ratio(rounds, controlled_name, plain_name)
+    return Controls(
+        measurements=[median_measurement(rounds, name) for name in (plain_name, controlled_name)],
+        target={
+            "target": "allowlist + credits (Redis) req/s >= 80% of the plain key (Redis)",
+            "value": f"{ratio:.0%}",
+            "passed": ratio >= CONTROLS_MIN_RATIO,
+        },
+        summary={
+            "controlled/plain": ratio,
+            "roundRatios": [
+                throughput_ratio(each[controlled_name], each[plain_name]) for each in rounds
+            ],
+            "cpuRatio": median_cpu_ratio(rounds, controlled_name, plain_name),
+        },
+    )
 
 
 def report(results: dict[str, Any], measurements: list[Measurement]) -> None:
@@ -326,9 +460,17 @@ def report(results: dict[str, Any], measurements: list[Measurement]) -> None:
             f"{in_process['database_statements']}"
         )
     )
+    controls = results["controls"]
+    if controls is not None:
+        rounds = ", ".join(f"{value:.0%}" for value in controls["roundRatios"])
+        print(
+            f"key controls: allowlist + credits (Redis) / plain key (Redis) = "
+            f"{controls['controlled/plain']:.0%} (rounds: {rounds}), CPU-time ratio "
+            f"{percent(controls['cpuRatio'])}"
+        )
     print()
     print_table(
-        ["issue 3 target", "measured", "verdict"],
+        ["target (issues 3, 17)", "measured", "verdict"],
         [[t["target"], t["value"], verdict(t["passed"])] for t in results["targets"]],
     )
 

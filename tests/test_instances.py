@@ -612,3 +612,82 @@ async def test_an_organization_suspended_on_a_is_refused_on_b_at_the_very_next_r
     assert answer.code == "ORGANIZATION_SUSPENDED", answer
     if endpoint == "auth":
         assert answer.status == 403
+
+
+# --- credits --------------------------------------------------------------------------------------
+
+GIVE_CREDITS = """
+mutation GiveCredits($input: UpdateApiKeyInput!) {
+  updateApiKey(input: $input) {
+    apiKey { credits { remaining } }
+    userErrors { code field message }
+  }
+}
+"""
+
+
+async def test_credits_are_sold_exactly_once_across_both_instances_and_stored_after_they_stop(
+    deployment: Deployment, organization: Organization
+) -> None:
+    """25 credits, 200 verifications at once spread over two instances and both endpoints:
+    exactly 25 are valid, and once both have stopped the database says none are left."""
+    # One after the other: two processes starting at once on a busy machine take their time.
+    with running_instances(deployment, "E") as (e,), running_instances(deployment, "F") as (f,):
+        instances = (e, f)
+        async with (
+            httpx.AsyncClient(base_url=e.url, timeout=10, trust_env=False) as client_e,
+            httpx.AsyncClient(base_url=f.url, timeout=10, trust_env=False) as client_f,
+        ):
+            key = await create_key(client_e, organization.admin_key, "metered")
+            given = await gql(
+                client_f,
+                GIVE_CREDITS,
+                {"input": {"id": key.id, "credits": {"remaining": 25}}},
+                key=organization.admin_key,
+            )
+            assert given.data["updateApiKey"]["userErrors"] == [], given.body
+            clients = (client_e, client_f)
+
+            answers = await asyncio.gather(
+                *(check(clients[i % 2], ENDPOINTS[i // 2 % 2], key.secret) for i in range(200))
+            )
+
+        codes = Counter(answer.code for answer in answers)
+        assert codes == {"VALID": 25, "CREDITS_EXHAUSTED": 175}, codes
+        shut_down(instances)
+        assert_no_errors_logged(instances, {})
+    stored = await query(
+        deployment.database_url, "SELECT credits_remaining FROM api_keys WHERE id = :id", id=key.id
+    )
+    assert stored == [(0,)]
+
+
+FENCE = """
+mutation Fence($input: UpdateApiKeyInput!) {
+  updateApiKey(input: $input) { userErrors { code field message } }
+}
+"""
+
+
+async def test_without_trusted_proxies_a_forwarded_for_header_from_loopback_counts_for_nothing(
+    clients: Clients, organization: Organization
+) -> None:
+    """uvicorn on its own trusts X-Forwarded-For from 127.0.0.1; `keyhouse serve` hands it
+    KEYHOUSE_TRUSTED_PROXIES (none here), so a local client cannot claim another address."""
+    key = await create_key(clients.a, organization.admin_key, "fenced")
+    fenced = await gql(
+        clients.a,
+        FENCE,
+        {"input": {"id": key.id, "ipAllowlist": ["203.0.113.0/24"]}},
+        key=organization.admin_key,
+    )
+    assert fenced.data["updateApiKey"]["userErrors"] == [], fenced.body
+
+    response = await clients.b.get(
+        "/v1/auth",
+        headers={"X-API-Key": key.secret, "X-Forwarded-For": "203.0.113.7"},
+    )
+
+    assert response.status_code == 403
+    assert response.headers["X-Keyhouse-Code"] == "IP_NOT_ALLOWED"
+    assert "127.0.0.1" in response.json()["message"]

@@ -112,6 +112,59 @@ async def test_0008_carries_each_keys_scopes_over_to_a_row_each(database_url: st
     ]
 
 
+async def test_0010_leaves_existing_keys_enabled_unrestricted_and_unlimited(
+    database_url: str,
+) -> None:
+    engine = create_engine(database_url)
+    created = datetime(2026, 11, 1, 12, 0)
+    key_id = "key_" + "c" * 22
+
+    def to_0009_with_a_key(connection: Connection) -> None:
+        command.downgrade(alembic_config(connection), "0009")
+        connection.execute(
+            text("INSERT INTO organizations (id, name, created_at) VALUES ('org_n', 'N', :at)"),
+            {"at": created},
+        )
+        connection.execute(
+            text(
+                "INSERT INTO api_keys (id, organization_id, name, name_key, scopes_text,"
+                " key_hash, hint, created_at) VALUES (:id, 'org_n', 'k', 'k', 'read:billing',"
+                " :id, 'kh_…', :at)"
+            ),
+            {"id": key_id, "at": created},
+        )
+        connection.execute(
+            text(
+                "INSERT INTO api_key_scopes (api_key_id, scope, organization_id, created_at)"
+                " VALUES (:id, 'read:billing', 'org_n', :at)"
+            ),
+            {"id": key_id, "at": created},
+        )
+
+    try:
+        async with engine.begin() as connection:
+            await connection.run_sync(to_0009_with_a_key)
+        await upgrade_to_head(engine)
+        async with engine.begin() as connection:
+            row = (
+                await connection.execute(
+                    text(
+                        "SELECT enabled, meta, ip_allowlist, credits_remaining, credits_version"
+                        " FROM api_keys WHERE id = :id"
+                    ),
+                    {"id": key_id},
+                )
+            ).one()
+            for table in ("api_key_scopes", "api_keys"):
+                await connection.execute(
+                    text(f"DELETE FROM {table} WHERE organization_id = 'org_n'")
+                )
+            await connection.execute(text("DELETE FROM organizations WHERE id = 'org_n'"))
+    finally:
+        await engine.dispose()
+    assert (bool(row[0]), *row[1:]) == (True, None, None, None, 0)
+
+
 async def test_0011_gives_existing_organizations_the_revoke_policy_for_leaked_keys(
     database_url: str,
 ) -> None:

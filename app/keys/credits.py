@@ -4,11 +4,13 @@ Spending is the one step of verification that may not be answered from an instan
 two instances each holding "5 left" would sell 10. So a spend is one atomic step in the shared
 store that says how many are left:
 
-- **With Redis** (``KEYHOUSE_REDIS_URL``), one Lua script per spend: it refills a balance from an
-  earlier period, spends if enough is left, and answers, in one step. The balances are written
-  back to the database in batches (every few seconds and at shutdown), never per request; the
-  write-back only ever lowers a balance within a period, so instances writing back out of order
-  leave the lowest, which is Redis's.
+- **With Redis** (``KEYHOUSE_REDIS_URL``), one Lua script per use: it counts the use against the
+  key's rate limit and, only if the limit allows it, refills a balance from an earlier period,
+  spends if enough is left, and answers, in one step and one round trip (a key without credits
+  takes two for its rate limit alone). The balances are written back to the database in
+  batches (every few seconds and at shutdown), never per request; the write-back only ever
+  lowers a balance within a period, so instances writing back out of order leave the lowest,
+  which is Redis's.
 - **Without Redis** (one process), one conditional ``UPDATE ... RETURNING`` in the database per
   spend, for keys with credits only: the one exception to "no database write per request".
 
@@ -26,11 +28,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
 import redis.asyncio as redis
+from limits import RateLimitItem
 from redis.exceptions import RedisError
 from sqlalchemy import Boolean, Integer, String, and_, bindparam, case, or_, select, update
 from sqlmodel import col
@@ -41,9 +45,10 @@ from app.models.keys import ApiKey, RefillInterval
 
 logger = logging.getLogger(__name__)
 
-REMAINING_MAX = 1_000_000_000
 COST_MAX = 1_000
 REDIS_PREFIX = "keyhouse:credits:"
+REDIS_CONNECTIONS = 32
+REDIS_TIMEOUT_SECONDS = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,8 +89,7 @@ def next_refill(interval: RefillInterval | None, now: datetime) -> datetime | No
         return None
     moment = now.astimezone(UTC)
     if interval is RefillInterval.DAILY:
-        day = datetime(moment.year, moment.month, moment.day, tzinfo=UTC)
-        return day.fromordinal(day.toordinal() + 1).replace(tzinfo=UTC)
+        return datetime(moment.year, moment.month, moment.day, tzinfo=UTC) + timedelta(days=1)
     if moment.month == 12:
         return datetime(moment.year + 1, 1, 1, tzinfo=UTC)
     return datetime(moment.year, moment.month + 1, 1, tzinfo=UTC)
@@ -97,25 +101,39 @@ class CreditSpend(NamedTuple):
     refill_at: datetime | None
 
 
-# KEYS[1]: the key's balance (a hash: r remaining, p period, v version).
-# ARGV: version, remaining and period from the database, the current period, the refill amount
-# (-1: none), the cost. A spend needs max(cost, 1) left: at 0 the key is refused, also to a
-# request that would spend nothing.
-_SPEND = """
-local v = tonumber(redis.call('HGET', KEYS[1], 'v') or '-1')
+class HitAndSpend(NamedTuple):
+    """A use counted against the rate limit and, if the limit allowed it, its credits."""
+
+    hits: int  # in the rate-limit window, this use included
+    reset: float  # when the window ends (Unix time)
+    spend: CreditSpend | None  # None: rate limited, no credit asked for
+
+
+# One round trip per use of a key with credits: the rate-limit hit, counted as ``limits`` counts
+# it (INCRBY, EXPIRE on the window's first hit), then, only if the hit is within the limit, the
+# spend. KEYS: the rate-limit counter, the key's balance (a hash: r remaining, p period, v
+# version). ARGV: the window's seconds, the limit; the version, remaining and period from the
+# database; the current period, the refill amount (-1: none), the cost. A spend needs
+# max(cost, 1) left: at 0 the key is refused, also to a request that would spend nothing.
+_HIT_AND_SPEND = """
+local hits = redis.call('INCRBY', KEYS[1], 1)
+if hits == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
+local ttl = redis.call('TTL', KEYS[1])
+if hits > tonumber(ARGV[2]) then return {hits, ttl} end
+local v = tonumber(redis.call('HGET', KEYS[2], 'v') or '-1')
 local r, p
-if v < tonumber(ARGV[1]) then
-  v = tonumber(ARGV[1]); r = tonumber(ARGV[2]); p = ARGV[3]
+if v < tonumber(ARGV[3]) then
+  v = tonumber(ARGV[3]); r = tonumber(ARGV[4]); p = ARGV[5]
 else
-  r = tonumber(redis.call('HGET', KEYS[1], 'r')); p = redis.call('HGET', KEYS[1], 'p')
+  r = tonumber(redis.call('HGET', KEYS[2], 'r')); p = redis.call('HGET', KEYS[2], 'p')
 end
-local amount = tonumber(ARGV[5])
-if amount >= 0 and p < ARGV[4] then r = amount; p = ARGV[4] end
-local cost = tonumber(ARGV[6])
+local amount = tonumber(ARGV[7])
+if amount >= 0 and p < ARGV[6] then r = amount; p = ARGV[6] end
+local cost = tonumber(ARGV[8])
 local spent = 0
 if r >= math.max(cost, 1) then r = r - cost; spent = 1 end
-redis.call('HSET', KEYS[1], 'r', r, 'p', p, 'v', v)
-return {spent, r, p, v}
+redis.call('HSET', KEYS[2], 'r', r, 'p', p, 'v', v)
+return {hits, ttl, spent, r, p, v}
 """
 
 
@@ -174,52 +192,33 @@ class CreditLedger:
         self._sessionmaker = sessionmaker
         self._redis: redis.Redis | None = None
         if redis_url:
-            self._redis = redis.Redis.from_url(
-                redis_url, socket_connect_timeout=0.5, socket_timeout=0.5
+            # A bounded pool that requests wait for: a burst of uses of one key must not open a
+            # connection each (and time out opening them); a second is long for Redis, and then
+            # the use is answered UNAVAILABLE.
+            pool = redis.BlockingConnectionPool.from_url(
+                redis_url,
+                max_connections=REDIS_CONNECTIONS,
+                timeout=REDIS_TIMEOUT_SECONDS,
+                socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
+                socket_timeout=REDIS_TIMEOUT_SECONDS,
             )
-            self._script = self._redis.register_script(_SPEND)
+            self._redis = redis.Redis(connection_pool=pool)
+            self._script = self._redis.register_script(_HIT_AND_SPEND)
         # Balances spent in Redis since the last write-back: key id -> (remaining, period,
         # version), the latest this instance saw.
         self._unwritten: dict[str, tuple[int, str, int]] = {}
 
-    @property
-    def in_redis(self) -> bool:
-        return self._redis is not None
-
     async def spend(self, key_id: str, terms: CreditTerms, cost: int, now: datetime) -> CreditSpend:
-        """Spend ``cost`` credits of the key, if that many are left (``cost`` 0: only check
-        that the key is not exhausted). Raises Unavailable when the store does not answer."""
-        period = refill_period(terms.refill_interval, now)
-        refill_at = next_refill(terms.refill_interval, now)
-        amount = terms.refill_amount if terms.refill_interval is not None else None
-        if self._redis is None:
-            return await self._spend_in_database(key_id, period, amount, cost, refill_at)
-        try:
-            spent, remaining, stored_period, version = await self._script(
-                keys=[REDIS_PREFIX + key_id],
-                args=[
-                    terms.version,
-                    terms.remaining,
-                    terms.period,
-                    period,
-                    -1 if amount is None else amount,
-                    cost,
-                ],
-            )
-        except (RedisError, OSError) as error:
-            raise Unavailable("The credit store is unavailable; retry in a few seconds.") from error
-        if spent and cost:
-            self._unwritten[key_id] = (int(remaining), _text(stored_period), int(version))
-        return CreditSpend(bool(spent), int(remaining), refill_at)
-
-    async def _spend_in_database(
-        self, key_id: str, period: str, amount: int | None, cost: int, refill_at: datetime | None
-    ) -> CreditSpend:
+        """Spend ``cost`` credits of the key in the database, if that many are left (``cost``
+        0: only check that the key is not exhausted), in one statement. Raises Unavailable when
+        the database does not answer. With Redis, :meth:`hit_and_spend` instead."""
+        interval = terms.refill_interval
+        refill_at = next_refill(interval, now)
         values = {
             "key_id": key_id,
-            "period": period,
-            "refills": amount is not None,
-            "amount": amount or 0,
+            "period": refill_period(interval, now),
+            "refills": interval is not None and terms.refill_amount is not None,
+            "amount": terms.refill_amount or 0,
             "cost": cost,
             "need": max(cost, 1),
         }
@@ -232,6 +231,45 @@ class CreditLedger:
                     return CreditSpend(False, int(left or 0), refill_at)
                 await session.commit()
         return CreditSpend(True, int(left), refill_at)
+
+    async def hit_and_spend(
+        self,
+        counter: str,
+        limit: RateLimitItem,
+        key_id: str,
+        terms: CreditTerms,
+        cost: int,
+        now: datetime,
+    ) -> HitAndSpend:
+        """In Redis, in one round trip: count a hit on the rate-limit ``counter``, then spend
+        as :meth:`spend` does if the hit is within ``limit``. Raises Unavailable when Redis
+        does not answer."""
+        assert self._redis is not None, "only with Redis"
+        interval = terms.refill_interval
+        amount = terms.refill_amount if interval is not None else None
+        args: list[int | str] = [
+            limit.get_expiry(),
+            limit.amount,
+            terms.version,
+            terms.remaining,
+            terms.period,
+            refill_period(interval, now),
+            -1 if amount is None else amount,
+            cost,
+        ]
+        try:
+            answer = await self._script(keys=[counter, REDIS_PREFIX + key_id], args=args)
+        except (RedisError, OSError) as error:
+            raise Unavailable("The credit store is unavailable; retry in a few seconds.") from error
+        hits, ttl = int(answer[0]), int(answer[1])
+        reset = max(ttl, 0) + time.time()
+        if len(answer) == 2:
+            return HitAndSpend(hits, reset, None)
+        spent, remaining, period, version = answer[2:]
+        if spent and cost:
+            self._unwritten[key_id] = (int(remaining), _text(period), int(version))
+        spend = CreditSpend(bool(spent), int(remaining), next_refill(interval, now))
+        return HitAndSpend(hits, reset, spend)
 
     async def write_back(self) -> None:
         """Write the balances spent in Redis to the database (a batch, not a write per use)."""
@@ -264,7 +302,7 @@ class CreditLedger:
     async def close(self) -> None:
         if self._redis is not None:
             with contextlib.suppress(RedisError, OSError):
-                await self._redis.aclose()
+                await self._redis.aclose(close_connection_pool=True)
 
 
 def _text(value: Any) -> str:

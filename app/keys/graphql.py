@@ -270,6 +270,17 @@ class CreateApiKeyInput:
         description="Retrying with the same key (within 24 hours) returns the same key and "
         "secret instead of creating another.",
     )
+    meta: JSON | None = strawberry.field(
+        default=None,
+        description="A JSON object of your own: at most 4 KB as JSON, 32 keys, 3 levels deep.",
+    )
+    ip_allowlist: list[str] | None = strawberry.field(
+        default=None,
+        description="Up to 100 IPv4/IPv6 addresses or CIDR blocks; omit: usable from anywhere.",
+    )
+    credits: CreditsInput | None = strawberry.field(
+        default=None, description="Omit for a key whose uses are unlimited."
+    )
 
 
 @strawberry.type
@@ -481,6 +492,9 @@ class Mutation:
                         )
                     ),
                     idempotency_key=input.idempotency_key,
+                    meta=input.meta,
+                    ip_allowlist=input.ip_allowlist,
+                    credits=None if input.credits is None else input.credits.value(),
                 ),
                 catalogue=runtime.catalogue,
                 key_prefix=runtime.settings.key_prefix,

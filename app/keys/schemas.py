@@ -57,6 +57,19 @@ class Credits:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class KeyCreate:
+    name: str
+    scopes: Sequence[str]
+    expires_in_days: int | None = None
+    rate_limit: RateLimit | None = None
+    idempotency_key: str | None = None
+    # The key controls, as updateApiKey sets them (app/keys/update.py).
+    meta: Any = None
+    ip_allowlist: Sequence[str] | None = None
+    credits: Credits | None = None
+
+
 class Unchanged(Enum):
     """An update's field that was not given: the key keeps what it has. (None clears it.)"""
 
@@ -87,15 +100,6 @@ GRACE_HOURS_MAX = 720
 # Rotating a key that never expires under a policy that requires expiry, with no upper bound
 # set, gives the new key this lifetime.
 ROTATION_DEFAULT_DAYS = 90
-
-
-@dataclass(frozen=True, slots=True)
-class KeyCreate:
-    name: str
-    scopes: Sequence[str]
-    expires_in_days: int | None = None
-    rate_limit: RateLimit | None = None
-    idempotency_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,9 @@ Rotation is app/keys/rotation.py, revocation app/keys/revocation.py.
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
+from typing import Any
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -16,12 +18,13 @@ from app.auth.principal import Caller
 from app.auth.secret import generate_secret, hash_secret, hint_for
 from app.keys import idempotency
 from app.keys.broadcast import KeyChangeBroadcast
+from app.keys.credits import refill_period
 from app.keys.policy import supersede_others
 from app.keys.replay import Replay
 from app.keys.repository import insert_key, live_name_exists
 from app.keys.schemas import KeyCreate, KeyCreated
 from app.keys.scopes import ScopeCatalogue
-from app.keys.validation import check_create, check_idempotency_key, name_taken
+from app.keys.validation import CheckedCreate, check_create, check_idempotency_key, name_taken
 from app.kit.boundary import name_key
 from app.kit.errors import UserError
 from app.kit.timeutil import utcnow
@@ -47,16 +50,18 @@ async def create_key(
     if misuse is not None:
         return [misuse]
     # Every check before a replay: a replay must not answer a caller the request would refuse.
-    name, scopes, errors = check_create(data, caller, catalogue, policy)
-    if errors:
-        return errors
+    checked = check_create(data, caller, catalogue, policy)
+    if isinstance(checked, list):
+        return checked
+    name = checked.name
     digest = idempotency.request_digest(
         "createApiKey",
         {
             "name": data.name,
-            "scopes": scopes,
+            "scopes": checked.scopes,
             "expiresInDays": data.expires_in_days,
             "rateLimit": None if data.rate_limit is None else data.rate_limit.as_json(),
+            **_controls(checked, data),
         },
         caller,
     )
@@ -70,10 +75,10 @@ async def create_key(
         return await replay.creation() or [name_taken(name)]
 
     secret = generate_secret(key_prefix)
-    api_key = _new_key(caller, name, scopes, data, secret, key_prefix)
+    api_key = _new_key(caller, checked, data, secret, key_prefix)
     if not await insert_key(session, api_key):
         return await replay.creation() or [name_taken(name)]
-    _record_creation(session, caller, api_key, data)
+    _record_creation(session, caller, api_key, data, _controls(checked, data))
     superseded: list[ApiKey] = []
     if policy.single_active_key:
         superseded = await supersede_others(
@@ -89,16 +94,38 @@ async def create_key(
     return KeyCreated(api_key, secret, superseded)
 
 
+def _controls(checked: CheckedCreate, data: KeyCreate) -> dict[str, Any]:
+    """The controls a creation was given, as audit details and request digests name them; none
+    when it was given none (so that digests of requests without them stay as they were)."""
+    controls = {
+        "meta": None if checked.meta is None else json.loads(checked.meta),
+        "ipAllowlist": None if checked.ip_allowlist is None else checked.ip_allowlist.split(),
+        "credits": None if data.credits is None else data.credits.as_json(),
+    }
+    return {name: value for name, value in controls.items() if value is not None}
+
+
 def _new_key(
-    caller: Caller, name: str, scopes: list[str], data: KeyCreate, secret: str, key_prefix: str
+    caller: Caller, checked: CheckedCreate, data: KeyCreate, secret: str, key_prefix: str
 ) -> ApiKey:
     now = utcnow()
-    limit = data.rate_limit
+    limit, credits = data.rate_limit, data.credits
+    refill = None if credits is None else credits.refill
     return ApiKey(
         organization_id=caller.organization_id,
-        name=name,
-        name_key=name_key(name),
-        scopes_text=" ".join(scopes),
+        name=checked.name,
+        name_key=name_key(checked.name),
+        scopes_text=" ".join(checked.scopes),
+        meta=checked.meta,
+        ip_allowlist=checked.ip_allowlist,
+        credits_remaining=None if credits is None else credits.remaining,
+        credits_refill_amount=None if refill is None else refill.amount,
+        credits_refill_interval=None if refill is None else refill.interval.value,
+        credits_period=(
+            None
+            if credits is None
+            else refill_period(None if refill is None else refill.interval, now)
+        ),
         key_hash=hash_secret(secret),
         hint=hint_for(secret, key_prefix),
         created_at=now,
@@ -112,7 +139,11 @@ def _new_key(
 
 
 def _record_creation(
-    session: AsyncSession, caller: Caller, api_key: ApiKey, data: KeyCreate
+    session: AsyncSession,
+    caller: Caller,
+    api_key: ApiKey,
+    data: KeyCreate,
+    controls: dict[str, Any],
 ) -> None:
     record_event(
         session,
@@ -125,5 +156,6 @@ def _record_creation(
             "scopes": api_key.scopes,
             "expiresAt": api_key.expires_at,
             "rateLimit": None if data.rate_limit is None else data.rate_limit.as_json(),
+            **controls,
         },
     )

@@ -4,7 +4,9 @@ credits), and the errors that say which one it missed."""
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from app.auth.network import NetworkProblem, parse_network
@@ -30,19 +32,38 @@ from app.kit.errors import UserError, UserErrorCode
 from app.models.organizations import Organization
 
 
+@dataclass(frozen=True, slots=True)
+class CheckedCreate:
+    """A creation's input as stored: the trimmed name, the sorted scopes, the metadata and
+    allowlist as text."""
+
+    name: str
+    scopes: list[str]
+    meta: str | None
+    ip_allowlist: str | None
+
+
 def check_create(
     data: KeyCreate, caller: Caller, catalogue: ScopeCatalogue, policy: Organization
-) -> tuple[str, list[str], list[UserError]]:
-    """The trimmed name, the sorted scopes, and every problem of the input at once."""
+) -> CheckedCreate | list[UserError]:
+    """The input as stored, or every problem of it at once."""
     name = data.name.strip()
     scopes = sorted(set(data.scopes))
+    meta = check_meta(data.meta)
+    allowlist = check_ip_allowlist(data.ip_allowlist)
     found = [
         name_error(name),
         scopes_error(scopes, caller, catalogue),
         _expiry_error(data.expires_in_days, policy),
         rate_limit_error(data.rate_limit),
+        meta if isinstance(meta, UserError) else None,
+        allowlist if isinstance(allowlist, UserError) else None,
+        credits_error(data.credits),
     ]
-    return name, scopes, [error for error in found if error is not None]
+    errors = [error for error in found if error is not None]
+    if errors or isinstance(meta, UserError) or isinstance(allowlist, UserError):
+        return errors
+    return CheckedCreate(name, scopes, meta, allowlist)
 
 
 def name_error(name: str) -> UserError | None:
@@ -161,6 +182,24 @@ def _depth(value: Any) -> int:
     return 0
 
 
+# The largest whole number every JSON reader holds exactly (a double's 53-bit mantissa).
+_SAFE_INTEGER = 2**53 - 1
+
+
+def _portable(value: Any) -> bool:
+    """Whether every number in ``value`` reads back the same in any JSON reader (and can be
+    written at all: infinity and NaN are not JSON)."""
+    if isinstance(value, dict):
+        return all(_portable(item) for item in value.values())
+    if isinstance(value, list):
+        return all(_portable(item) for item in value)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return True
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return -_SAFE_INTEGER <= value <= _SAFE_INTEGER
+
+
 def check_meta(meta: Any) -> str | UserError | None:
     """The metadata as stored (compact JSON text), None when cleared, or what is wrong."""
     if meta is None:
@@ -169,6 +208,12 @@ def check_meta(meta: Any) -> str | UserError | None:
         return _invalid("meta", 'meta must be a JSON object, e.g. {"customerId": "cus_123"}.')
     if len(meta) > META_MAX_KEYS:
         return _invalid("meta", f"meta may hold at most {META_MAX_KEYS} keys, got {len(meta)}.")
+    if not _portable(meta):
+        return _invalid(
+            "meta",
+            "meta numbers must be finite, and whole numbers within ±(2^53 − 1): what every "
+            "JSON reader holds exactly.",
+        )
     depth = _depth(meta)
     if depth > META_MAX_DEPTH:
         return _invalid("meta", f"meta may nest at most {META_MAX_DEPTH} levels deep, got {depth}.")

@@ -50,6 +50,7 @@ from app.keys.scopes import ScopeCatalogue
 from app.kit.db import SessionMaker, outages_as_unavailable
 from app.kit.errors import Unavailable
 from app.kit.ratelimit import RateLimiter, RateLimitStatus, rate_limit_item
+from app.kit.ratelimit import status_of as rate_limit_status
 from app.kit.timeutil import utcnow
 from app.metrics import (
     KEY_CACHE_HITS,
@@ -211,7 +212,10 @@ class KeyVerifier:
         if refusal is not None:
             return self._refuse(operation, refusal.outcome, refusal.message, refusal.hint, record)
 
-        ratelimit = await self._limiter.hit(record.rate_limit)
+        try:
+            ratelimit, spend = await self._spend(record, cost)
+        except Unavailable as outage:
+            return self._unavailable(operation, outage)
         if not ratelimit.allowed:
             return self._refuse(
                 operation,
@@ -222,14 +226,8 @@ class KeyVerifier:
                 record,
                 ratelimit,
             )
-        spend = None
-        if cost is not None and record.credits is not None:
-            try:
-                spend = await self._ledger.spend(record.id, record.credits, cost, utcnow())
-            except Unavailable as outage:
-                return self._unavailable(operation, outage)
-            if not spend.spent:
-                return self._exhausted(operation, record, ratelimit, spend, cost)
+        if spend is not None and not spend.spent:
+            return self._exhausted(operation, record, ratelimit, spend, cost or 0)
 
         _OUTCOMES[Outcome.VALID].inc()
         if not defer_valid_use:
@@ -332,6 +330,27 @@ class KeyVerifier:
                 "Create a key that holds the scope this request needs.",
             )
         return None
+
+    async def _spend(
+        self, record: KeyRecord, cost: int | None
+    ) -> tuple[RateLimitStatus, CreditSpend | None]:
+        """The rate limit, then the credits, spent only if the rate limit allowed the use. With
+        Redis both are one round trip; without it, credits are spent in the database. Raises
+        Unavailable when the credits cannot be spent."""
+        terms = record.credits
+        if cost is None or terms is None:
+            return await self._limiter.hit(record.rate_limit), None
+        budget = record.rate_limit
+        counter = self._limiter.shared_counter(budget)
+        if counter is not None:
+            hit = await self._ledger.hit_and_spend(
+                counter, budget.item, record.id, terms, cost, utcnow()
+            )
+            return rate_limit_status(budget.item, hit.hits, hit.reset), hit.spend
+        ratelimit = await self._limiter.hit(budget)
+        if not ratelimit.allowed:
+            return ratelimit, None
+        return ratelimit, await self._ledger.spend(record.id, terms, cost, utcnow())
 
     def _exhausted(
         self,

@@ -135,9 +135,17 @@ class RateLimiter:
                 self._shared_unavailable(type(exc.storage_error).__name__)
             else:
                 self._shared_available()
-                return _status(item, count, reset)
+                return status_of(item, count, reset)
         count, reset = self._local.incr(counter, item.get_expiry())
-        return _status(item, count, reset)
+        return status_of(item, count, reset)
+
+    def shared_counter(self, budget: Budget) -> str | None:
+        """The Redis key a budget's hits are counted under (None without Redis), for a caller
+        that counts a hit in one round trip with work of its own, the way ``limits`` counts it
+        (written against limits 5.8.0: its prefix, and INCRBY then EXPIRE on the first hit)."""
+        if self._shared is None:
+            return None
+        return self._shared.bridge.prefixed_key(budget.counter)
 
     async def check(self) -> str:
         """Asks Redis now (readiness probes) and counts accordingly from here on; returns
@@ -167,7 +175,8 @@ class RateLimiter:
             await connection.aclose()
 
 
-def _status(item: RateLimitItem, count: int, reset: float) -> RateLimitStatus:
+def status_of(item: RateLimitItem, count: int, reset: float) -> RateLimitStatus:
+    """What ``count`` hits in the window ending at ``reset`` (Unix time) leave of ``item``."""
     allowed = count <= item.amount
     return RateLimitStatus(
         allowed=allowed,

@@ -34,7 +34,8 @@ KNOWN_SCOPES = list(DEFAULT_PRODUCT_SCOPES)
 
 @pytest.fixture
 def settings(database_url: str) -> Settings:
-    return fuzz_settings(database_url)
+    # The test client's address is a trusted proxy: its X-Forwarded-For and X-Real-IP are read.
+    return fuzz_settings(database_url).model_copy(update={"trusted_proxies": "127.0.0.1"})
 
 
 @pytest.fixture
@@ -68,6 +69,12 @@ _verify_objects = st.builds(
             "key": st.one_of(st.just(THE_KEY), st.just(THE_KEY), hostile_text, json_values),
             "scopes": st.one_of(_scope_lists, _scope_lists, json_values),
             "operation": st.one_of(hostile_text, hostile_text, json_values),
+            "ip": st.one_of(
+                st.sampled_from(["203.0.113.7", "::1", "[2001:db8::1]:443", "10.0.0.0/8"]),
+                hostile_text,
+                json_values,
+            ),
+            "cost": st.one_of(st.integers(min_value=-5, max_value=1_005), json_values),
         },
     ),
 )
@@ -139,6 +146,8 @@ _header_names = st.sampled_from(
         "X-Forwarded-Method",
         "X-Keyhouse-Operation",
         "X-Required-Scopes",
+        "X-Forwarded-For",
+        "X-Real-IP",
     ]
 )
 _gateway_headers = st.dictionaries(_header_names, header_text, max_size=6)

@@ -11,6 +11,7 @@ import httpx
 import pytest
 from sqlalchemy import text
 
+from app.auth.network import parse_address
 from app.auth.presentation import Presentation
 from app.runtime import Runtime
 from tests.support import IssuedKey, Tenant, gql, make_key, snapshot
@@ -285,6 +286,8 @@ BAD_INPUTS: list[tuple[str, Any, str]] = [
     ("meta", {"a": "x" * 2050, "b": "y" * 2050}, "at most 4096 bytes"),
     ("meta", {f"k{n}": n for n in range(33)}, "at most 32 keys"),
     ("meta", DEEP, "at most 3 levels"),
+    ("meta", {"n": 2**70}, "within ±(2^53 − 1)"),
+    ("meta", {"n": [float("inf")]}, "must be finite"),
     ("ipAllowlist", [f"10.0.{n // 256}.{n % 256}" for n in range(101)], "at most 100"),
     ("ipAllowlist", ["10.0.0.0/8", "10.0.0.0/33"], "entry 1 '10.0.0.0/33'"),
     ("ipAllowlist", ["example.com"], "not an IPv4 or IPv6"),
@@ -354,3 +357,67 @@ async def test_meta_at_the_limits_is_accepted(
             )
         ).scalar_one()
     assert json.loads(stored) == meta
+
+
+# --- the same controls at creation --------------------------------------------------------------
+
+CREATE_KEY = """
+mutation CreateKey($input: CreateApiKeyInput!) {
+  createApiKey(input: $input) {
+    apiKey { id meta ipAllowlist credits { remaining refill { amount interval } } }
+    secret
+    userErrors { code field message }
+  }
+}
+"""
+
+
+async def test_a_key_can_be_created_with_its_controls(
+    client: httpx.AsyncClient, runtime: Runtime, tenant: Tenant
+) -> None:
+    controls = {
+        "meta": {"customerId": "cus_9"},
+        "ipAllowlist": ["203.0.113.0/24"],
+        "credits": {"remaining": 2, "refill": {"amount": 2, "interval": "MONTHLY"}},
+    }
+    result = await gql(
+        client,
+        CREATE_KEY,
+        {"input": {"name": "metered", "scopes": ["read:charge_points"], **controls}},
+        key=tenant.admin_key,
+    )
+
+    payload = result.data["createApiKey"]
+    assert payload["userErrors"] == []
+    assert payload["apiKey"]["meta"] == controls["meta"]
+    assert payload["apiKey"]["ipAllowlist"] == controls["ipAllowlist"]
+    assert payload["apiKey"]["credits"] == controls["credits"]
+    verification = await runtime.verifier.verify(
+        Presentation.of(payload["secret"]), client=parse_address("203.0.113.9"), cost=2
+    )
+    assert verification.valid
+    assert verification.key is not None
+    assert verification.key.meta == controls["meta"]
+
+
+async def test_bad_controls_at_creation_are_user_errors_and_create_nothing(
+    client: httpx.AsyncClient, runtime: Runtime, tenant: Tenant
+) -> None:
+    before = await snapshot(runtime)
+    bad = {"meta": [1], "ipAllowlist": ["10.0.0.0/33"], "credits": {"remaining": -1}}
+
+    result = await gql(
+        client,
+        CREATE_KEY,
+        {"input": {"name": "metered", "scopes": ["read:charge_points"], **bad}},
+        key=tenant.admin_key,
+    )
+
+    payload = result.data["createApiKey"]
+    assert payload["apiKey"] is None
+    assert [error["field"] for error in payload["userErrors"]] == [
+        "meta",
+        "ipAllowlist",
+        "credits",
+    ]
+    assert await snapshot(runtime) == before

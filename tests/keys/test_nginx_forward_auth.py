@@ -70,6 +70,9 @@ def keyhouse_env(database: Path) -> dict[str, str]:
         KEYHOUSE_DEFAULT_RATE_LIMIT_REQUESTS=str(RATE_LIMIT),
         KEYHOUSE_DEFAULT_RATE_LIMIT_PER_SECONDS="60",
         KEYHOUSE_LOG_LEVEL="WARNING",
+        # nginx, in front, says where a client came from (deploy/nginx sets X-Real-IP and
+        # X-Forwarded-For on the auth subrequest).
+        KEYHOUSE_TRUSTED_PROXIES="127.0.0.1",
         # Uses reach the database soon after they happen, for the usage-label test.
         KEYHOUSE_USAGE_FLUSH_INTERVAL_SECONDS="0.2",
     )
@@ -211,6 +214,8 @@ class Stack:
     throttled_key_id: str
     labelled_key: str  # read:charge_points, used by the usage-label test alone
     labelled_key_id: str
+    local_key: str  # read:charge_points, usable from 127.0.0.0/8 only
+    elsewhere_key: str  # read:charge_points, usable from 203.0.113.0/24 only
     database: Path
 
 
@@ -233,6 +238,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     billing = create("billing", "read:billing")
     throttled = create("throttled", "read:charge_points")
     labelled = create("labelled", "read:charge_points")
+    local = create("local", "read:charge_points")
+    elsewhere = create("elsewhere", "read:charge_points")
 
     with ExitStack() as stack:
         port = free_port()
@@ -247,6 +254,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         )
         url = f"http://127.0.0.1:{port}"
         wait_until(lambda: healthy(url), keyhouse, "keyhouse serve", log)
+        fence(url, initial["apiKey"], local["id"], "127.0.0.0/8")
+        fence(url, initial["apiKey"], elsewhere["id"], "203.0.113.0/24")
 
         upstream = stack.enter_context(echo_upstream())
         gateway_url = stack.enter_context(
@@ -267,8 +276,25 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             throttled_key_id=throttled["id"],
             labelled_key=labelled["apiKey"],
             labelled_key_id=labelled["id"],
+            local_key=local["apiKey"],
+            elsewhere_key=elsewhere["apiKey"],
             database=tmp / "keyhouse.db",
         )
+
+
+def fence(url: str, admin_key: str, key_id: str, network: str) -> None:
+    """Give a key an IP allowlist, through keyhouse's GraphQL API."""
+    response = httpx.post(
+        f"{url}/graphql",
+        json={
+            "query": "mutation($input: UpdateApiKeyInput!) "
+            "{ updateApiKey(input: $input) { userErrors { message } } }",
+            "variables": {"input": {"id": key_id, "ipAllowlist": [network]}},
+        },
+        headers={"X-API-Key": admin_key},
+        trust_env=False,
+    )
+    assert response.json()["data"]["updateApiKey"]["userErrors"] == [], response.text
 
 
 # --- helpers --------------------------------------------------------------------------------
@@ -470,3 +496,30 @@ def test_the_readme_shows_the_tested_configuration() -> None:
     ]
 
     assert [line for line in shown.splitlines() if line.strip()] == tested
+
+
+# --- IP allowlists --------------------------------------------------------------------------
+
+
+def test_a_key_used_from_its_allowed_network_passes_the_gateway(stack: Stack) -> None:
+    response = stack.gateway.get("/charge_points", headers={"X-API-Key": stack.local_key})
+
+    assert upstream_saw(response)["headers"]["x-api-key-id"]
+
+
+def test_a_client_claiming_an_allowed_address_in_its_own_headers_is_refused(
+    stack: Stack,
+) -> None:
+    seen_before = len(stack.upstream.seen)
+
+    response = stack.gateway.get(
+        "/charge_points",
+        headers={
+            "X-API-Key": stack.elsewhere_key,
+            "X-Forwarded-For": "203.0.113.7",
+            "X-Real-IP": "203.0.113.7",
+        },
+    )
+
+    body = assert_refused(stack, response, 403, "IP_NOT_ALLOWED", seen_before)
+    assert "127.0.0.1" in body["message"]

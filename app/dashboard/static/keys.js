@@ -16,7 +16,7 @@ import {
 const PAGE_SIZE = Math.min(100, Math.max(1,
   Number(new URLSearchParams(location.search).get("first")) || 20));
 const SOON_DAYS = 7;
-const STATUS_FILTERS = ["ALL", "ACTIVE", "REVOKED", "EXPIRED", "SUPERSEDED"];
+const STATUS_FILTERS = ["ALL", "ACTIVE", "DISABLED", "REVOKED", "EXPIRED", "SUPERSEDED"];
 
 function expiresSoon(key) {
   return key.status === "ACTIVE" && key.expiresInDays != null && key.expiresInDays <= SOON_DAYS;
