@@ -41,6 +41,8 @@ class Runtime:
     recorder: UsageRecorder
     verifier: KeyVerifier
     server_secret: bytes
+    # During a rotation of the server secret: idempotency records it sealed still answer.
+    previous_server_secret: bytes | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     @classmethod
@@ -85,6 +87,7 @@ class Runtime:
             recorder,
             verifier,
             secret,
+            server_secret.load_previous(settings),
         )
 
     async def start(self) -> None:
