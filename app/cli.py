@@ -38,6 +38,7 @@ from app.migrate import setup_lock, upgrade_to_head
 from app.models.keys import ApiKey, KeyStatus, ListedKey
 from app.models.organizations import Organization
 from app.models.usage import Counts, Granularity
+from app.operators.cli import operator_keys_commands
 from app.organizations.service import OrganizationCreated, create_organization
 from app.runtime import Runtime
 from app.usage import service as usage_service
@@ -616,6 +617,10 @@ def serve(
             "(send the key as header X-API-Key in GraphiQL's Headers tab)"
         )
     serving.serve(settings, host=host, port=port, workers=workers, runtime=_runtime)
+
+
+# The operator's keys: their commands live with the operator plane (app/operators/cli.py).
+app.add_typer(operator_keys_commands(_run), name="operator-keys")
 
 
 def main() -> None:

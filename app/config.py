@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from enum import StrEnum
 from functools import cached_property
@@ -107,7 +108,40 @@ class Settings(BaseSettings):
     # operation four times over and refuses what costs much more.
     graphql_max_cost: int = Field(default=60_000, ge=1)
 
+    # Whether this instance delivers webhooks and writes expiry notices (every instance may:
+    # they share the work). Off for an instance that should only answer requests.
+    deliver_webhooks: bool = True
+    # Webhooks. Plain http (and private addresses) only to these hosts, comma-separated: a
+    # receiver inside the deployment's own network, or tests.
+    webhook_allow_http_hosts: str = ""
+    # Each attempt gets this long to connect and to be answered.
+    webhook_timeout_seconds: float = Field(default=5.0, gt=0, le=30)
+    # How often an instance looks for events and deliveries other instances committed (its own
+    # commits wake it at once).
+    webhook_poll_interval_seconds: float = Field(default=0.5, gt=0)
+    # An instance attempting a delivery holds it this long; after a crash another takes it over.
+    webhook_lease_seconds: float = Field(default=30.0, gt=0)
+    # Attempts in flight at once, per instance.
+    webhook_max_concurrency: int = Field(default=64, ge=1)
+    # How often the expiry notices are looked for.
+    expiry_notice_interval_seconds: float = Field(default=60.0, gt=0)
+    # The public keys leak reports are signed with, as GitHub publishes them:
+    # {"public_keys": [{"key_identifier", "key", "is_current"}]} (PEM keys). Unset: the leak
+    # report endpoint answers 404.
+    leak_report_public_keys: str | None = None
+
     plane: Plane = Plane.ALL
+
+    # The address people reach keyhouse at (https://keys.example.com), for the dashboard
+    # sign-in links the operator API makes; by default, the address the request came to.
+    public_url: str | None = None
+    # How long a dashboard sign-in made with such a link lasts.
+    dashboard_sign_in_hours: int = Field(default=8, ge=1, le=24)
+
+    # The proxies (comma-separated addresses or CIDR blocks) whose X-Forwarded-For / X-Real-IP
+    # say where a request came from: a gateway in front of keyhouse. Nobody by default: the
+    # connection's peer is the caller. uvicorn's forwarded_allow_ips is set from this too.
+    trusted_proxies: str = ""
 
     log_level: str = Field(default="INFO", pattern=r"^(?i:DEBUG|INFO|WARNING|ERROR|CRITICAL)$")
     log_format: LogFormat = LogFormat.TEXT
@@ -141,6 +175,27 @@ class Settings(BaseSettings):
                 raise ValueError(f"scope names cannot be empty or contain spaces: {name!r}")
         return value
 
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies_are_networks(cls, value: str) -> str:
+        for entry in _entries(value):
+            try:
+                ipaddress.ip_network(entry, strict=True)
+            except ValueError:
+                raise ValueError(
+                    f"{entry[:64]!r} is not an address or a CIDR block (without host bits); "
+                    "give comma-separated addresses or CIDR blocks"
+                ) from None
+        return value
+
+    @cached_property
+    def trusted_proxy_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        return tuple(ipaddress.ip_network(entry) for entry in _entries(self.trusted_proxies))
+
     @cached_property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+
+def _entries(value: str) -> list[str]:
+    return [entry.strip() for entry in value.split(",") if entry.strip()]

@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 
 from fastapi import HTTPException, Request
 
+from app.auth.network import request_client
 from app.auth.presentation import from_request
 from app.keys.cache import KeyRecord
 from app.runtime import Runtime
@@ -30,6 +31,12 @@ def require_key(*scopes: str) -> Callable[[Request], Awaitable[KeyRecord]]:
             from_request(request.headers.raw, request.url.query, request.url.path),
             required_scopes=scopes,
             operation=f"{request.method} {request.url.path}",
+            client=request_client(
+                request.scope.get("client"),
+                request.headers,
+                runtime.settings.trusted_proxy_networks,
+            ),
+            cost=1,
         )
         if verification.valid and verification.key is not None:
             return verification.key

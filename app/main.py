@@ -27,6 +27,7 @@ from app.graphql.view import KeyhouseGraphQL
 from app.health import readiness
 from app.keys.router import DataPlaneRoute, data_plane_routes
 from app.kit.logs import REQUEST_ID, request_id_for
+from app.leaks.router import leak_report_route
 from app.metrics import (
     BROADCAST_CONNECTED,
     HTTP_REQUEST_DURATION,
@@ -38,6 +39,7 @@ from app.metrics import (
     exposition,
     forget_this_process,
 )
+from app.operators.router import operator_routes
 from app.runtime import Runtime
 from app.usage.router import usage_csv_route
 
@@ -46,7 +48,17 @@ logger = logging.getLogger(__name__)
 
 # The routes requests are timed under; any other path is 'other' (labels stay a fixed set).
 _TIMED_ROUTES = frozenset(
-    {"/v1/keys/verify", "/v1/auth", "/v1/usage.csv", "/graphql", "/healthz", "/readyz", "/metrics"}
+    {
+        "/v1/keys/verify",
+        "/v1/auth",
+        "/v1/usage.csv",
+        "/v1/keys/leaked",
+        "/v1/operator/usage.csv",
+        "/graphql",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+    }
 )
 _timers: dict[tuple[str, int], Any] = {}
 
@@ -194,6 +206,12 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         # Usage for analysts' tools: the `usage` query's figures as CSV, read from the database
         # like GraphQL, so served by the control plane.
         app.router.routes.append(usage_csv_route(runtime))
+        # Leak reports from secret scanners: they write (revoke), so the control plane.
+        leaks = leak_report_route(runtime)
+        if leaks is not None:
+            app.router.routes.append(leaks)
+        # The operator plane's CSV and the dashboard sign-in links' use.
+        app.router.routes.extend(operator_routes(runtime))
         # The dashboard is a client of the control plane, served beside it.
         app.router.routes.extend(dashboard_routes())
     app.router.routes.extend(

@@ -96,6 +96,18 @@ GRAPHQL_OPERATIONS = Counter(
     ["operation", "code"],
 )
 
+WEBHOOK_ATTEMPTS = Counter(
+    "keyhouse_webhook_attempts",
+    "Webhook delivery attempts by result: succeeded (a 2xx answer) or failed (retried later).",
+    ["result"],
+)
+LEAK_REPORTS = Counter(
+    "keyhouse_leak_reports",
+    "Tokens reported by secret scanners, by label: true_positive (one of our keys) or "
+    "false_positive.",
+    ["label"],
+)
+
 
 def exposition() -> bytes:
     """The text ``/metrics`` answers: this process's metrics, or every worker's together."""

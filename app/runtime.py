@@ -12,17 +12,21 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.config import Settings
+from app.config import Plane, Settings
 from app.keys import idempotency
 from app.keys.broadcast import KeyChangeBroadcast
 from app.keys.cache import KeyCache
+from app.keys.credits import CreditLedger
 from app.keys.scopes import ScopeCatalogue
 from app.keys.verification import KeyVerifier
 from app.kit import server_secret
 from app.kit.db import SessionMaker, create_engine, create_sessionmaker
 from app.kit.ratelimit import RateLimiter
+from app.models.audit import OUTBOX_WRITTEN
 from app.usage.recorder import UsageRecorder
 from app.usage.service import usage_retention
+from app.webhooks.notices import notice_expiries_periodically
+from app.webhooks.worker import DeliveryWorker
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +45,8 @@ class Runtime:
     recorder: UsageRecorder
     verifier: KeyVerifier
     server_secret: bytes
+    ledger: CreditLedger
+    webhooks: DeliveryWorker
     # During a rotation of the server secret: idempotency records it sealed still answer.
     previous_server_secret: bytes | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -67,6 +73,7 @@ class Runtime:
             retention=usage_retention(settings),
             max_labels_per_key_hour=settings.usage_max_labels_per_key_hour,
         )
+        ledger = CreditLedger(sessionmaker, settings.redis_url)
         verifier = KeyVerifier(
             settings=settings,
             sessionmaker=sessionmaker,
@@ -75,7 +82,11 @@ class Runtime:
             limiter=limiter,
             recorder=recorder,
             catalogue=catalogue,
+            ledger=ledger,
         )
+        webhooks = DeliveryWorker(sessionmaker, settings, secret)
+        # Every unit of work that commits an outbox event wakes this instance's worker.
+        sessionmaker.configure(info={OUTBOX_WRITTEN: webhooks.wake})
         return cls(
             settings,
             engine,
@@ -87,6 +98,8 @@ class Runtime:
             recorder,
             verifier,
             secret,
+            ledger,
+            webhooks,
             server_secret.load_previous(settings),
         )
 
@@ -96,9 +109,25 @@ class Runtime:
             asyncio.create_task(self.broadcast.deliver(), name="key-change-delivery"),
             asyncio.create_task(self.recorder.run(), name="usage-flush"),
             asyncio.create_task(
+                self.ledger.run(self.settings.usage_flush_interval_seconds),
+                name="credit-write-back",
+            ),
+            asyncio.create_task(
                 idempotency.purge_periodically(self.sessionmaker), name="idempotency-purge"
             ),
         ]
+        # Webhooks and expiry notices are the control plane's work: a data-plane process keeps
+        # its latency to itself.
+        if self.settings.plane is not Plane.DATA and self.settings.deliver_webhooks:
+            self._tasks += [
+                asyncio.create_task(self.webhooks.run(), name="webhook-delivery"),
+                asyncio.create_task(
+                    notice_expiries_periodically(
+                        self.sessionmaker, self.settings.expiry_notice_interval_seconds
+                    ),
+                    name="expiry-notices",
+                ),
+            ]
 
     async def stop(self) -> None:
         self.broadcast.stop_listening()
@@ -113,6 +142,12 @@ class Runtime:
         # What was used since the last flush is written before the process goes away.
         with contextlib.suppress(Exception):
             await self.recorder.flush()
+        try:
+            await self.ledger.write_back()
+        except Exception:
+            logger.exception("credit balances not written back at shutdown (Redis holds them)")
+        await self.ledger.close()
         await self.broadcast.close()
         await self.limiter.close()
+        await self.webhooks.close()
         await self.engine.dispose()

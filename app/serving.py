@@ -16,6 +16,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 
@@ -64,6 +65,7 @@ def serve(
             port=port,
             log_config=config,
             access_log=False,
+            **forwarding(settings),
         )
         return
     os.environ["KEYHOUSE_PLANE"] = settings.plane.value
@@ -80,7 +82,16 @@ def serve(
             port=port,
             log_config=config,
             access_log=False,
+            **forwarding(settings),
         )
+
+
+def forwarding(settings: Settings) -> dict[str, Any]:
+    """uvicorn's proxy settings, from KEYHOUSE_TRUSTED_PROXIES alone: uvicorn would otherwise
+    trust X-Forwarded-For from 127.0.0.1 on its own, whatever keyhouse's setting says (one
+    notion of a trusted proxy, app/auth/network.py)."""
+    trusted = [str(network) for network in settings.trusted_proxy_networks]
+    return {"proxy_headers": bool(trusted), "forwarded_allow_ips": trusted}
 
 
 @contextmanager

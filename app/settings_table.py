@@ -56,6 +56,26 @@ DESCRIPTIONS: dict[str, str] = {
     "sealed (idempotency records, 24 hours of them at most) still opens. Remove it a day later.",
     "service_token": "When set, `/v1/keys/verify` and `/v1/auth` require it in "
     "`X-Keyhouse-Service-Token`.",
+    "trusted_proxies": "Proxies (comma-separated addresses or CIDR blocks) whose `X-Forwarded-For` "
+    "/ `X-Real-IP` name the caller's address, for IP allowlists; uvicorn's `forwarded_allow_ips` "
+    "follows it. Empty: the connection's peer is the caller.",
+    "deliver_webhooks": "Whether this instance delivers webhooks and writes expiry notices "
+    "(instances share the work); off for one that should only answer requests.",
+    "webhook_allow_http_hosts": "Hosts (comma-separated) webhooks may reach over plain http and "
+    "at private or loopback addresses: a receiver inside your own network.",
+    "webhook_timeout_seconds": "How long a webhook attempt may take to connect and be answered.",
+    "webhook_poll_interval_seconds": "How often an instance looks for events other instances "
+    "committed (its own wake it at once).",
+    "webhook_lease_seconds": "How long an instance holds a delivery it attempts; after a crash "
+    "another takes it over.",
+    "webhook_max_concurrency": "Webhook attempts in flight at once, per instance.",
+    "expiry_notice_interval_seconds": "How often keys about to expire, or expired, are looked for.",
+    "leak_report_public_keys": "The public keys secret scanners sign leak reports with, as GitHub "
+    'publishes them (`{"public_keys": [...]}`, PEM keys); unset: `/v1/keys/leaked` answers 404.',
+    "public_url": "The address people reach keyhouse at (`https://keys.example.com`), for the "
+    "dashboard sign-in links the operator API makes; unset: the address the request came to.",
+    "dashboard_sign_in_hours": "How long a dashboard sign-in made with an operator's link lasts "
+    "(1 to 24 hours).",
     "graphql_max_depth": "Deepest GraphQL selection admitted.",
     "graphql_max_tokens": "Most tokens in a GraphQL document.",
     "graphql_max_aliases": "Most aliases in a GraphQL document.",

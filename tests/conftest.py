@@ -154,8 +154,11 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 @pytest.fixture
 def settings(database_url: str) -> Settings:
-    # Background flushes would make statement counts and snapshots racy; tests flush by hand.
-    return Settings(database_url=database_url, usage_flush_interval_seconds=3600)
+    # Background flushes and deliveries would make statement counts and snapshots racy: tests
+    # flush, and run the webhook worker, by hand.
+    return Settings(
+        database_url=database_url, usage_flush_interval_seconds=3600, deliver_webhooks=False
+    )
 
 
 @pytest.fixture
@@ -168,7 +171,9 @@ async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
             await connection.execute(
                 text(
                     "TRUNCATE audit_events, idempotency_records, organization_usage,"
-                    " usage_buckets, api_keys, organizations CASCADE"
+                    " usage_buckets, webhook_deliveries, webhook_endpoints, outbox_events,"
+                    " api_keys, organizations, operator_keys, operator_audit_events,"
+                    " dashboard_links, dashboard_credentials CASCADE"
                 )
             )
     yield runtime

@@ -20,6 +20,7 @@ from app.keys import schemas as keys_schemas
 from app.keys import service as keys_service
 from app.kit.db import session_scope
 from app.main import create_app
+from app.operators import keys as operator_keys
 from app.organizations.service import OrganizationCreated, create_organization
 from app.runtime import Runtime
 
@@ -73,6 +74,16 @@ async def make_key(
     return IssuedKey(created.api_key.id, created.secret, created.api_key.hint)
 
 
+async def make_operator_key(runtime: Runtime, name: str = "platform") -> IssuedKey:
+    async with session_scope(runtime.sessionmaker) as session:
+        created = await operator_keys.create_operator_key(
+            session, name, key_prefix=runtime.settings.key_prefix
+        )
+    assert isinstance(created, operator_keys.OperatorKeyCreated), created
+    key = created.operator_key
+    return IssuedKey(key.id, created.secret, key.hint)
+
+
 @dataclass
 class GraphQLResult:
     response: httpx.Response
@@ -123,6 +134,13 @@ async def snapshot(runtime: Runtime) -> dict[str, list[tuple[Any, ...]]]:
         "organization_usage",
         "audit_events",
         "idempotency_records",
+        "outbox_events",
+        "webhook_endpoints",
+        "webhook_deliveries",
+        "operator_keys",
+        "operator_audit_events",
+        "dashboard_links",
+        "dashboard_credentials",
     ]
     result: dict[str, list[tuple[Any, ...]]] = {}
     async with runtime.engine.connect() as connection:

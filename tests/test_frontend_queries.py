@@ -239,6 +239,7 @@ async def test_organization_overview_counts_the_keys_by_status_and_shows_the_pol
         "supersedeGraceHours": 0,
         "maxExpiresInDays": None,
         "requireExpiry": False,
+        "leakedKeyAction": "REVOKE",
     }
 
     globex = await run(client, "OrganizationOverview", key=seeded.globex.admin_key)
@@ -457,6 +458,7 @@ POLICY = {
     "supersedeGraceHours": 24,
     "maxExpiresInDays": 90,
     "requireExpiry": True,
+    "leakedKeyAction": "REVOKE",
 }
 
 
@@ -493,6 +495,7 @@ async def test_key_policy_shows_the_organizations_own_policy(
         "supersedeGraceHours": 0,
         "maxExpiresInDays": None,
         "requireExpiry": False,
+        "leakedKeyAction": "REVOKE",
     }
 
 
@@ -516,6 +519,7 @@ async def test_update_key_policy_saves_the_settings_form(
             "supersedeGraceHours": 48,
             "maxExpiresInDays": 365,
             "requireExpiry": False,
+            "leakedKeyAction": "REVOKE",
         },
     }
     # The next key will supersede the charger and billing keys, not the admin key saving this.
@@ -533,6 +537,7 @@ async def test_update_key_policy_saves_the_settings_form(
         "supersedeGraceHours": 48,
         "maxExpiresInDays": None,
         "requireExpiry": False,
+        "leakedKeyAction": "REVOKE",
     }
     shown = await run(client, "KeyPolicy", key=seeded.acme.admin_key)
     assert shown.data["organization"]["keyPolicy"] == policy

@@ -568,3 +568,47 @@ async def test_usage_counted_on_both_instances_is_stored_exactly_after_a_gracefu
     # last_used_at, written by the same flushes, for every key that authenticated.
     used = {key_id for key_id, outcome in load.expected if outcome == "VALID"}
     assert set(stored["last_used"]) == used
+
+
+# --- suspension (the operator API) ------------------------------------------------------------
+
+SUSPEND = """
+mutation Suspend($id: ID!) {
+  suspendOrganization(input: {id: $id, reason: "unpaid"}) { userErrors { code } }
+}
+"""
+CREATE_ORGANIZATION = """
+mutation Create($input: CreateOrganizationInput!) {
+  createOrganization(input: $input) { organization { id } secret userErrors { code } }
+}
+"""
+
+
+@pytest.mark.parametrize("endpoint", ENDPOINTS)
+async def test_an_organization_suspended_on_a_is_refused_on_b_at_the_very_next_request(
+    clients: Clients, deployment: Deployment, endpoint: Endpoint
+) -> None:
+    operator = keyhouse_json(deployment.env, "operator-keys", "create", "--name", endpoint)
+    created = await gql(
+        clients.a,
+        CREATE_ORGANIZATION,
+        {"input": {"name": "Customer", "externalId": f"suspended-{endpoint}"}},
+        key=operator["operatorKey"],
+    )
+    payload = created.data["createOrganization"]
+    admin_key = payload["secret"]
+    for client in (clients.b, clients.a, clients.b):  # now in B's cache, as VALID
+        assert (await check(client, endpoint, admin_key)).code == "VALID"
+
+    suspended = await gql(
+        clients.a,
+        SUSPEND,
+        {"id": payload["organization"]["id"]},
+        key=operator["operatorKey"],
+    )
+
+    assert suspended.data == {"suspendOrganization": {"userErrors": []}}
+    answer = await check(clients.b, endpoint, admin_key)
+    assert answer.code == "ORGANIZATION_SUSPENDED", answer
+    if endpoint == "auth":
+        assert answer.status == 403

@@ -2,10 +2,13 @@
 through an import inside a function), and dependencies pointing one way.
 
     kit  <-  auth  <-  models  <-  graphql (the shared layer)  <-  keys  <-  usage, audit,
-    organizations  <-  graphql.schema and graphql.view, runtime, main, cli
+    organizations, webhooks, leaks  <-  operators  <-  graphql.schema and graphql.view, runtime,
+    main, cli
 
-Between features: usage, audit and organizations build on keys; keys imports none of them, and
-they import none of each other. The dashboard only serves files: it imports nothing of the app.
+Between features: usage, audit, organizations, webhooks and leaks build on keys; keys imports
+none of them, and they import none of each other. The operator plane builds on organizations and
+usage; none of the features imports it. The dashboard only serves files: it imports nothing of
+the app.
 Every import counts, wherever it is written.
 """
 
@@ -33,6 +36,10 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "app.usage": (*KEYS, "app.usage"),
     "app.audit": (*KEYS, "app.audit"),
     "app.organizations": (*KEYS, "app.organizations"),
+    "app.webhooks": (*KEYS, "app.webhooks"),
+    "app.leaks": (*KEYS, "app.leaks"),
+    # The operator plane acts on organizations and reads usage; none of them imports it.
+    "app.operators": (*KEYS, "app.operators", "app.organizations", "app.usage"),
     "app.dashboard": ("app.dashboard",),
 }
 # The graphql package is the shared layer but for the two modules where the features meet.

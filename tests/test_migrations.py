@@ -110,3 +110,69 @@ async def test_0008_carries_each_keys_scopes_over_to_a_row_each(database_url: st
         (keys[0][0], "read:charge_points", "org_m", True),
         (keys[1][0], "write:webhooks", "org_m", True),
     ]
+
+
+async def test_0012_keeps_organizations_and_usage_and_makes_room_for_longer_outcomes(
+    database_url: str,
+) -> None:
+    engine = create_engine(database_url)
+    created = datetime(2026, 11, 1, 12, 0)
+
+    def to_0009_with_data(connection: Connection) -> None:
+        command.downgrade(alembic_config(connection), "0009")
+        connection.execute(
+            text("INSERT INTO organizations (id, name, created_at) VALUES ('org_o', 'O', :at)"),
+            {"at": created},
+        )
+        for table, key_column in (
+            ("usage_buckets", ", api_key_id, operation"),
+            ("organization_usage", ""),
+        ):
+            connection.execute(
+                text(
+                    f"INSERT INTO {table} (organization_id, granularity, bucket_start{key_column},"
+                    f" outcome, count) VALUES ('org_o', 'DAY', :at"
+                    f"{', :key, :op' if key_column else ''}, 'REVOKED', 7)"
+                ),
+                {"at": created, "key": "key_o", "op": "verify"},
+            )
+
+    def after_upgrade(connection: Connection) -> list[tuple[Any, ...]]:
+        organization = connection.execute(
+            text("SELECT name, external_id, suspended_at FROM organizations WHERE id = 'org_o'")
+        ).one()
+        # An outcome of 22 characters now fits, on PostgreSQL too (varchar(20) before).
+        connection.execute(
+            text(
+                "INSERT INTO organization_usage (organization_id, granularity, bucket_start,"
+                " outcome, count) VALUES ('org_o', 'HOUR', :at, 'ORGANIZATION_SUSPENDED', 1)"
+            ),
+            {"at": created},
+        )
+        counts = connection.execute(
+            text(
+                "SELECT 'buckets', outcome, count FROM usage_buckets"
+                " WHERE organization_id = 'org_o'"
+                " UNION ALL SELECT 'organization', outcome, count FROM organization_usage"
+                " WHERE organization_id = 'org_o' ORDER BY 1, 2"
+            )
+        ).all()
+        for table in ("usage_buckets", "organization_usage", "organizations"):
+            key = "id" if table == "organizations" else "organization_id"
+            connection.execute(text(f"DELETE FROM {table} WHERE {key} = 'org_o'"))
+        return [tuple(organization), *(tuple(row) for row in counts)]
+
+    try:
+        async with engine.begin() as connection:
+            await connection.run_sync(to_0009_with_data)
+        await upgrade_to_head(engine)
+        async with engine.begin() as connection:
+            found = await connection.run_sync(after_upgrade)
+    finally:
+        await engine.dispose()
+    assert found == [
+        ("O", None, None),
+        ("buckets", "REVOKED", 7),
+        ("organization", "ORGANIZATION_SUSPENDED", 1),
+        ("organization", "REVOKED", 7),
+    ]

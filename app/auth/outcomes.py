@@ -18,11 +18,16 @@ class Outcome(StrEnum):
     CONFLICTING = "CONFLICTING"
     # Decided from the key's record.
     UNKNOWN = "UNKNOWN"
+    # The operator suspended the key's organization: checked before the key's own standing.
+    ORGANIZATION_SUSPENDED = "ORGANIZATION_SUSPENDED"
     REVOKED = "REVOKED"
     EXPIRED = "EXPIRED"
     SUPERSEDED = "SUPERSEDED"
+    DISABLED = "DISABLED"
+    IP_NOT_ALLOWED = "IP_NOT_ALLOWED"
     INSUFFICIENT_SCOPE = "INSUFFICIENT_SCOPE"
     RATE_LIMITED = "RATE_LIMITED"
+    CREDITS_EXHAUSTED = "CREDITS_EXHAUSTED"
     # Not an answer about the key: the database did not answer for a key not in the cache.
     UNAVAILABLE = "UNAVAILABLE"
 
@@ -30,7 +35,8 @@ class Outcome(StrEnum):
     def http_status(self) -> int:
         if self is Outcome.VALID:
             return 200
-        if self is Outcome.INSUFFICIENT_SCOPE:
+        if self in _FORBIDDEN:
+            # The key is known and sound, but may not do this (from here, or any more).
             return 403
         if self is Outcome.RATE_LIMITED:
             return 429
@@ -52,6 +58,20 @@ _ATTRIBUTABLE = frozenset(
         Outcome.REVOKED,
         Outcome.EXPIRED,
         Outcome.SUPERSEDED,
+        Outcome.DISABLED,
+        Outcome.IP_NOT_ALLOWED,
+        Outcome.CREDITS_EXHAUSTED,
+        Outcome.ORGANIZATION_SUSPENDED,
+    }
+)
+# CREDITS_EXHAUSTED is a 403, not a 429: waiting a little does not help (the next refill may be
+# a month away, or never), and nginx's auth_request passes 401 and 403 through but no 429.
+_FORBIDDEN = frozenset(
+    {
+        Outcome.INSUFFICIENT_SCOPE,
+        Outcome.IP_NOT_ALLOWED,
+        Outcome.CREDITS_EXHAUSTED,
+        Outcome.ORGANIZATION_SUSPENDED,
     }
 )
 

@@ -178,6 +178,13 @@ def _explain_malformed(value: str, problem: FormatProblem, prefix: str, place: s
             f"Send the key alone in {place}; 'Bearer <key>' is the form of the Authorization "
             "header only.",
         )
+    if problem is FormatProblem.PREFIX and value.startswith((f"{prefix}o_", f"{prefix}d_")):
+        return Rejection(
+            Outcome.MALFORMED,
+            f"The API key is malformed: it does not start with '{prefix}_'.",
+            f"This is an operator key ({prefix}o_…) or a dashboard sign-in ({prefix}d_…): "
+            "they work on /graphql only. Services and gateways check organizations' keys.",
+        )
     if problem is FormatProblem.PREFIX:
         detail = f"it does not start with '{prefix}_'"
     elif problem is FormatProblem.LENGTH:

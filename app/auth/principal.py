@@ -17,3 +17,12 @@ class Caller:
 
     def holds(self, scope: str) -> bool:
         return scope in self.scopes
+
+
+@dataclass(frozen=True, slots=True)
+class Operator:
+    """The platform that runs keyhouse, acting with one of its operator keys (the operator API).
+    It acts on organizations from outside: it holds none of their scopes."""
+
+    key_id: str
+    key_hint: str

@@ -40,6 +40,22 @@ def generate_secret(prefix: str) -> str:
     return body + _checksum(body)
 
 
+def operator_prefix(key_prefix: str) -> str:
+    """Operator keys: ``kho_…`` beside organizations' ``kh_…``, so that secret scanners (and
+    keyhouse itself) tell them apart; the same length and checksum."""
+    return f"{key_prefix}o"
+
+
+def dashboard_prefix(key_prefix: str) -> str:
+    """The short-lived credential a dashboard sign-in link yields: ``khd_…``."""
+    return f"{key_prefix}d"
+
+
+def link_prefix(key_prefix: str) -> str:
+    """A dashboard sign-in link's token: ``khl_…``."""
+    return f"{key_prefix}l"
+
+
 def secret_length(prefix: str) -> int:
     return len(prefix) + 1 + RANDOM_LENGTH + CHECKSUM_LENGTH
 
@@ -47,6 +63,15 @@ def secret_length(prefix: str) -> int:
 @functools.cache
 def _shape(prefix: str) -> tuple[str, int]:
     return prefix + "_", secret_length(prefix)
+
+
+def secret_pattern(prefix: str) -> str:
+    """The regular expression that finds exactly our keys in text, for secret scanners: the
+    prefix, the underscore, 32 random and 6 checksum characters, not part of a longer word. (A
+    regular expression cannot check the CRC32; the leak report endpoint does, and answers
+    false_positive for a string whose checksum fails.)"""
+    body = RANDOM_LENGTH + CHECKSUM_LENGTH
+    return rf"(?<![0-9A-Za-z_]){prefix}_[0-9A-Za-z]{{{body}}}(?![0-9A-Za-z_])"
 
 
 def format_problem(candidate: str, prefix: str) -> FormatProblem | None:

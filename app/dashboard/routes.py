@@ -42,6 +42,14 @@ async def _query(request: Request) -> Response:
     return not_found() if asset is None else asset.response(request)
 
 
+async def _link_page(_request: Request) -> Response:
+    """A sign-in link's page: its script spends the token in the address (a POST), never the
+    GET that shows it."""
+    page = static_files.get("link.html")
+    assert page is not None, "link.html ships with the package"
+    return page.response(_request)
+
+
 async def _to_overview(_: Request) -> Response:
     return RedirectResponse("/dashboard/overview", status_code=308)
 
@@ -52,5 +60,6 @@ def dashboard_routes() -> list[BaseRoute]:
         Route("/dashboard/", _to_overview, methods=["GET"]),
         Route("/dashboard/static/{path:path}", _static, methods=["GET"]),
         Route("/dashboard/queries/{name}.graphql", _query, methods=["GET"]),
+        Route("/dashboard/link/{token}", _link_page, methods=["GET"]),
         Route("/dashboard/{page}", _shell, methods=["GET"]),
     ]

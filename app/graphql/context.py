@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from strawberry.dataloader import DataLoader
 
-from app.auth.principal import Caller
+from app.auth.principal import Caller, Operator
 from app.kit.db import commit, outages_as_unavailable, rollback
 from app.kit.errors import AppError
 from app.kit.logs import ORGANIZATION_ID
@@ -39,12 +39,24 @@ class NotAuthenticated(AppError):
     code = "UNAUTHORIZED"
 
 
+class Forbidden(AppError):
+    code = "FORBIDDEN"
+
+
+OPERATOR_ON_ORGANIZATION_FIELD = (
+    "This field answers for an organization, with one of its keys; an operator key reaches "
+    "the operator fields only (organizations, createOrganization, organizationsUsage...)."
+)
+
+
 @dataclass
 class Context:
     request: Request
     response: Response
     runtime: Runtime
     _caller: Caller | None = None
+    # The platform's operator, when the request came with an operator key (then no caller).
+    _operator: Operator | None = None
     # The operation that runs, as a usage label; set once the document is parsed and validated
     # (app/graphql/inputs.py). None while unknown, and for requests that never execute.
     operation: str | None = None
@@ -69,12 +81,21 @@ class Context:
     @property
     def caller(self) -> Caller:
         if self._caller is None:
+            if self._operator is not None:
+                raise Forbidden(OPERATOR_ON_ORGANIZATION_FIELD)
             raise NotAuthenticated("This request is not authenticated.")
         return self._caller
+
+    @property
+    def operator(self) -> Operator | None:
+        return self._operator
 
     def authenticate(self, caller: Caller) -> None:
         self._caller = caller
         ORGANIZATION_ID.set(caller.organization_id)  # the request's log lines name it
+
+    def authenticate_operator(self, operator: Operator) -> None:
+        self._operator = operator
 
     @asynccontextmanager
     async def db(self) -> AsyncIterator[AsyncSession]:

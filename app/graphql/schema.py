@@ -35,16 +35,42 @@ from app.graphql.inputs import BoundaryCheck
 from app.keys.graphql import Mutation as KeysMutation
 from app.keys.graphql import Query as KeysQuery
 from app.kit.errors import AppError, Unavailable
+from app.operators.graphql import Mutation as OperatorMutation
+from app.operators.graphql import Query as OperatorQuery
 from app.organizations.graphql import Mutation as OrganizationsMutation
 from app.organizations.graphql import Query as OrganizationsQuery
+from app.organizations.operator_graphql import Mutation as OperatorOrganizationsMutation
+from app.organizations.operator_graphql import Query as OperatorOrganizationsQuery
 from app.usage.graphql import LIST_SIZES as USAGE_LIST_SIZES
 from app.usage.graphql import Query as UsageQuery
+from app.webhooks.graphql import Mutation as WebhooksMutation
+from app.webhooks.graphql import Query as WebhooksQuery
 
 logger = logging.getLogger("app.graphql")
 
 
-Query = merge_types("Query", (OrganizationsQuery, KeysQuery, UsageQuery, AuditQuery))
-Mutation = merge_types("Mutation", (KeysMutation, OrganizationsMutation))
+Query = merge_types(
+    "Query",
+    (
+        OrganizationsQuery,
+        KeysQuery,
+        UsageQuery,
+        AuditQuery,
+        WebhooksQuery,
+        OperatorOrganizationsQuery,
+        OperatorQuery,
+    ),
+)
+Mutation = merge_types(
+    "Mutation",
+    (
+        KeysMutation,
+        OrganizationsMutation,
+        WebhooksMutation,
+        OperatorOrganizationsMutation,
+        OperatorMutation,
+    ),
+)
 
 
 def error_code(error: GraphQLError) -> str | None:

@@ -6,16 +6,23 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from enum import Enum
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import strawberry
 from strawberry.types.nodes import SelectedField, Selection
 
 from app.kit.errors import UserError
-from app.kit.pagination import COUNT_LIMIT, Cursor
+from app.kit.pagination import COUNT_LIMIT
 from app.models.usage import Counts, Granularity
 
 logger = logging.getLogger(__name__)
+
+
+class Position(Protocol):
+    """A place in a list, as its opaque cursor (``Cursor``, or a list's own kind)."""
+
+    def encode(self) -> str: ...
+
 
 Node = TypeVar("Node")
 Row = TypeVar("Row")
@@ -67,11 +74,11 @@ class Connection(Generic[Node]):
         cls,
         rows: Sequence[Row],
         node: Callable[[Row], Node],
-        cursor: Callable[[Row], Cursor],
+        cursor: Callable[[Row], Position],
         *,
         count: Callable[[], Awaitable[int]],
         has_next_page: bool,
-        after: Cursor | None,
+        after: Position | None,
     ) -> Connection[Node]:
         edges = [Edge(cursor=cursor(row).encode(), node=node(row)) for row in rows]
         return cls(
@@ -107,6 +114,7 @@ class UserErrorCode(Enum):
     NAME_TAKEN = "NAME_TAKEN"
     NOT_FOUND = "NOT_FOUND"
     FORBIDDEN = "FORBIDDEN"
+    ALREADY_EXISTS = "ALREADY_EXISTS"
 
 
 @strawberry.type(name="UserError", description="An expected failure of a mutation.")

@@ -28,8 +28,9 @@ from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
 from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 from strawberry.types import ExecutionResult
 
+from app.auth.network import request_client
 from app.auth.outcomes import Outcome
-from app.auth.presentation import from_request
+from app.auth.presentation import Presentation, from_request
 from app.dashboard.routes import graphiql_page
 from app.graphql.context import Context
 from app.graphql.request_body import BodyTooLarge, check_declared_length, within
@@ -38,6 +39,8 @@ from app.keys.verification import Verification
 from app.kit.boundary import EXCERPT_LENGTH, REPLACEMENT, excerpt
 from app.kit.errors import Unavailable
 from app.metrics import GRAPHQL_OPERATIONS
+from app.operators.authentication import Refused
+from app.operators.router import platform_authenticator
 from app.runtime import Runtime
 from app.usage.loaders import usage_of_key
 
@@ -67,6 +70,10 @@ class MutationViaGet(Exception):
 def _refusal_code(outcome: Outcome) -> str:
     if outcome in (Outcome.RATE_LIMITED, Outcome.UNAVAILABLE):
         return outcome.value
+    # A known, sound key that may not do this: from here, any more, or while its organization
+    # is suspended (HTTP 403).
+    if outcome.http_status == 403:
+        return "FORBIDDEN"
     return "UNAUTHORIZED"
 
 
@@ -178,6 +185,7 @@ class KeyhouseGraphQL(GraphQL[Context, None]):
     def __init__(self, schema: KeyhouseSchema, runtime: Runtime) -> None:
         super().__init__(schema, graphql_ide="graphiql", allow_queries_via_get=True)
         self.runtime = runtime
+        self.platform = platform_authenticator(runtime)
 
     async def render_graphql_ide(self, request: Request) -> Response:
         # Strawberry's page loads GraphiQL from a CDN with an inline script: blank offline, and
@@ -305,18 +313,30 @@ class KeyhouseGraphQL(GraphQL[Context, None]):
         sub_response: Response,
     ) -> ExecutionResult:
         verifier = self.runtime.verifier
-        verification = await verifier.verify(
-            from_request(request.headers.raw, request.url.query),
-            operation=UNRESOLVED_OPERATION,
-            defer_valid_use=True,
-        )
-        key = verification.key
-        if not verification.valid or key is None:
-            raise RequestRefused(verification)
-        context.authenticate(key.caller())
-        if verification.ratelimit is not None:
-            sub_response.headers.update(verification.ratelimit.headers())
-        sub_response.headers.update(verification.notice_headers())
+        presentation = from_request(request.headers.raw, request.url.query)
+        key = None
+        platform_prefix = self.platform.prefix_of(presentation)
+        if platform_prefix is not None:
+            await self._sign_in(presentation, platform_prefix, context, sub_response)
+        else:
+            verification = await verifier.verify(
+                presentation,
+                operation=UNRESOLVED_OPERATION,
+                defer_valid_use=True,
+                # The calling key's allowlist holds here too; keyhouse's own API spends no credits.
+                client=request_client(
+                    request.scope.get("client"),
+                    request.headers,
+                    self.runtime.settings.trusted_proxy_networks,
+                ),
+            )
+            key = verification.key
+            if not verification.valid or key is None:
+                raise RequestRefused(verification)
+            context.authenticate(key.caller())
+            if verification.ratelimit is not None:
+                sub_response.headers.update(verification.ratelimit.headers())
+            sub_response.headers.update(verification.notice_headers())
         succeeded = False
         result: ExecutionResult | None = None
         try:
@@ -336,10 +356,30 @@ class KeyhouseGraphQL(GraphQL[Context, None]):
             succeeded = not any(error_code(e) in UNDONE_CODES for e in result.errors or ())
             return result
         finally:
-            # Counted first: a commit that fails (an outage) must not lose the use.
-            verifier.record_valid_use(key, _usage_label(context, result))
+            # Counted first: a commit that fails (an outage) must not lose the use. Only an
+            # organization's keys have usage; the operator and dashboard sign-ins have none.
+            if key is not None:
+                verifier.record_valid_use(key, _usage_label(context, result))
             _count_operation(context, result)
             await context.finish(succeeded=succeeded)
+
+    async def _sign_in(
+        self, presentation: Presentation, prefix: str, context: Context, sub_response: Response
+    ) -> None:
+        """The operator's key or a dashboard sign-in, instead of an organization's key."""
+        answer = await self.platform.authenticate(presentation, prefix)
+        if isinstance(answer, Refused):
+            rejection = answer.rejection
+            raise RequestRefused(
+                Verification(
+                    rejection.outcome, rejection.message, rejection.hint, ratelimit=answer.ratelimit
+                )
+            )
+        if answer.operator is not None:
+            context.authenticate_operator(answer.operator)
+        elif answer.caller is not None:
+            context.authenticate(answer.caller)
+        sub_response.headers.update(answer.ratelimit.headers())
 
     async def process_result(
         self, request: Request, result: ExecutionResult

@@ -41,11 +41,16 @@ _NO_RETRY = Retry(NoBackoff(), 0)
 # Announced instead of a key id when too many keys changed at once to name each: every
 # instance drops its whole cache.
 EVERY_KEY = "*"
+# Announced before an organization's id when the organization itself changed (suspended or
+# resumed): every instance drops that organization's keys.
+ORGANIZATION = "organization:"
 
 
 def _forget(cache: KeyCache, key_id: str) -> None:
     if key_id == EVERY_KEY:
         cache.clear()
+    elif key_id.startswith(ORGANIZATION):
+        cache.invalidate_organization(key_id.removeprefix(ORGANIZATION))
     else:
         cache.invalidate_key(key_id)
 
@@ -202,3 +207,11 @@ def announce_after_commit(
     """Tell every instance that ``key_id`` changed, once the session's transaction commits:
     only then does a verification that reloads the key see the change."""
     after_commit(session, lambda: broadcast.key_changed(key_id))
+
+
+def announce_organization_after_commit(
+    session: AsyncSession, broadcast: KeyChangeBroadcast, organization_id: str
+) -> None:
+    """Tell every instance that every key of ``organization_id`` changed (its suspension), once
+    the transaction commits: the same channel, delivery and retries as a revocation."""
+    after_commit(session, lambda: broadcast.key_changed(ORGANIZATION + organization_id))

@@ -8,14 +8,19 @@ revocation cannot put the revoked key back as valid.
 
 from __future__ import annotations
 
+import base64
+import json
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from limits import RateLimitItem
 
+from app.auth.network import IPNetwork, parse_network
 from app.auth.principal import Caller
+from app.keys.credits import CreditTerms
 from app.kit.ratelimit import Budget
 from app.models.keys import ApiKey
 
@@ -46,6 +51,18 @@ class KeyRecord:
     superseded_at: datetime | None = None
     superseded_ts: float | None = None
     replaced_by: Replacement | None = None
+    # Paused by its organization: refused as DISABLED.
+    enabled: bool = True
+    # The provider's metadata, parsed once; and as forward auth's X-Api-Key-Meta header value.
+    meta: dict[str, Any] | None = None
+    meta_header: str | None = None
+    # The networks the key may be used from, parsed once; None: anywhere.
+    allowlist: tuple[IPNetwork, ...] | None = None
+    # None: unlimited. What is left is asked of the ledger on each use (app/keys/credits.py).
+    credits: CreditTerms | None = None
+    # The key's organization was suspended by the operator when the key was loaded; a
+    # suspension or resumption drops the organization's entries on every instance.
+    organization_suspended: bool = False
     # The scopes in name order, as answers list them: sorted once, when the key is cached.
     sorted_scopes: tuple[str, ...] = field(init=False)
 
@@ -64,7 +81,12 @@ class KeyRecord:
 
     @classmethod
     def from_row(
-        cls, row: ApiKey, rate_limit: RateLimitItem, replacement: ApiKey | None = None
+        cls,
+        row: ApiKey,
+        rate_limit: RateLimitItem,
+        replacement: ApiKey | None = None,
+        *,
+        organization_suspended: bool = False,
     ) -> KeyRecord:
         return cls(
             id=row.id,
@@ -85,7 +107,22 @@ class KeyRecord:
                     replacement.id, replacement.name, replacement.hint, replacement.created_at
                 )
             ),
+            enabled=row.enabled,
+            meta=None if row.meta is None else json.loads(row.meta),
+            meta_header=None if row.meta is None else meta_header(row.meta),
+            allowlist=(
+                None
+                if row.ip_allowlist is None
+                else tuple(parse_network(entry) for entry in row.ip_allowlist.split())
+            ),
+            credits=CreditTerms.of(row),
+            organization_suspended=organization_suspended,
         )
+
+
+def meta_header(meta_json: str) -> str:
+    """The metadata as one header value: its compact JSON, base64url-encoded (with padding)."""
+    return base64.urlsafe_b64encode(meta_json.encode()).decode("ascii")
 
 
 class KeyCache:
@@ -146,6 +183,15 @@ class KeyCache:
         key_hash = self._hash_by_id.pop(key_id, None)
         if key_hash is not None:
             self._entries.pop(key_hash, None)
+
+    def invalidate_organization(self, organization_id: str) -> None:
+        """Drop every entry of one organization (suspended or resumed). A scan of the cache:
+        this happens on an operator's action, rarely, and keeps the hot path free of an index
+        by organization."""
+        self.generation += 1
+        for key_hash, (_, record) in list(self._entries.items()):
+            if record.organization_id == organization_id:
+                self._drop(key_hash)
 
     def forget_unknown(self, key_hash: str) -> None:
         """A key with this hash now exists (it was just created)."""

@@ -5,29 +5,38 @@ Resolvers read the context, call one service function and map the result; no SQL
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from datetime import datetime
 from enum import Enum
-from typing import Annotated
+from typing import Annotated, Any
 
 import strawberry
+from strawberry.scalars import JSON
 
 from app.graphql.context import Context, Info
-from app.graphql.permissions import needs
+from app.graphql.permissions import needs, needs_organization_key
 from app.graphql.types import Connection, UsageCounts, UserErrorType, selects, user_errors
-from app.keys import loaders, repository, revocation, rotation, schemas, service
+from app.keys import loaders, repository, revocation, rotation, schemas, service, update
+from app.keys.credits import next_refill, refill_period
 from app.keys.scopes import READ_ANALYTICS, READ_API_KEYS, WRITE_API_KEYS
 from app.kit.errors import UserError
 from app.kit.pagination import DEFAULT_PAGE_SIZE, Cursor, check_page_size
 from app.kit.timeutil import utcnow
 from app.models.keys import ApiKey as ApiKeyRow
-from app.models.keys import KeyStatus, ListedKey
+from app.models.keys import KeyStatus, ListedKey, RefillInterval
 from app.models.usage import Granularity
 
 logger = logging.getLogger(__name__)
 
 ApiKeyStatus = strawberry.enum(KeyStatus, name="ApiKeyStatus")
+CreditRefillInterval = strawberry.enum(
+    RefillInterval,
+    name="CreditRefillInterval",
+    description="When credits are reset to the refill amount: each day or each month, at "
+    "midnight UTC.",
+)
 
 
 @strawberry.enum
@@ -36,6 +45,7 @@ class ApiKeyStatusFilter(Enum):
     REVOKED = "REVOKED"
     EXPIRED = "EXPIRED"
     SUPERSEDED = "SUPERSEDED"
+    DISABLED = "DISABLED"
     ALL = "ALL"
 
 
@@ -58,6 +68,59 @@ class RateLimit:
 class RateLimitInput:
     requests: int = strawberry.field(description="1 to 1,000,000.")
     per_seconds: int = strawberry.field(description="1 to 86,400.")
+
+
+@strawberry.type(description="Credits are reset to `amount` at each interval's start (UTC).")
+class CreditRefill:
+    amount: int
+    interval: CreditRefillInterval  # type: ignore[valid-type]
+
+
+@strawberry.type(description="A usage-limited key's credits: each valid verification spends some.")
+class Credits:
+    remaining: int = strawberry.field(
+        description="What is left, as last written: with Redis, spends reach the database in "
+        "batches, a few seconds behind."
+    )
+    refill: CreditRefill | None
+    refill_at: datetime | None = strawberry.field(description="The next refill, if any.")
+
+    @classmethod
+    def of(cls, row: ApiKeyRow | ListedKey, now: datetime) -> Credits | None:
+        if row.credits_remaining is None:
+            return None
+        amount, named = row.credits_refill_amount, row.credits_refill_interval
+        if amount is None or named is None:
+            return cls(remaining=row.credits_remaining, refill=None, refill_at=None)
+        interval = RefillInterval(named)
+        # A refill is made lazily, at the first use of a new period: shown as made already.
+        due = (row.credits_period or "") < refill_period(interval, now)
+        return cls(
+            remaining=amount if due else row.credits_remaining,
+            refill=CreditRefill(amount=amount, interval=interval),
+            refill_at=next_refill(interval, now),
+        )
+
+
+@strawberry.input
+class CreditRefillInput:
+    amount: int = strawberry.field(description="1 to 1,000,000,000.")
+    interval: CreditRefillInterval  # type: ignore[valid-type]
+
+
+@strawberry.input
+class CreditsInput:
+    remaining: int = strawberry.field(
+        description="0 to 1,000,000,000: the balance, replacing what is left."
+    )
+    refill: CreditRefillInput | None = None
+
+    def value(self) -> schemas.Credits:
+        refill = self.refill
+        return schemas.Credits(
+            remaining=self.remaining,
+            refill=None if refill is None else schemas.Refill(refill.amount, refill.interval),
+        )
 
 
 @strawberry.type(
@@ -85,6 +148,20 @@ class ApiKeyType:
     # field rather than a resolver: on a page it is read like the others, without a call.
     last_used_at: datetime | None = strawberry.field(
         description="When the key last authenticated a request; null if never."
+    )
+    enabled: bool = strawberry.field(
+        description="False while the key is paused: refused as DISABLED until enabled again."
+    )
+    meta: JSON | None = strawberry.field(
+        description="Your own JSON object about the key (customer id, plan...), returned by "
+        "verification."
+    )
+    ip_allowlist: list[str] = strawberry.field(
+        description="The networks the key may be used from; empty: anywhere."
+    )
+    credits: Credits | None = strawberry.field(description="Null: the key's uses are unlimited.")
+    leaked_at: datetime | None = strawberry.field(
+        description="When a secret scanner reported this key found in public; null if never."
     )
     own_rate_limit: strawberry.Private[schemas.RateLimit | None]
     superseded_by_id: strawberry.Private[str | None]
@@ -141,6 +218,7 @@ class ApiKeyType:
     def of(
         cls, row: ApiKeyRow | ListedKey, context: Context, now: datetime | None = None
     ) -> ApiKeyType:
+        now = now or utcnow()
         return cls(
             id=strawberry.ID(row.id),
             name=row.name,
@@ -149,10 +227,15 @@ class ApiKeyType:
             created_at=row.created_at,
             expires_at=row.expires_at,
             revoked_at=row.revoked_at,
-            status=row.status_at(now or utcnow()),
+            status=row.status_at(now),
             superseded_at=row.superseded_at,
             last_used_at=context.latest_use(row.id, row.last_used_at),
+            leaked_at=row.leaked_at,
             superseded_by_id=row.superseded_by_key_id,
+            enabled=row.enabled,
+            meta=None if row.meta is None else json.loads(row.meta),
+            ip_allowlist=[] if row.ip_allowlist is None else row.ip_allowlist.split(),
+            credits=Credits.of(row, now),
             own_rate_limit=(
                 None
                 if row.rate_limit_requests is None or row.rate_limit_per_seconds is None
@@ -225,6 +308,65 @@ class RotateApiKeyPayload:
     previous_api_key: ApiKeyType | None = strawberry.field(
         default=None, description="The rotated key, deprecated until its grace period ends."
     )
+    user_errors: list[UserErrorType] = strawberry.field(default_factory=list)
+
+
+@strawberry.input(
+    description="Only the fields given change; null clears what can be cleared (rateLimit back "
+    "to the default, meta, ipAllowlist, credits: unlimited)."
+)
+class UpdateApiKeyInput:
+    id: strawberry.ID
+    name: str | None = strawberry.field(
+        default=strawberry.UNSET, description="1 to 128 characters, unique among live keys."
+    )
+    scopes: list[str] | None = strawberry.field(
+        default=strawberry.UNSET,
+        description="The key's new scopes: any it has may be dropped, and only scopes you hold "
+        "added.",
+    )
+    rate_limit: RateLimitInput | None = strawberry.UNSET
+    meta: JSON | None = strawberry.field(
+        default=strawberry.UNSET,
+        description="A JSON object: at most 4 KB as JSON, 32 keys, 3 levels deep.",
+    )
+    ip_allowlist: list[str] | None = strawberry.field(
+        default=strawberry.UNSET,
+        description="Up to 100 IPv4/IPv6 addresses or CIDR blocks; null or empty: anywhere.",
+    )
+    credits: CreditsInput | None = strawberry.field(
+        default=strawberry.UNSET,
+        description="Replaces the balance (and refill); null: unlimited.",
+    )
+    enabled: bool | None = strawberry.field(
+        default=strawberry.UNSET,
+        description="false pauses the key (refused as DISABLED); true resumes it.",
+    )
+
+    def value(self) -> schemas.KeyUpdate:
+        def given(value: Any) -> Any:
+            return schemas.UNCHANGED if value is strawberry.UNSET else value
+
+        limit, credits = self.rate_limit, self.credits
+        return schemas.KeyUpdate(
+            key_id=str(self.id),
+            name=given(self.name),
+            scopes=given(self.scopes),
+            rate_limit=(
+                given(limit)
+                if limit in (None, strawberry.UNSET)
+                else schemas.RateLimit(limit.requests, limit.per_seconds)
+            ),
+            meta=given(self.meta),
+            ip_allowlist=given(self.ip_allowlist),
+            credits=given(credits) if credits in (None, strawberry.UNSET) else credits.value(),
+            enabled=given(self.enabled),
+        )
+
+
+@strawberry.type
+class UpdateApiKeyPayload:
+    api_key: ApiKeyType | None = None
     user_errors: list[UserErrorType] = strawberry.field(default_factory=list)
 
 
@@ -305,7 +447,9 @@ class Query:
             row = await repository.get_key(session, info.context.caller, str(id))
         return None if row is None else ApiKeyType.of(row, info.context)
 
-    @strawberry.field(description="Every scope a key can hold.")
+    @strawberry.field(
+        description="Every scope a key can hold.", extensions=needs_organization_key()
+    )
     def scopes(self, info: Info) -> list[Scope]:
         return [
             Scope(name=scope.name, description=scope.description)
@@ -380,6 +524,25 @@ class Mutation:
             secret=result.secret,
             previous_api_key=ApiKeyType.of(result.previous, info.context),
         )
+
+    @strawberry.mutation(
+        extensions=needs(WRITE_API_KEYS),
+        description="Change a key: only the fields given. Takes effect from the next request, "
+        "on every instance.",
+    )
+    async def update_api_key(self, info: Info, input: UpdateApiKeyInput) -> UpdateApiKeyPayload:
+        runtime = info.context.runtime
+        async with info.context.db() as session:
+            result = await update.update_key(
+                session,
+                info.context.caller,
+                input.value(),
+                catalogue=runtime.catalogue,
+                broadcast=runtime.broadcast,
+            )
+        if isinstance(result, list):
+            return UpdateApiKeyPayload(user_errors=user_errors("updateApiKey", result))
+        return UpdateApiKeyPayload(api_key=ApiKeyType.of(result, info.context))
 
     @strawberry.mutation(
         extensions=needs(WRITE_API_KEYS),

@@ -46,6 +46,7 @@ async def supersede_others(
             "effectiveAt": effective.isoformat(),
             "reason": "singleActiveKey policy",
         },
+        takes_effect_at=effective,
     )
     listed = await superseded_by(session, caller, replacement.id)
     if replaced > len(listed):

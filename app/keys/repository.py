@@ -15,6 +15,7 @@ from sqlalchemy import (
     Select,
     and_,
     bindparam,
+    delete,
     func,
     join,
     literal,
@@ -40,13 +41,18 @@ from app.models.keys import ApiKey, ApiKeyScope, KeyStatus, ListedKey
 _LISTED_COLUMNS = tuple(ApiKey.__table__.c[field.name] for field in fields(ListedKey))  # type: ignore[attr-defined]
 
 
-async def live_name_exists(session: AsyncSession, organization_id: str, name: str) -> bool:
+async def live_name_exists(
+    session: AsyncSession, organization_id: str, name: str, *, other_than: str | None = None
+) -> bool:
+    """Whether a live key of the organization (other than ``other_than``) has this name."""
     statement = select(ApiKey.id).where(
         col(ApiKey.organization_id) == organization_id,
         col(ApiKey.name_key) == name_key(name),
         col(ApiKey.revoked_at).is_(None),
         col(ApiKey.superseded_at).is_(None),
     )
+    if other_than is not None:
+        statement = statement.where(col(ApiKey.id) != other_than)
     return (await session.exec(statement)).first() is not None
 
 
@@ -64,6 +70,12 @@ async def insert_key(session: AsyncSession, api_key: ApiKey) -> bool:
 def add_key(session: AsyncSession, api_key: ApiKey) -> None:
     """Add a new key with a row for each of its scopes (what the scope filter reads)."""
     session.add(api_key)
+    session.add_all(api_key.scope_rows())
+
+
+async def replace_scope_rows(session: AsyncSession, api_key: ApiKey) -> None:
+    """The key's scope rows, made again from its scopes after an update changed them."""
+    await session.exec(delete(ApiKeyScope).where(col(ApiKeyScope.api_key_id) == api_key.id))
     session.add_all(api_key.scope_rows())
 
 
@@ -151,7 +163,8 @@ async def get_keys(
 
 
 def status_condition(status: KeyStatus, now: datetime | BindParameter[datetime]) -> Any:
-    """SQL for ``ApiKey.status_at(now) == status`` (revoked, then superseded, then expired)."""
+    """SQL for ``ApiKey.status_at(now) == status`` (revoked, then superseded, then expired,
+    then disabled)."""
     if status is KeyStatus.REVOKED:
         return col(ApiKey.revoked_at).is_not(None)
     not_revoked = col(ApiKey.revoked_at).is_(None)
@@ -162,7 +175,10 @@ def status_condition(status: KeyStatus, now: datetime | BindParameter[datetime])
     )
     if status is KeyStatus.EXPIRED:
         return and_(in_play, col(ApiKey.expires_at) <= now)
-    return and_(in_play, or_(col(ApiKey.expires_at).is_(None), col(ApiKey.expires_at) > now))
+    unexpired = and_(in_play, or_(col(ApiKey.expires_at).is_(None), col(ApiKey.expires_at) > now))
+    if status is KeyStatus.DISABLED:
+        return and_(unexpired, col(ApiKey.enabled).is_(False))
+    return and_(unexpired, col(ApiKey.enabled).is_(True))
 
 
 def _source(scope: bool) -> tuple[Any, Any, Any]:
@@ -252,6 +268,7 @@ _COUNT_ORDER = {
     KeyStatus.REVOKED: _NEWEST,
     KeyStatus.EXPIRED: (col(ApiKey.expires_at).desc(),),
     KeyStatus.SUPERSEDED: (col(ApiKey.superseded_at).desc(),),
+    KeyStatus.DISABLED: _NEWEST,
 }
 
 

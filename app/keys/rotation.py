@@ -133,7 +133,8 @@ async def _rotatable_by(
 def _successor(
     old: ApiKey, caller: Caller, policy: Organization, secret: str, key_prefix: str, now: datetime
 ) -> ApiKey:
-    """The new key: the old one's name, scopes and limits, its own secret and lifetime."""
+    """The new key: the old one's name, scopes, limits and controls (enabled, metadata,
+    allowlist, credits), its own secret and lifetime."""
     lifetime = rotated_lifetime(old, policy)
     return ApiKey(
         organization_id=caller.organization_id,
@@ -147,6 +148,15 @@ def _successor(
         expires_at=None if lifetime is None else now + lifetime,
         rate_limit_requests=old.rate_limit_requests,
         rate_limit_per_seconds=old.rate_limit_per_seconds,
+        enabled=old.enabled,
+        meta=old.meta,
+        ip_allowlist=old.ip_allowlist,
+        # The balance as last written (with Redis, up to a flush behind); during the grace
+        # period each secret spends its own.
+        credits_remaining=old.credits_remaining,
+        credits_refill_amount=old.credits_refill_amount,
+        credits_refill_interval=old.credits_refill_interval,
+        credits_period=old.credits_period,
     )
 
 

@@ -17,13 +17,15 @@ from typing import Any, NamedTuple
 from urllib.parse import parse_qsl
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
+from app.auth.network import IPAddress, client_address, parse_address
 from app.auth.outcomes import Outcome
 from app.auth.presentation import Presentation, from_forward_auth
+from app.keys.credits import COST_MAX
 from app.keys.verification import KeyVerifier, Verification
 from app.kit.boundary import excerpt, value_problem
 from app.kit.errors import Unavailable
@@ -37,6 +39,8 @@ MAX_SCOPES = 20
 MAX_BODY_BYTES = 16 * 1024
 MAX_OPERATION_LENGTH = 200
 MAX_SCOPE_NAME_LENGTH = 100
+# The longest spelling of an address: IPv6 with an IPv4 tail, a zone, brackets and a port.
+MAX_IP_LENGTH = 64
 SERVICE_TOKEN_HEADER = "x-keyhouse-service-token"  # noqa: S105 - a header name
 # The gateway's name for the operation a forward-auth request is for (see deploy/nginx).
 OPERATION_HEADER = "x-keyhouse-operation"
@@ -48,6 +52,10 @@ class VerifyRequest(BaseModel):
     key: StrictStr
     scopes: list[StrictStr] = Field(default_factory=list, max_length=MAX_SCOPES)
     operation: StrictStr | None = Field(default=None, max_length=MAX_OPERATION_LENGTH)
+    # The address the service's own caller came from, for keys with an IP allowlist.
+    ip: StrictStr | None = Field(default=None, max_length=MAX_IP_LENGTH)
+    # Credits this use spends (keys with credits); 0 checks without spending.
+    cost: StrictInt = Field(default=1, ge=0, le=COST_MAX)
 
 
 class DataPlaneResponse(Response):
@@ -89,6 +97,7 @@ _NO_IDENTITY: dict[str, Any] = {
     "deprecated": False,
     "sunset": None,
     "replacedBy": None,
+    "meta": None,
 }
 
 
@@ -101,6 +110,13 @@ def verification_body(verification: Verification) -> dict[str, Any]:
         else {"limit": ratelimit.limit, "remaining": ratelimit.remaining, "reset": ratelimit.reset}
     )
     key = verification.key
+    spend = verification.credits
+    # What is left is the key holder's to know, also when it is what refused the request.
+    credits = (
+        None
+        if spend is None
+        else {"remaining": spend.remaining, "refillAt": _timestamp(spend.refill_at)}
+    )
     if key is None or not verification.valid:
         return {
             "valid": False,
@@ -109,6 +125,7 @@ def verification_body(verification: Verification) -> dict[str, Any]:
             "hint": verification.hint or None,
             **_NO_IDENTITY,
             "ratelimit": limit,
+            "credits": credits,
         }
     sunset = verification.sunset
     replaced_by = key.replaced_by
@@ -129,6 +146,8 @@ def verification_body(verification: Verification) -> dict[str, Any]:
         if replaced_by is None
         else {"name": replaced_by.name, "hint": replaced_by.hint},
         "ratelimit": limit,
+        "meta": key.meta,
+        "credits": credits,
     }
 
 
@@ -275,6 +294,7 @@ async def _bounded_body(request: Request) -> bytes | None:
 def data_plane_routes(runtime: Runtime) -> dict[str, DataPlaneRoute]:
     """The data-plane paths and what answers them."""
     verifier: KeyVerifier = runtime.verifier
+    trusted_proxies = runtime.settings.trusted_proxy_networks
 
     async def verify_key(request: Request) -> Response:
         refusal = _service_token_refusal(runtime, request.headers)
@@ -292,10 +312,21 @@ def data_plane_routes(runtime: Runtime) -> dict[str, DataPlaneRoute]:
         problem = _scope_problem(payload.scopes)
         if problem is not None:
             return request_error(422, f"Invalid verify request: {problem}")
+        client: IPAddress | None = None
+        if payload.ip is not None:
+            client = parse_address(payload.ip)
+            if client is None:
+                return request_error(
+                    422,
+                    f"Invalid verify request: ip is not an IPv4 or IPv6 address: "
+                    f"{excerpt(payload.ip)!r}",
+                )
         verification = await verifier.verify(
             Presentation.of(payload.key),
             required_scopes=payload.scopes,
             operation=operation_label(payload.operation) if payload.operation else "verify",
+            client=client,
+            cost=payload.cost,
         )
         return verify_response(verification)
 
@@ -316,10 +347,19 @@ def data_plane_routes(runtime: Runtime) -> dict[str, DataPlaneRoute]:
             return request_error(400, f"Invalid required scope: {problem}")
         presentation = from_forward_auth(raw_headers, headers)
         operation = _forward_auth_label(headers, presentation.url_path)
+        peer = request.scope.get("client")
         verification = await verifier.verify(
-            presentation, required_scopes=required, operation=operation
+            presentation,
+            required_scopes=required,
+            operation=operation,
+            client=client_address(peer[0] if peer else None, headers, trusted_proxies),
+            cost=1,
         )
-        return forward_auth_response(verification, rate_limit_as_403=auth_query.rate_limit_as_403)
+        return forward_auth_response(
+            verification,
+            rate_limit_as_403=auth_query.rate_limit_as_403,
+            with_meta=auth_query.meta,
+        )
 
     return {
         "/v1/keys/verify": DataPlaneRoute(frozenset({"POST"}), verify_key),
@@ -337,6 +377,8 @@ class AuthQuery(NamedTuple):
 
     scopes: frozenset[str]
     rate_limit_as_403: bool
+    # ?meta=1: pass the key's metadata on in X-Api-Key-Meta.
+    meta: bool
 
 
 @functools.lru_cache(maxsize=256)
@@ -348,6 +390,7 @@ def _auth_query(query_string: bytes) -> AuthQuery:
     return AuthQuery(
         scopes=frozenset(_scope_names(value for name, value in params if name == "scope")),
         rate_limit_as_403=("ratelimit_status", "403") in params,
+        meta=("meta", "1") in params,
     )
 
 
@@ -374,7 +417,9 @@ def verify_response(verification: Verification) -> Response:
     )
 
 
-def forward_auth_response(verification: Verification, *, rate_limit_as_403: bool) -> Response:
+def forward_auth_response(
+    verification: Verification, *, rate_limit_as_403: bool, with_meta: bool = False
+) -> Response:
     headers = verification_headers(verification)
     if verification.valid and verification.key is not None:
         key = verification.key
@@ -385,6 +430,10 @@ def forward_auth_response(verification: Verification, *, rate_limit_as_403: bool
                 "X-Api-Key-Scopes": " ".join(key.sorted_scopes),
             }
         )
+        if with_meta and key.meta_header is not None:
+            headers["X-Api-Key-Meta"] = key.meta_header
+        if verification.credits is not None:
+            headers["X-Api-Key-Credits-Remaining"] = str(verification.credits.remaining)
         return DataPlaneResponse(b"", headers, media_type=None)
 
     outcome = verification.outcome

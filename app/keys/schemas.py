@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import Enum
+from typing import Any
 
-from app.models.keys import ApiKey, KeyStatus, ListedKey
+from app.models.keys import ApiKey, KeyStatus, ListedKey, RefillInterval
 
 NAME_MAX_LENGTH = 128
 
@@ -24,6 +26,60 @@ class RateLimit:
     def as_json(self) -> dict[str, int]:
         """As GraphQL names it (``perSeconds``): for audit details and request digests."""
         return {"requests": self.requests, "perSeconds": self.per_seconds}
+
+
+META_MAX_BYTES = 4096
+META_MAX_KEYS = 32
+META_MAX_DEPTH = 3
+IP_ALLOWLIST_MAX = 100
+CREDITS_MAX = 1_000_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class Refill:
+    amount: int
+    interval: RefillInterval
+
+
+@dataclass(frozen=True, slots=True)
+class Credits:
+    remaining: int
+    refill: Refill | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        """As GraphQL names it: for audit details and request digests."""
+        refill = self.refill
+        return {
+            "remaining": self.remaining,
+            "refill": None
+            if refill is None
+            else {"amount": refill.amount, "interval": refill.interval.value},
+        }
+
+
+class Unchanged(Enum):
+    """An update's field that was not given: the key keeps what it has. (None clears it.)"""
+
+    UNCHANGED = "UNCHANGED"
+
+
+UNCHANGED = Unchanged.UNCHANGED
+
+
+@dataclass(frozen=True, slots=True)
+class KeyUpdate:
+    key_id: str
+    name: str | Unchanged | None = UNCHANGED
+    scopes: Sequence[str] | Unchanged | None = UNCHANGED
+    # None: back to the deployment's default.
+    rate_limit: RateLimit | Unchanged | None = UNCHANGED
+    # A JSON value (checked to be an object); None clears it.
+    meta: Any = UNCHANGED
+    # None or empty: usable from anywhere.
+    ip_allowlist: Sequence[str] | Unchanged | None = UNCHANGED
+    # None: unlimited.
+    credits: Credits | Unchanged | None = UNCHANGED
+    enabled: bool | Unchanged | None = UNCHANGED
 
 
 GRACE_HOURS_MAX = 720

@@ -1,15 +1,26 @@
-"""The rules a key's input must meet (name, scopes, expiry, rate limit), and the errors that
-say which one it missed."""
+"""The rules a key's input must meet (name, scopes, expiry, rate limit, metadata, allowlist,
+credits), and the errors that say which one it missed."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from app.auth.network import NetworkProblem, parse_network
 from app.auth.principal import Caller
 from app.keys import idempotency
 from app.keys.schemas import (
+    CREDITS_MAX,
     EXPIRES_IN_DAYS_MAX,
+    IP_ALLOWLIST_MAX,
+    META_MAX_BYTES,
+    META_MAX_DEPTH,
+    META_MAX_KEYS,
     NAME_MAX_LENGTH,
     RATE_LIMIT_REQUESTS_MAX,
     RATE_LIMIT_WINDOW_MAX,
+    Credits,
     KeyCreate,
     RateLimit,
 )
@@ -26,15 +37,15 @@ def check_create(
     name = data.name.strip()
     scopes = sorted(set(data.scopes))
     found = [
-        _name_error(name),
-        _scopes_error(scopes, caller, catalogue),
+        name_error(name),
+        scopes_error(scopes, caller, catalogue),
         _expiry_error(data.expires_in_days, policy),
-        _rate_limit_error(data.rate_limit),
+        rate_limit_error(data.rate_limit),
     ]
     return name, scopes, [error for error in found if error is not None]
 
 
-def _name_error(name: str) -> UserError | None:
+def name_error(name: str) -> UserError | None:
     if not name:
         return UserError(UserErrorCode.INVALID_INPUT, "name", "Name cannot be empty.")
     problem = name_problem(name, max_length=NAME_MAX_LENGTH)
@@ -43,7 +54,7 @@ def _name_error(name: str) -> UserError | None:
     return None
 
 
-def _scopes_error(scopes: list[str], caller: Caller, catalogue: ScopeCatalogue) -> UserError | None:
+def scopes_error(scopes: list[str], caller: Caller, catalogue: ScopeCatalogue) -> UserError | None:
     if not scopes:
         return UserError(UserErrorCode.INVALID_SCOPE, "scopes", "Give the key at least one scope.")
     unknown = catalogue.unknown(scopes)
@@ -90,7 +101,7 @@ def _expiry_error(days: int | None, policy: Organization) -> UserError | None:
     return None
 
 
-def _rate_limit_error(limit: RateLimit | None) -> UserError | None:
+def rate_limit_error(limit: RateLimit | None) -> UserError | None:
     if limit is None or (
         1 <= limit.requests <= RATE_LIMIT_REQUESTS_MAX
         and 1 <= limit.per_seconds <= RATE_LIMIT_WINDOW_MAX
@@ -135,3 +146,74 @@ def check_idempotency_key(value: str | None) -> UserError | None:
 def not_found(key_id: str) -> UserError:
     # The same answer for an unknown id, a malformed one and another organization's key.
     return UserError(UserErrorCode.NOT_FOUND, "id", f"No API key with id '{excerpt(key_id, 64)}'.")
+
+
+def _invalid(field: str, message: str) -> UserError:
+    return UserError(UserErrorCode.INVALID_INPUT, field, message)
+
+
+def _depth(value: Any) -> int:
+    """How deep objects and arrays nest: a flat object is 1."""
+    if isinstance(value, dict):
+        return 1 + max((_depth(item) for item in value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max((_depth(item) for item in value), default=0)
+    return 0
+
+
+def check_meta(meta: Any) -> str | UserError | None:
+    """The metadata as stored (compact JSON text), None when cleared, or what is wrong."""
+    if meta is None:
+        return None
+    if not isinstance(meta, dict):
+        return _invalid("meta", 'meta must be a JSON object, e.g. {"customerId": "cus_123"}.')
+    if len(meta) > META_MAX_KEYS:
+        return _invalid("meta", f"meta may hold at most {META_MAX_KEYS} keys, got {len(meta)}.")
+    depth = _depth(meta)
+    if depth > META_MAX_DEPTH:
+        return _invalid("meta", f"meta may nest at most {META_MAX_DEPTH} levels deep, got {depth}.")
+    text = json.dumps(meta, ensure_ascii=False, separators=(",", ":"))
+    size = len(text.encode())
+    if size > META_MAX_BYTES:
+        return _invalid(
+            "meta", f"meta may take at most {META_MAX_BYTES} bytes as JSON, got {size}."
+        )
+    return text
+
+
+def check_ip_allowlist(entries: Sequence[str] | None) -> str | UserError | None:
+    """The allowlist as stored (space-separated networks, each once, in the order given), None
+    when cleared (an empty list too), or the first entry that is wrong."""
+    if not entries:
+        return None
+    if len(entries) > IP_ALLOWLIST_MAX:
+        return _invalid(
+            "ipAllowlist",
+            f"ipAllowlist may hold at most {IP_ALLOWLIST_MAX} entries, got {len(entries)}.",
+        )
+    networks: dict[str, None] = {}
+    for index, entry in enumerate(entries):
+        try:
+            networks[str(parse_network(entry))] = None
+        except NetworkProblem as problem:
+            return _invalid(
+                "ipAllowlist", f"ipAllowlist entry {index} '{excerpt(entry, 64)}' {problem}."
+            )
+    return " ".join(networks)
+
+
+def credits_error(credits: Credits | None) -> UserError | None:
+    if credits is None:
+        return None
+    if not 0 <= credits.remaining <= CREDITS_MAX:
+        return _invalid(
+            "credits",
+            f"credits.remaining must be between 0 and {CREDITS_MAX:,}, got {credits.remaining}.",
+        )
+    refill = credits.refill
+    if refill is not None and not 1 <= refill.amount <= CREDITS_MAX:
+        return _invalid(
+            "credits",
+            f"credits.refill.amount must be between 1 and {CREDITS_MAX:,}, got {refill.amount}.",
+        )
+    return None

@@ -1,13 +1,28 @@
 """Key verification: the one function that decides whether a presented key may be used.
 
 GraphQL authentication, ``POST /v1/keys/verify``, ``GET /v1/auth`` and the in-process FastAPI
-dependency all call :meth:`KeyVerifier.verify`. The order of the steps is the contract:
+dependency all call :meth:`KeyVerifier.verify`. The order of the checks is the contract: each
+refusal is the most useful one the request can get, and a request refused at one step spends
+nothing at the later ones (no rate-limit budget, no credit).
 
-1. choose the key the request presented and check its shape and checksum (no I/O);
-2. hash it and look it up, cache first (no database round trip on a hit);
-3. revocation, expiry (against the clock, every time) and scopes;
-4. only then the rate limit, so a request refused for any earlier reason spends no budget;
-5. note the use in memory for the batched usage flush.
+1. format: choose the key the request presented, check its shape and checksum (no I/O);
+2. known: hash it and look it up, cache first (no database round trip on a hit); a database
+   that does not answer for a key not in the cache is UNAVAILABLE, never a guess;
+3. the organization's standing: a suspended organization's keys are refused as
+   ORGANIZATION_SUSPENDED, before anything about the key itself;
+4. the key's own standing: REVOKED, then SUPERSEDED, EXPIRED, DISABLED (a key that is gone for
+   good is told so before one that is only paused);
+5. where from: IP_NOT_ALLOWED when the key has an allowlist and the caller's address is outside
+   it (before scopes: a key used from the wrong network should not learn what it could do);
+6. what for: INSUFFICIENT_SCOPE;
+7. the rate limit: RATE_LIMITED spends the window's budget but no credit;
+8. credits (data plane only): CREDITS_EXHAUSTED. Last, because a credit is what the provider
+   sells: a request refused for any other reason never costs one. The budget a refused spend
+   used comes back with the next window; the credit would not;
+9. note the use in memory for the batched usage flush.
+
+A cached key is verified without a database round trip, credits aside: a key with credits
+spends them in Redis when configured, else in the database (app/keys/credits.py).
 """
 
 from __future__ import annotations
@@ -23,16 +38,19 @@ from typing import NamedTuple, Protocol
 from limits import RateLimitItem
 from sqlmodel import col, select
 
+from app.auth.network import IPAddress, is_within
 from app.auth.outcomes import Outcome, Rejection
 from app.auth.presentation import Presentation, choose_key
 from app.auth.secret import hash_secret
 from app.config import Settings
 from app.keys.broadcast import KeyChangeBroadcast
 from app.keys.cache import KeyCache, KeyRecord
+from app.keys.credits import CreditLedger, CreditSpend
 from app.keys.scopes import ScopeCatalogue
 from app.kit.db import SessionMaker, outages_as_unavailable
 from app.kit.errors import Unavailable
 from app.kit.ratelimit import RateLimiter, RateLimitStatus, rate_limit_item
+from app.kit.timeutil import utcnow
 from app.metrics import (
     KEY_CACHE_HITS,
     KEY_CACHE_MISSES,
@@ -40,6 +58,7 @@ from app.metrics import (
     VERIFICATIONS,
 )
 from app.models.keys import ApiKey
+from app.models.organizations import Organization
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +79,8 @@ class Verification(NamedTuple):
     # The key the request presented, once recognised (also when refused as revoked, expired...).
     key: KeyRecord | None = None
     ratelimit: RateLimitStatus | None = None
+    # For a key with credits, once they were asked about: what is left, when the next refill is.
+    credits: CreditSpend | None = None
 
     @property
     def valid(self) -> bool:
@@ -135,6 +156,7 @@ class KeyVerifier:
         limiter: RateLimiter,
         recorder: UseRecorder,
         catalogue: ScopeCatalogue,
+        ledger: CreditLedger,
     ) -> None:
         self._prefix = settings.key_prefix
         self._sessionmaker = sessionmaker
@@ -143,6 +165,7 @@ class KeyVerifier:
         self._limiter = limiter
         self._recorder = recorder
         self._catalogue = catalogue
+        self._ledger = ledger
         self._ttl_live = settings.cache_ttl_seconds
         self._ttl_fallback = settings.cache_ttl_without_broadcast_seconds
         self._default_limit = rate_limit_item(
@@ -157,41 +180,36 @@ class KeyVerifier:
         required_scopes: Collection[str] = (),
         operation: str = "",
         defer_valid_use: bool = False,
+        client: IPAddress | None = None,
+        cost: int | None = None,
     ) -> Verification:
         """``operation`` labels the use in usage. With ``defer_valid_use``, a valid use is not
         recorded here: the caller learns its label later and calls :meth:`record_valid_use`
         (GraphQL, whose operation is known only once its document is parsed and validated).
-        Refusals are always recorded here, under ``operation``."""
+        Refusals are always recorded here, under ``operation``. ``client``: the caller's
+        address (for a key with an allowlist; None when unknown). ``cost``: the credits the use
+        spends; None for a use that is not metered (keyhouse's own control plane)."""
         chosen = choose_key(presentation, self._prefix)
         if isinstance(chosen, Rejection):
             return self._refuse(operation, chosen.outcome, chosen.message, chosen.hint)
-
-        key_hash = hash_secret(chosen)
-        ttl = self._ttl_live if self._broadcast.live else self._ttl_fallback
-        record = self._cache.get(key_hash, ttl)
-        if record is None:
-            KEY_CACHE_MISSES.inc()
-            try:
-                record = await self._load(key_hash, ttl)
-            except Unavailable as outage:
-                return self._unavailable(operation, outage)
-            if record is None:
-                return self._refuse(
-                    operation,
-                    Outcome.UNKNOWN,
-                    "This API key does not exist.",
-                    "Check that you copied the whole key; if it was deleted or never issued, "
-                    "create a new one.",
-                )
-
-        else:
-            KEY_CACHE_HITS.inc()
-        now = time.time()
-        standing = self._standing(record, required_scopes, now)
-        if standing is not None:
+        record = await self._known(hash_secret(chosen))
+        if not isinstance(record, KeyRecord):
+            return self._refuse(operation, record.outcome, record.message, record.hint)
+        if record.organization_suspended:
             return self._refuse(
-                operation, standing.outcome, standing.message, standing.hint, record
+                operation,
+                Outcome.ORGANIZATION_SUSPENDED,
+                "This API key's organization is suspended.",
+                "Every key of the organization is refused until the provider resumes it; "
+                "contact the provider of this API.",
+                record,
             )
+        now = time.time()
+        refusal = self._standing(record, now) or self._place_and_purpose(
+            record, client, required_scopes
+        )
+        if refusal is not None:
+            return self._refuse(operation, refusal.outcome, refusal.message, refusal.hint, record)
 
         ratelimit = await self._limiter.hit(record.rate_limit)
         if not ratelimit.allowed:
@@ -204,6 +222,14 @@ class KeyVerifier:
                 record,
                 ratelimit,
             )
+        spend = None
+        if cost is not None and record.credits is not None:
+            try:
+                spend = await self._ledger.spend(record.id, record.credits, cost, utcnow())
+            except Unavailable as outage:
+                return self._unavailable(operation, outage)
+            if not spend.spent:
+                return self._exhausted(operation, record, ratelimit, spend, cost)
 
         _OUTCOMES[Outcome.VALID].inc()
         if not defer_valid_use:
@@ -214,13 +240,40 @@ class KeyVerifier:
             hint="",
             key=record,
             ratelimit=ratelimit,
+            credits=spend,
         )
 
-    def _standing(
-        self, record: KeyRecord, required_scopes: Collection[str], now: float
-    ) -> Rejection | None:
-        """Why the key itself may not be used now (revoked, replaced, expired, lacking a scope),
-        in that order; None when it may."""
+    async def _known(self, key_hash: str) -> KeyRecord | Rejection:
+        """The key's record, from the cache or the database; UNKNOWN or UNAVAILABLE."""
+        ttl = self._ttl_live if self._broadcast.live else self._ttl_fallback
+        record = self._cache.get(key_hash, ttl)
+        if record is not None:
+            KEY_CACHE_HITS.inc()
+            return record
+        KEY_CACHE_MISSES.inc()
+        try:
+            record = await self._load(key_hash, ttl)
+        except Unavailable as outage:
+            # The cause (a refused connection, a connection lost mid-statement) is logged here
+            # once per lookup, without the request; the caller is told only that it may retry.
+            logger.warning("key lookup failed, database unavailable: %r", outage.__cause__)
+            return Rejection(
+                Outcome.UNAVAILABLE,
+                "The API key could not be checked: the database is unavailable.",
+                f"Retry in {Unavailable.retry_after_seconds} seconds.",
+            )
+        if record is None:
+            return Rejection(
+                Outcome.UNKNOWN,
+                "This API key does not exist.",
+                "Check that you copied the whole key; if it was deleted or never issued, "
+                "create a new one.",
+            )
+        return record
+
+    def _standing(self, record: KeyRecord, now: float) -> Rejection | None:
+        """Why the key itself may not be used now: revoked, replaced, expired, paused, in that
+        order; None when it may."""
         if record.revoked_at is not None:
             return Rejection(
                 Outcome.REVOKED,
@@ -244,6 +297,34 @@ class KeyVerifier:
                 f"This API key expired at {_when(record.expires_at)}.",
                 "Create a new key (or rotate this one) and update your integration.",
             )
+        if not record.enabled:
+            return Rejection(
+                Outcome.DISABLED,
+                "This API key is disabled.",
+                "An administrator of the organization that issued it paused it; ask them to "
+                "enable it again. It keeps its name, scopes and history meanwhile.",
+            )
+        return None
+
+    def _place_and_purpose(
+        self, record: KeyRecord, client: IPAddress | None, required_scopes: Collection[str]
+    ) -> Rejection | None:
+        """Whether the key may be used from where the request came from, then for what it asks."""
+        allowlist = record.allowlist
+        if allowlist is not None and (client is None or not is_within(client, allowlist)):
+            # The hint names the address seen, never the list: that belongs to the organization.
+            seen = "an unknown address" if client is None else str(client)
+            return Rejection(
+                Outcome.IP_NOT_ALLOWED,
+                f"This API key may not be used from {seen}.",
+                "The key's organization limits the networks it may be used from; ask them to "
+                "allow this address, or call from an allowed network."
+                + (
+                    ' A service verifying the key sends its caller\'s address as "ip".'
+                    if client is None
+                    else ""
+                ),
+            )
         if required_scopes and not record.scopes.issuperset(required_scopes):
             return Rejection(
                 Outcome.INSUFFICIENT_SCOPE,
@@ -251,6 +332,31 @@ class KeyVerifier:
                 "Create a key that holds the scope this request needs.",
             )
         return None
+
+    def _exhausted(
+        self,
+        operation: str,
+        record: KeyRecord,
+        ratelimit: RateLimitStatus,
+        spend: CreditSpend,
+        cost: int,
+    ) -> Verification:
+        left = "no credits left" if spend.remaining == 0 else f"{spend.remaining} credits left"
+        wanted = "" if cost <= 1 else f", and this request costs {cost}"
+        refill = (
+            "Its credits are not refilled: ask the organization that issued it for more."
+            if spend.refill_at is None
+            else f"Its credits are refilled at {_when(spend.refill_at)}."
+        )
+        refused = self._refuse(
+            operation,
+            Outcome.CREDITS_EXHAUSTED,
+            f"This API key has {left}{wanted}.",
+            refill,
+            record,
+            ratelimit,
+        )
+        return refused._replace(credits=spend)
 
     def record_valid_use(self, key: KeyRecord, operation: str, at: float | None = None) -> None:
         self._recorder.record(
@@ -278,13 +384,12 @@ class KeyVerifier:
         )
 
     def _unavailable(self, operation: str, outage: Unavailable) -> Verification:
-        # The cause (a refused connection, a connection lost mid-statement) is logged here once
-        # per lookup, without the request; the caller is told only that it may retry.
-        logger.warning("key lookup failed, database unavailable: %r", outage.__cause__)
+        """The credit store did not answer: a key with credits cannot be checked."""
+        logger.warning("credit spend failed, store unavailable: %r", outage.__cause__)
         return self._refuse(
             operation,
             Outcome.UNAVAILABLE,
-            "The API key could not be checked: the database is unavailable.",
+            "The API key's credits could not be checked: the credit store is unavailable.",
             f"Retry in {Unavailable.retry_after_seconds} seconds.",
         )
 
@@ -306,28 +411,36 @@ class KeyVerifier:
             if cached is not None:
                 return cached
             with outages_as_unavailable():
-                row, replacement = await self._read(key_hash)
+                row, replacement, suspended = await self._read(key_hash)
         if row is None:
             self._cache.remember_unknown(key_hash, generation)
             return None
-        record = KeyRecord.from_row(row, self.rate_limit_for(row), replacement)
+        record = KeyRecord.from_row(
+            row, self.rate_limit_for(row), replacement, organization_suspended=suspended
+        )
         self._cache.put(key_hash, record, generation)
         return record
 
-    async def _read(self, key_hash: str) -> tuple[ApiKey | None, ApiKey | None]:
-        """The key's row and, for a superseded key, its replacement's."""
+    async def _read(self, key_hash: str) -> tuple[ApiKey | None, ApiKey | None, bool]:
+        """The key's row, for a superseded key its replacement's, and whether the key's
+        organization is suspended (read in the same statement)."""
         KEY_DATABASE_LOOKUPS.inc()
         async with self._sessionmaker() as session:
-            row = (
-                await session.exec(select(ApiKey).where(col(ApiKey.key_hash) == key_hash))
+            found = (
+                await session.exec(
+                    select(ApiKey, col(Organization.suspended_at))
+                    .join(Organization, col(Organization.id) == col(ApiKey.organization_id))
+                    .where(col(ApiKey.key_hash) == key_hash)
+                )
             ).first()
+            row, suspended_at = (None, None) if found is None else found
             # A superseded key's refusal names its replacement (one more query, only then).
             replacement = (
                 None
                 if row is None or row.superseded_by_key_id is None
                 else await session.get(ApiKey, row.superseded_by_key_id)
             )
-        return row, replacement
+        return row, replacement, suspended_at is not None
 
     def rate_limit_for(self, row: ApiKey) -> RateLimitItem:
         if row.rate_limit_requests is None or row.rate_limit_per_seconds is None:

@@ -47,6 +47,8 @@ class UserErrorCode:
     NAME_TAKEN = "NAME_TAKEN"
     NOT_FOUND = "NOT_FOUND"
     FORBIDDEN = "FORBIDDEN"
+    # A create that names something that exists already (an organization's externalId).
+    ALREADY_EXISTS = "ALREADY_EXISTS"
 
 
 @dataclass(frozen=True, slots=True)

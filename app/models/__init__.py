@@ -9,9 +9,12 @@ the package makes ``SQLModel.metadata`` complete (Alembic, tests).
 from sqlmodel import SQLModel
 
 from app.models.audit import AuditEvent
+from app.models.events import OutboxEvent
 from app.models.keys import ApiKey, ApiKeyScope, IdempotencyRecord
+from app.models.operators import DashboardCredential, DashboardLink, OperatorAuditEvent, OperatorKey
 from app.models.organizations import Organization
 from app.models.usage import OrganizationUsage, UsageBucket
+from app.models.webhooks import WebhookDelivery, WebhookEndpoint
 
 metadata = SQLModel.metadata
 
@@ -19,9 +22,16 @@ __all__ = [
     "ApiKey",
     "ApiKeyScope",
     "AuditEvent",
+    "DashboardCredential",
+    "DashboardLink",
     "IdempotencyRecord",
+    "OperatorAuditEvent",
+    "OperatorKey",
     "Organization",
     "OrganizationUsage",
+    "OutboxEvent",
     "UsageBucket",
+    "WebhookDelivery",
+    "WebhookEndpoint",
     "metadata",
 ]

@@ -4,7 +4,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import Index, text
+from sqlalchemy import Boolean, Column, Index, Text, text
+from sqlalchemy import Integer as sa_Integer
 from sqlmodel import Field, SQLModel
 
 from app.kit.db import UTCDateTime
@@ -17,6 +18,15 @@ class KeyStatus(StrEnum):
     REVOKED = "REVOKED"
     EXPIRED = "EXPIRED"
     SUPERSEDED = "SUPERSEDED"
+    # Paused by its organization (updateApiKey enabled: false) until it is enabled again.
+    DISABLED = "DISABLED"
+
+
+class RefillInterval(StrEnum):
+    """How often a key's credits are reset to its refill amount, at the boundary in UTC."""
+
+    DAILY = "DAILY"
+    MONTHLY = "MONTHLY"
 
 
 LIVE_NAME_CONDITION = "revoked_at IS NULL AND superseded_at IS NULL"
@@ -61,6 +71,13 @@ class ApiKey(SQLModel, table=True):
             sqlite_where=text(EXPIRING_CONDITION),
             postgresql_where=text(EXPIRING_CONDITION),
         ),
+        # The expiry notices' walk over every organization's keys, by expiry.
+        Index(
+            "ix_api_keys_expires",
+            "expires_at",
+            sqlite_where=text(EXPIRING_CONDITION),
+            postgresql_where=text(EXPIRING_CONDITION),
+        ),
         Index(
             "ix_api_keys_org_superseded",
             "organization_id",
@@ -94,13 +111,51 @@ class ApiKey(SQLModel, table=True):
     # superseded_at (the grace period), then refused as SUPERSEDED.
     superseded_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     superseded_by_key_id: str | None = Field(default=None, max_length=32)
+    # False: paused (refused as DISABLED) until enabled again; keeps its name, usage, last use.
+    enabled: bool = Field(
+        default=True, sa_column=Column(Boolean, nullable=False, server_default=text("true"))
+    )
+    # The provider's own JSON object about the key (customer id, plan...), compact JSON text.
+    meta: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    # The networks the key may be used from, space-separated CIDRs; None: from anywhere.
+    ip_allowlist: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    # Credits (usage-limited keys); credits_remaining None: unlimited. With Redis the balance is
+    # spent there and written back here in batches (app/keys/credits.py).
+    credits_remaining: int | None = Field(default=None)
+    credits_refill_amount: int | None = Field(default=None)
+    credits_refill_interval: str | None = Field(default=None, max_length=16)
+    # The refill period the balance belongs to ('2026-12-01' daily, '2026-12' monthly, '' for
+    # no refill): a balance from an earlier period is reset to the refill amount when next used.
+    credits_period: str | None = Field(default=None, max_length=16)
+    # Bumped whenever an update sets the balance: a newer version replaces what Redis holds.
+    credits_version: int = Field(
+        default=0, sa_column=Column(sa_Integer, nullable=False, server_default=text("0"))
+    )
+    # When a secret scanner reported the key found in public (POST /v1/keys/leaked).
+    leaked_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
     @property
     def scopes(self) -> list[str]:
         return self.scopes_text.split()
 
     def status_at(self, now: datetime) -> KeyStatus:
-        return key_status(self.revoked_at, self.superseded_at, self.expires_at, now)
+        return key_status(self.revoked_at, self.superseded_at, self.expires_at, now, self.enabled)
+
+    def public_fields(self, now: datetime) -> dict[str, object]:
+        """What an event may tell about the key: never its secret or its hash."""
+        return {
+            "id": self.id,
+            "name": self.name,
+            "hint": self.hint,
+            "scopes": self.scopes,
+            "status": self.status_at(now).value,
+            "createdAt": self.created_at,
+            "expiresAt": self.expires_at,
+            "revokedAt": self.revoked_at,
+            "supersededAt": self.superseded_at,
+            "supersededByKeyId": self.superseded_by_key_id,
+            "leakedAt": self.leaked_at,
+        }
 
     def scope_rows(self) -> list[ApiKeyScope]:
         return [
@@ -116,8 +171,9 @@ class ApiKey(SQLModel, table=True):
 
 class ApiKeyScope(SQLModel, table=True):
     """One scope a key holds, a row each, so that "the keys holding read:billing" is an index
-    walk. A key's scopes never change; the key's organization and creation time are copied here
-    so that one index serves the filter in the keys page's order (newest first)."""
+    walk. An update that changes a key's scopes replaces its rows. The key's organization and
+    creation time are copied here so that one index serves the filter in the keys page's order
+    (newest first)."""
 
     __tablename__ = "api_key_scopes"
     __table_args__ = (
@@ -135,14 +191,18 @@ def key_status(
     superseded_at: datetime | None,
     expires_at: datetime | None,
     now: datetime,
+    enabled: bool = True,
 ) -> KeyStatus:
-    """A key's status at ``now``: revoked, then superseded, then expired."""
+    """A key's status at ``now``: revoked, then superseded, then expired, then disabled (the
+    order verification refuses them in)."""
     if revoked_at is not None:
         return KeyStatus.REVOKED
     if superseded_at is not None and superseded_at <= now:
         return KeyStatus.SUPERSEDED
     if expires_at is not None and expires_at <= now:
         return KeyStatus.EXPIRED
+    if not enabled:
+        return KeyStatus.DISABLED
     return KeyStatus.ACTIVE
 
 
@@ -166,13 +226,21 @@ class ListedKey:
     rate_limit_per_seconds: int | None
     superseded_at: datetime | None
     superseded_by_key_id: str | None
+    enabled: bool
+    meta: str | None
+    ip_allowlist: str | None
+    credits_remaining: int | None
+    credits_refill_amount: int | None
+    credits_refill_interval: str | None
+    credits_period: str | None
+    leaked_at: datetime | None
 
     @property
     def scopes(self) -> list[str]:
         return self.scopes_text.split()
 
     def status_at(self, now: datetime) -> KeyStatus:
-        return key_status(self.revoked_at, self.superseded_at, self.expires_at, now)
+        return key_status(self.revoked_at, self.superseded_at, self.expires_at, now, self.enabled)
 
 
 class IdempotencyRecord(SQLModel, table=True):

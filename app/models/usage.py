@@ -10,6 +10,9 @@ from sqlmodel import Field, SQLModel
 from app.kit.db import UTCDateTime
 from app.kit.labels import OPERATION_MAX_LENGTH
 
+# Room for the longest outcome name (ORGANIZATION_SUSPENDED) and a few more.
+OUTCOME_MAX_LENGTH = 32
+
 
 class Granularity(StrEnum):
     MINUTE = "MINUTE"
@@ -59,7 +62,7 @@ class UsageBucket(SQLModel, table=True):
     api_key_id: str = Field(max_length=32)
     organization_id: str = Field(max_length=32)
     operation: str = Field(max_length=OPERATION_MAX_LENGTH)
-    outcome: str = Field(max_length=20)
+    outcome: str = Field(max_length=OUTCOME_MAX_LENGTH)
     count: int = Field(sa_column=Column(BigInteger, nullable=False))
 
 
@@ -77,7 +80,7 @@ class OrganizationUsage(SQLModel, table=True):
     organization_id: str = Field(max_length=32)
     granularity: str = Field(max_length=6)
     bucket_start: datetime = Field(sa_type=UTCDateTime)
-    outcome: str = Field(max_length=20)
+    outcome: str = Field(max_length=OUTCOME_MAX_LENGTH)
     count: int = Field(sa_column=Column(BigInteger, nullable=False))
 
 

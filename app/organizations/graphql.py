@@ -12,8 +12,10 @@ from app.graphql.types import UserErrorType, user_errors
 from app.keys import repository as keys_repository
 from app.keys.scopes import READ_API_KEYS, WRITE_API_KEYS
 from app.kit.pagination import COUNT_LIMIT
+from app.models.organizations import LeakedKeyAction
 from app.models.organizations import Organization as OrganizationRow
 from app.organizations import service
+from app.organizations.operator import OrganizationStatus, status_of
 
 
 @strawberry.type(
@@ -29,6 +31,13 @@ class KeyCounts:
     superseded: int
 
 
+strawberry.enum(
+    LeakedKeyAction,
+    name="LeakedKeyAction",
+    description="What a secret scanner's report of a key found in public does to it.",
+)
+
+
 @strawberry.type(description="Rules for the organization's keys (GitHub-style).")
 class KeyPolicy:
     single_active_key: bool = strawberry.field(
@@ -40,6 +49,10 @@ class KeyPolicy:
         description="Keys may live at most this many days; null: no bound."
     )
     require_expiry: bool
+    leaked_key_action: LeakedKeyAction = strawberry.field(
+        description="REVOKE (the default): a key reported found in public is revoked at once; "
+        "NOTIFY: it is only flagged (leakedAt, the key.leaked event, the audit log)."
+    )
 
     @classmethod
     def of(cls, row: OrganizationRow) -> KeyPolicy:
@@ -48,7 +61,12 @@ class KeyPolicy:
             supersede_grace_hours=row.supersede_grace_hours,
             max_expires_in_days=row.max_expires_in_days,
             require_expiry=row.require_expiry,
+            leaked_key_action=LeakedKeyAction(row.leaked_key_action),
         )
+
+
+# The domain enum itself is the GraphQL enum.
+strawberry.enum(OrganizationStatus, name="OrganizationStatus")
 
 
 @strawberry.type(name="Organization")
@@ -57,6 +75,17 @@ class OrganizationType:
     name: str
     created_at: datetime
     key_policy: KeyPolicy
+    external_id: str | None = strawberry.field(
+        description="The platform's own id for this customer (createOrganization); null for "
+        "organizations made on the server."
+    )
+    status: OrganizationStatus = strawberry.field(
+        description="SUSPENDED: every key of the organization is refused."
+    )
+    suspended_at: datetime | None
+    suspension_reason: str | None = strawberry.field(
+        description="What the operator gave as the reason when suspending."
+    )
 
     @strawberry.field(extensions=needs(READ_API_KEYS), description="How many keys, by status.")
     async def key_counts(self, info: Info) -> KeyCounts:
@@ -77,6 +106,10 @@ class OrganizationType:
             name=row.name,
             created_at=row.created_at,
             key_policy=KeyPolicy.of(row),
+            external_id=row.external_id,
+            status=status_of(row),
+            suspended_at=row.suspended_at,
+            suspension_reason=row.suspension_reason,
         )
 
 
@@ -103,6 +136,7 @@ class UpdateKeyPolicyInput:
         default=strawberry.UNSET, description="1 to 3650; null removes the bound."
     )
     require_expiry: bool | None = strawberry.UNSET
+    leaked_key_action: LeakedKeyAction | None = strawberry.UNSET
 
 
 @strawberry.type
@@ -147,6 +181,9 @@ class Mutation:
                     ),
                     clear_max_expires_in_days=input.max_expires_in_days is None,
                     require_expiry=input.require_expiry if _given(input.require_expiry) else None,
+                    leaked_key_action=(
+                        input.leaked_key_action if _given(input.leaked_key_action) else None
+                    ),
                 ),
             )
         if isinstance(result, list):

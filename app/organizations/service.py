@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sqlalchemy.exc import IntegrityError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.auth.principal import Caller
@@ -18,9 +19,10 @@ from app.keys.schemas import (
 )
 from app.keys.scopes import ScopeCatalogue
 from app.keys.service import create_key
+from app.kit.boundary import excerpt
 from app.kit.errors import UserError, UserErrorCode
 from app.models.audit import AuditAction, record_event
-from app.models.organizations import Organization
+from app.models.organizations import LeakedKeyAction, Organization
 
 ADMIN_KEY_NAME = "admin"
 
@@ -38,8 +40,10 @@ async def create_organization(
     catalogue: ScopeCatalogue,
     key_prefix: str,
     broadcast: KeyChangeBroadcast,
+    external_id: str | None = None,
 ) -> OrganizationCreated | UserError:
-    """A new organization and its admin key, holding every scope of the catalogue."""
+    """A new organization and its admin key, holding every scope of the catalogue. With an
+    ``external_id`` already taken (a retry, or a race with one), ALREADY_EXISTS."""
     name = name.strip()
     if not name or len(name) > NAME_MAX_LENGTH:
         return UserError(
@@ -47,9 +51,14 @@ async def create_organization(
             "name",
             f"An organization name has 1 to {NAME_MAX_LENGTH} characters.",
         )
-    organization = Organization(name=name)
-    session.add(organization)
-    await session.flush()
+    organization = Organization(name=name, external_id=external_id)
+    try:
+        # A savepoint: a concurrent create with the same external id wins the unique index,
+        # and this one answers as a retry would, without undoing the caller's transaction.
+        async with session.begin_nested():
+            session.add(organization)
+    except IntegrityError:
+        return already_exists(external_id or "")
     operator = Caller(organization_id=organization.id, scopes=catalogue.names())
     created = await create_key(
         session,
@@ -61,6 +70,16 @@ async def create_organization(
     )
     assert isinstance(created, KeyCreated), "a new organization has no key names to clash with"
     return OrganizationCreated(organization, created)
+
+
+def already_exists(external_id: str) -> UserError:
+    return UserError(
+        UserErrorCode.ALREADY_EXISTS,
+        "externalId",
+        f"An organization with externalId {excerpt(external_id)!r} already exists: this answers "
+        "with it, and without a secret, since its admin key was shown once, when it was "
+        "created. To give its admin a way in, use createDashboardLink.",
+    )
 
 
 async def get_organization(session: AsyncSession, caller: Caller) -> Organization | None:
@@ -76,6 +95,7 @@ class PolicyUpdate:
     max_expires_in_days: int | None = None
     clear_max_expires_in_days: bool = False
     require_expiry: bool | None = None
+    leaked_key_action: LeakedKeyAction | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +146,8 @@ async def update_key_policy(
         organization.max_expires_in_days = days
     if data.require_expiry is not None:
         organization.require_expiry = data.require_expiry
+    if data.leaked_key_action is not None:
+        organization.leaked_key_action = data.leaked_key_action.value
     after = _policy_of(organization)
     if after != before:
         session.add(organization)
@@ -151,4 +173,5 @@ def _policy_of(organization: Organization) -> dict[str, object]:
         "supersedeGraceHours": organization.supersede_grace_hours,
         "maxExpiresInDays": organization.max_expires_in_days,
         "requireExpiry": organization.require_expiry,
+        "leakedKeyAction": organization.leaked_key_action,
     }

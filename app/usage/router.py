@@ -29,6 +29,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from app.auth.network import request_client
 from app.auth.presentation import from_request
 from app.auth.principal import Caller
 from app.keys.router import (
@@ -167,6 +168,11 @@ def usage_csv_route(runtime: Runtime) -> Route:
             from_request(request.headers.raw, request.url.query, request.url.path),
             required_scopes=(READ_ANALYTICS,),
             operation=request_label(request.method, PATH),
+            client=request_client(
+                request.scope.get("client"),
+                request.headers,
+                runtime.settings.trusted_proxy_networks,
+            ),
         )
         headers = verification_headers(verification)
         key = verification.key

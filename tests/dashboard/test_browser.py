@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.dashboard.browser import (
@@ -19,6 +20,7 @@ from tests.dashboard.browser import (
     require_chromium,
     running_server,
 )
+from tests.processes import keyhouse_json
 
 pytestmark = pytest.mark.slow
 
@@ -200,3 +202,26 @@ def test_the_sign_in_page_has_no_serious_accessibility_violation(tab: Tab, serve
     tab.page.get_by_label("API key").wait_for()
 
     assert tab.serious_accessibility_violations() == []
+
+
+def test_a_sign_in_link_opens_the_dashboard_without_a_key(tab: Tab, server: Server) -> None:
+    operator = keyhouse_json(server.env, "operator-keys", "create", "--name", "support")
+    made = httpx.post(
+        f"{server.url}/graphql",
+        json={
+            "query": "mutation($id: ID!) { createDashboardLink(input: {organizationId: $id}) "
+            "{ url } }",
+            "variables": {"id": server.organization_id},
+        },
+        headers={"X-API-Key": operator["operatorKey"]},
+        timeout=10,
+        trust_env=False,
+    )
+    url = made.json()["data"]["createDashboardLink"]["url"]
+
+    tab.page.goto(url)
+    tab.page.get_by_role("button", name="Sign out").wait_for()
+
+    assert tab.page.url == f"{server.url}/dashboard/overview"
+    tab.page.get_by_role("heading", name="Acme").wait_for()
+    assert "khl_" not in tab.page.evaluate("() => history.length + location.href")

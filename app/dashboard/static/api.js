@@ -14,6 +14,20 @@ export function remember(key) {
   sessionStorage.setItem(KEY_ITEM, key);
 }
 
+// Spends a dashboard sign-in link's token for a short-lived credential, kept like a pasted key.
+// Resolves to null when signed in, else to what keyhouse said about the link.
+export async function useSignInLink(token) {
+  const answer = await fetch("/dashboard/link", {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ token }),
+  });
+  const body = await answer.json().catch(() => ({ message: answer.statusText }));
+  if (!answer.ok) return `${body.message} ${body.hint || ""}`.trim();
+  remember(body.credential);
+  return null;
+}
+
 export function forget() {
   sessionStorage.removeItem(KEY_ITEM);
 }

@@ -28,7 +28,8 @@ function KeyRow({ apiKey, onRevoke, onRotate }) {
     <th scope="row">${apiKey.name}</th>
     <td><code>${apiKey.hint}</code></td>
     <td>${apiKey.scopes.map((scope) => html`<span class="scope">${scope}</span> `)}</td>
-    <td><span class=${`status status-${apiKey.status.toLowerCase()}`}>${apiKey.status}</span></td>
+    <td><span class=${`status status-${apiKey.status.toLowerCase()}`}>${apiKey.status}</span>
+      ${apiKey.leakedAt && html` <span class="badge" title=${`Reported found in public ${apiKey.leakedAt}`}>leaked</span>`}</td>
     <td><${RelativeTime} value=${apiKey.createdAt} /></td>
     <td><${RelativeTime} value=${apiKey.lastUsedAt} /></td>
     <td><${RelativeTime} value=${apiKey.expiresAt} empty="never" />

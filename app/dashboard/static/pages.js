@@ -12,6 +12,8 @@ function PolicySummary({ policy }) {
     <dt>Longest expiry</dt>
     <dd>${policy.maxExpiresInDays == null ? "no limit" : `${policy.maxExpiresInDays} days`}</dd>
     <dt>Expiry required</dt><dd>${policy.requireExpiry ? "yes" : "no"}</dd>
+    <dt>A key reported leaked</dt>
+    <dd>${policy.leakedKeyAction === "NOTIFY" ? "is flagged" : "is revoked"}</dd>
   </dl>`;
 }
 
@@ -39,6 +41,7 @@ function PolicyForm({ policy, onSaved }) {
     supersedeGraceHours: String(policy.supersedeGraceHours),
     maxExpiresInDays: policy.maxExpiresInDays == null ? "" : String(policy.maxExpiresInDays),
     requireExpiry: policy.requireExpiry,
+    leakedKeyAction: policy.leakedKeyAction,
   });
   const [errors, setErrors] = useState({});
   const [failure, setFailure] = useState(null);
@@ -52,6 +55,7 @@ function PolicyForm({ policy, onSaved }) {
       supersedeGraceHours: Number(form.supersedeGraceHours),
       maxExpiresInDays: form.maxExpiresInDays === "" ? null : Number(form.maxExpiresInDays),
       requireExpiry: form.requireExpiry,
+      leakedKeyAction: form.leakedKeyAction,
     };
     try {
       const { updateKeyPolicy } = await request("UpdateKeyPolicy", { input });
@@ -80,6 +84,13 @@ function PolicyForm({ policy, onSaved }) {
     <label class="check"><input type="checkbox" checked=${form.requireExpiry}
       onChange=${(e) => set("requireExpiry", e.target.checked)} /> Require an expiry</label>
     <${FieldError} errors=${errors} field="requireExpiry" />
+    <label for="leaked">When a secret scanner reports a key found in public</label>
+    <select id="leaked" value=${form.leakedKeyAction}
+      onChange=${(e) => set("leakedKeyAction", e.target.value)}>
+      <option value="REVOKE">Revoke it at once</option>
+      <option value="NOTIFY">Only flag it (webhook and audit log)</option>
+    </select>
+    <${FieldError} errors=${errors} field="leakedKeyAction" />
     <${Failure} error=${failure} />
     <div><button type="submit">Save policy</button>
       ${saved && html`<span role="status"> Saved.</span>`}</div>
