@@ -92,6 +92,8 @@ class Settings(BaseSettings):
     # 64 hex characters (`keyhouse secret generate`); see app/kit/server_secret.py. Required with
     # PostgreSQL; the SQLite default creates one beside its database file.
     secret_key: SecretStr | None = None
+    # The secret before the current one, during a rotation: what it sealed still opens.
+    secret_key_previous: SecretStr | None = None
 
     # When set, /v1/keys/verify and /v1/auth require this token in X-Keyhouse-Service-Token.
     service_token: str | None = None
@@ -157,7 +159,7 @@ class Settings(BaseSettings):
             )
         return value
 
-    @field_validator("secret_key")
+    @field_validator("secret_key", "secret_key_previous")
     @classmethod
     def _secret_is_64_hex(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", value.get_secret_value()):

@@ -14,6 +14,7 @@ histograms are summed, each gauge combined as its ``multiprocess_mode`` says.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
@@ -112,6 +113,7 @@ def exposition() -> bytes:
     """The text ``/metrics`` answers: this process's metrics, or every worker's together."""
     if MULTIPROCESS_DIRECTORY is None:
         return generate_latest()
+    forget_dead_workers(MULTIPROCESS_DIRECTORY)
     registry = CollectorRegistry()
     MultiProcessCollector(registry, path=MULTIPROCESS_DIRECTORY)  # type: ignore[no-untyped-call]
     return generate_latest(registry)
@@ -121,3 +123,16 @@ def forget_this_process() -> None:
     """A worker that stops takes its gauges with it (its counters stay in the sums)."""
     if MULTIPROCESS_DIRECTORY is not None:
         mark_process_dead(os.getpid(), MULTIPROCESS_DIRECTORY)  # type: ignore[no-untyped-call]
+
+
+def forget_dead_workers(directory: str) -> None:
+    """Drop the gauges of workers that died without stopping (killed, crashed): uvicorn starts
+    another in their place, and a dead worker's cache size must not stay in the sum."""
+    for path in Path(directory).glob("gauge_live*_*.db"):
+        pid = int(path.stem.rsplit("_", 1)[1])
+        try:
+            os.kill(pid, 0)  # signal 0: only asks whether the process exists
+        except ProcessLookupError:
+            mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]
+        except PermissionError:
+            pass  # it exists, as another user's process

@@ -47,6 +47,8 @@ class Runtime:
     server_secret: bytes
     ledger: CreditLedger
     webhooks: DeliveryWorker
+    # During a rotation of the server secret: idempotency records it sealed still answer.
+    previous_server_secret: bytes | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     @classmethod
@@ -98,6 +100,7 @@ class Runtime:
             secret,
             ledger,
             webhooks,
+            server_secret.load_previous(settings),
         )
 
     async def start(self) -> None:

@@ -52,6 +52,8 @@ DESCRIPTIONS: dict[str, str] = {
     "secret_key": "The server secret, 64 hex characters (`keyhouse secret generate`), the same "
     "on every instance. Required with PostgreSQL; on SQLite created on first run in "
     "`<database>.secret`. See docs/deploy.md.",
+    "secret_key_previous": "During a rotation of the server secret, the one before: what it "
+    "sealed (idempotency records, 24 hours of them at most) still opens. Remove it a day later.",
     "service_token": "When set, `/v1/keys/verify` and `/v1/auth` require it in "
     "`X-Keyhouse-Service-Token`.",
     "trusted_proxies": "Proxies (comma-separated addresses or CIDR blocks) whose `X-Forwarded-For` "

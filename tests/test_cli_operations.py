@@ -199,6 +199,19 @@ def test_usage_counts_an_organizations_uses_by_key_and_outcome(cli_database: str
     assert "3 requests, 2 valid, 1 rejected" in one_line(text)
     assert theirs["id"] not in text
     assert billing["id"] in text
+    one_key = json.loads(
+        succeeded(
+            keyhouse("usage", "--organization", acme.id, "--key", billing["id"], "--json")
+        ).stdout
+    )
+    assert (one_key["requests"], one_key["valid"]) == (3, 2)
+    # Another organization's key counts nothing here.
+    other = json.loads(
+        succeeded(
+            keyhouse("usage", "--organization", acme.id, "--key", theirs["id"], "--json")
+        ).stdout
+    )
+    assert (other["requests"], other["byKey"]) == (0, [])
 
 
 @sqlite_only

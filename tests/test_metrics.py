@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+from pathlib import Path
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from app.metrics import forget_dead_workers
 from app.runtime import Runtime
 from tests.support import Tenant, gql, make_key
 
@@ -134,3 +137,18 @@ async def test_no_label_carries_what_a_request_sent(
     assert key.secret not in text
     assert key.hint not in text
     assert all(re.fullmatch(r"[A-Za-z0-9_./+]+", value) for value in labels), labels
+
+
+def test_the_gauges_of_a_worker_that_died_are_dropped(tmp_path: Path) -> None:
+    dead_pid = 2**22 + 1  # above Linux's largest pid: no such process
+    for pid in (dead_pid, os.getpid()):
+        (tmp_path / f"gauge_livesum_{pid}.db").write_bytes(b"")
+    (tmp_path / f"counter_{dead_pid}.db").write_bytes(b"")
+
+    forget_dead_workers(str(tmp_path))
+
+    # Its counts stay in the sums; its state does not.
+    assert sorted(path.name for path in tmp_path.iterdir()) == [
+        f"counter_{dead_pid}.db",
+        f"gauge_livesum_{os.getpid()}.db",
+    ]

@@ -15,6 +15,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import contextmanager
@@ -35,7 +36,6 @@ from tests.processes import (
     keyhouse_command,
     keyhouse_json,
     started,
-    wait_until,
 )
 from tests.test_instances import (
     Answer,
@@ -55,6 +55,7 @@ VERIFICATIONS = "keyhouse_verifications_total"
 # in batches, at once, each on a new connection, until every worker has answered some.
 BATCH = 16
 MAX_BATCHES = 20
+WORKERS_START_SECONDS = 60
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,22 @@ def workers_ready(server: Server) -> bool:
     shared = worker_samples(server.metrics, "keyhouse_rate_limit_shared", "gauge_livemin")
     live = [pid for pid, values in broadcast.items() if values[""] == 1 and shared[pid][""] == 1]
     return len(live) == WORKERS
+
+
+def wait_for_workers(server: Server) -> None:
+    """Until both workers are ready. Longer than one server's start: the parent migrates first,
+    then each worker imports keyhouse in a fresh interpreter, on a machine other tests load."""
+    deadline = time.monotonic() + WORKERS_START_SECONDS
+    while not workers_ready(server):
+        if server.process.poll() is not None:
+            pytest.fail(
+                f"keyhouse serve exited with {server.process.returncode}:\n{server.output()}"
+            )
+        if time.monotonic() > deadline:
+            pytest.fail(
+                f"the workers were not ready in {WORKERS_START_SECONDS}s:\n{server.output()}"
+            )
+        time.sleep(0.1)
 
 
 def outcomes_by_worker(server: Server) -> dict[int, Counter[str]]:
@@ -148,7 +165,7 @@ def server(
                 created["organizationId"],
                 created["apiKey"],
             )
-            wait_until(lambda: workers_ready(server), process, "the workers", log)
+            wait_for_workers(server)
             yield server
 
 

@@ -25,6 +25,7 @@ QUERY_SYNTAX = (
     "e.g. /path?key=<key>&output=json."
 )
 
+BODY_EXAMPLE = '{"key": "<key>", "scopes": ["<scope>"]}'
 _QUOTES = "'\"`‘’“”"
 _JWT = re.compile(r"eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*")
 _PLACEHOLDER_WORDS = re.compile(
@@ -42,10 +43,14 @@ class Presentation(NamedTuple):
     url_path: str | None = None
     # Something was sent that looks like an attempt at credentials but carries no key.
     note: str | None = None
+    # The key was asked for in a JSON body (the verify endpoint), not in headers or the URL:
+    # hints then speak of the body's field.
+    in_body: bool = False
 
     @classmethod
     def of(cls, value: str | None, place: str = "body") -> Presentation:
-        return cls(values=() if value is None else ((place, value),))
+        values = () if value is None else ((place, value),)
+        return cls(values=values, in_body=place == "body")
 
 
 def from_request(
@@ -92,7 +97,9 @@ def choose_key(presentation: Presentation, prefix: str) -> str | Rejection:
     if len(values) == 1 and (value := values[0][1].strip()):
         # The common case, kept short: it runs on every verification.
         problem = format_problem(value, prefix)
-        return value if problem is None else _explain_malformed(value, problem, prefix)
+        if problem is None:
+            return value
+        return _explain_malformed(value, problem, prefix, _place(presentation, values[0][0]))
     distinct: dict[str, str] = {}
     for place, raw in presentation.values:
         value = raw.strip()  # a trailing newline from a copy-paste is not the user's intent
@@ -116,10 +123,20 @@ def choose_key(presentation: Presentation, prefix: str) -> str | Rejection:
     problem = format_problem(value, prefix)
     if problem is None:
         return value
-    return _explain_malformed(value, problem, prefix)
+    return _explain_malformed(value, problem, prefix, _place(presentation, distinct[value]))
+
+
+def _place(presentation: Presentation, place: str) -> str:
+    return 'the body\'s "key" field' if presentation.in_body else f"the {place}"
 
 
 def _missing(presentation: Presentation) -> Rejection:
+    if presentation.in_body:
+        return Rejection(
+            Outcome.MISSING,
+            "No API key was found in the request.",
+            f'Send the key to check in the body\'s "key" field: {BODY_EXAMPLE}.',
+        )
     hint = HOW_TO_SEND
     if presentation.note:
         hint = f"{presentation.note} {hint}"
@@ -131,7 +148,7 @@ def _missing(presentation: Presentation) -> Rejection:
     return Rejection(Outcome.MISSING, "No API key was found in the request.", hint)
 
 
-def _explain_malformed(value: str, problem: FormatProblem, prefix: str) -> Rejection:
+def _explain_malformed(value: str, problem: FormatProblem, prefix: str, place: str) -> Rejection:
     if len(value) >= 2 and value[0] in _QUOTES and value[-1] in _QUOTES:
         return Rejection(
             Outcome.QUOTED,
@@ -151,6 +168,15 @@ def _explain_malformed(value: str, problem: FormatProblem, prefix: str) -> Rejec
             "The value looks like a placeholder or a variable name, not an API key.",
             "Replace it with your actual key; check that the variable holding the key was "
             "expanded before the request was sent.",
+        )
+    scheme, _, rest = value.partition(" ")
+    if scheme.lower() == "bearer" and rest.strip():
+        return Rejection(
+            Outcome.MALFORMED,
+            f"The API key is malformed: it starts with '{scheme[:20]}', which is not part of "
+            "the key.",
+            f"Send the key alone in {place}; 'Bearer <key>' is the form of the Authorization "
+            "header only.",
         )
     if problem is FormatProblem.PREFIX and value.startswith((f"{prefix}o_", f"{prefix}d_")):
         return Rejection(

@@ -500,6 +500,7 @@ class Mutation:
                 key_prefix=runtime.settings.key_prefix,
                 broadcast=runtime.broadcast,
                 server_secret=runtime.server_secret,
+                previous_server_secret=runtime.previous_server_secret,
             )
         if isinstance(result, list):
             return CreateApiKeyPayload(user_errors=user_errors("createApiKey", result))
@@ -528,6 +529,7 @@ class Mutation:
                 key_prefix=runtime.settings.key_prefix,
                 broadcast=runtime.broadcast,
                 server_secret=runtime.server_secret,
+                previous_server_secret=runtime.previous_server_secret,
             )
         if isinstance(result, list):
             return RotateApiKeyPayload(user_errors=user_errors("rotateApiKey", result))

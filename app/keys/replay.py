@@ -26,6 +26,9 @@ class Replay:
     idempotency_key: str | None
     digest: str
     server_secret: bytes | None
+    # The server secret before the current one, during its rotation: records it sealed (24
+    # hours of them at most) still answer their retries.
+    previous_server_secret: bytes | None = None
 
     def _secret(self) -> bytes:
         if self.server_secret is None:
@@ -56,9 +59,16 @@ class Replay:
         for another request (or by a caller of other power), or None when the key is new."""
         if self.idempotency_key is None:
             return None
-        session, server_secret = self.session, self._secret()
-        record = await idempotency.find(session, self.caller, self.idempotency_key, server_secret)
-        if record is None:
+        session = self.session
+        for server_secret in (self._secret(), self.previous_server_secret):
+            if server_secret is None:
+                continue
+            record = await idempotency.find(
+                session, self.caller, self.idempotency_key, server_secret
+            )
+            if record is not None:
+                break
+        else:
             return None
         if record.operation != operation or record.request_digest != self.digest:
             return idempotency_misuse()

@@ -55,6 +55,7 @@ async def rotate_key(
     key_prefix: str,
     broadcast: KeyChangeBroadcast,
     server_secret: bytes | None = None,
+    previous_server_secret: bytes | None = None,
 ) -> KeyRotated | list[UserError]:
     """A new secret with the old key's name, scopes and limits; the old secret keeps working
     for the grace period (0: it stops at once, for a leaked key), then is SUPERSEDED."""
@@ -68,7 +69,9 @@ async def rotate_key(
         {"id": data.key_id, "gracePeriodHours": data.grace_period_hours},
         caller,
     )
-    replay = Replay(session, caller, data.idempotency_key, digest, server_secret)
+    replay = Replay(
+        session, caller, data.idempotency_key, digest, server_secret, previous_server_secret
+    )
     replayed = await replay.rotation()
     if replayed is not None:
         return replayed

@@ -42,6 +42,7 @@ async def create_key(
     key_prefix: str,
     broadcast: KeyChangeBroadcast,
     server_secret: bytes | None = None,
+    previous_server_secret: bytes | None = None,
 ) -> KeyCreated | list[UserError]:
     """``server_secret`` seals the secret of a request sent with an idempotency key."""
     policy = await session.get(Organization, caller.organization_id)
@@ -65,7 +66,9 @@ async def create_key(
         },
         caller,
     )
-    replay = Replay(session, caller, data.idempotency_key, digest, server_secret)
+    replay = Replay(
+        session, caller, data.idempotency_key, digest, server_secret, previous_server_secret
+    )
     replayed = await replay.creation()
     if replayed is not None:
         return replayed

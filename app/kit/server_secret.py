@@ -67,6 +67,12 @@ def _read_or_create(path: Path) -> bytes:
     return parse(path.read_text())
 
 
+def load_previous(settings: Settings) -> bytes | None:
+    """The secret before the current one (``KEYHOUSE_SECRET_KEY_PREVIOUS``), during a rotation."""
+    previous = settings.secret_key_previous
+    return None if previous is None else parse(previous.get_secret_value())
+
+
 def load(settings: Settings) -> bytes:
     if settings.secret_key is not None:
         return parse(settings.secret_key.get_secret_value())

@@ -269,6 +269,16 @@ async def test_mistyped_key_is_401_malformed(client: httpx.AsyncClient, key: Iss
     assert_refused(await auth(client, {"X-API-Key": key.secret[:-1]}), 401, "MALFORMED")
 
 
+async def test_a_bearer_prefix_in_x_api_key_is_named_with_its_header(
+    client: httpx.AsyncClient, key: IssuedKey
+) -> None:
+    response = await auth(client, {"X-API-Key": f"Bearer {key.secret}"})
+
+    body = assert_refused(response, 401, "MALFORMED")
+    assert "starts with 'Bearer'" in body["message"]
+    assert "alone in the X-API-Key header" in body["hint"]
+
+
 async def test_quoted_key_is_401_quoted(client: httpx.AsyncClient, key: IssuedKey) -> None:
     assert_refused(await auth(client, {"X-API-Key": f"'{key.secret}'"}), 401, "QUOTED")
 

@@ -4,15 +4,20 @@ after a timeout gets the same answer, secret included, and no second key."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 import httpx
 import pytest
+from pydantic import SecretStr
 from sqlalchemy import text
 
+from app.config import Settings
 from app.keys import idempotency
+from app.main import create_app
 from app.runtime import Runtime
 from tests.lifecycle_support import (
     CREATE_KEY,
@@ -341,3 +346,72 @@ async def test_the_periodic_purge_removes_expired_records_without_a_new_request(
     async with runtime.engine.connect() as connection:
         count = await connection.execute(text("SELECT count(*) FROM idempotency_records"))
         assert count.scalar_one() == 0
+
+
+@asynccontextmanager
+async def client_with_secrets(
+    settings: Settings, secret: str, previous: str | None
+) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of another keyhouse on the same database, its server secret rotated."""
+    rotated = settings.model_copy(
+        update={
+            "secret_key": SecretStr(secret),
+            "secret_key_previous": None if previous is None else SecretStr(previous),
+        }
+    )
+    runtime = Runtime.create(rotated)
+    app = create_app(runtime=runtime)
+    try:
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url="http://rotated.test"
+            ) as client,
+        ):
+            yield client
+    finally:
+        await runtime.engine.dispose()
+
+
+async def test_after_the_server_secret_is_rotated_the_previous_one_still_opens_its_records(
+    client: httpx.AsyncClient,
+    runtime: Runtime,
+    settings: Settings,
+    tenant: Tenant,
+    mutation: Mutation,
+) -> None:
+    first = await mutation.send(client, tenant.admin_key)
+    assert first["userErrors"] == [], first
+    after_first = await snapshot(runtime)
+    old = runtime.server_secret.hex()
+
+    async with client_with_secrets(settings, "ab" * 32, previous=old) as rotated:
+        retried = await mutation.send(rotated, tenant.admin_key)
+
+    assert retried == first
+    # No second key, no second record (the retry itself is counted as a use, as any request).
+    now = await snapshot(runtime)
+    for table in ("idempotency_records", "audit_events"):
+        assert now[table] == after_first[table]
+    assert [row[0] for row in now["api_keys"]] == [row[0] for row in after_first["api_keys"]]
+
+
+async def test_without_the_previous_secret_a_record_it_sealed_answers_no_retry(
+    client: httpx.AsyncClient, runtime: Runtime, settings: Settings, tenant: Tenant
+) -> None:
+    created = await create_key(client, tenant.admin_key, name="first", idempotencyKey="req-9")
+
+    async with client_with_secrets(settings, "ab" * 32, previous=None) as rotated:
+        again = await mutate(
+            rotated,
+            CREATE_KEY,
+            "createApiKey",
+            tenant.admin_key,
+            name="second",
+            scopes=["read:charge_points"],
+            idempotencyKey="req-9",
+        )
+
+    # The record is not found (its lookup digest was made with the old secret): a new request.
+    assert again["userErrors"] == []
+    assert again["apiKey"]["id"] != created["apiKey"]["id"]

@@ -144,8 +144,26 @@ async def test_key_with_surrounding_whitespace_is_accepted(
 # --- rejections: HTTP 200, explained, identity fields null -------------------------------------
 
 
-async def test_empty_key_is_missing(client: httpx.AsyncClient) -> None:
-    assert_rejected(await verify(client, ""), "MISSING")
+async def test_empty_key_is_missing_and_the_hint_speaks_of_the_body(
+    client: httpx.AsyncClient,
+) -> None:
+    body = assert_rejected(await verify(client, ""), "MISSING")
+
+    # This endpoint takes the key in its body: headers and query parameters are another's.
+    assert '"key"' in body["hint"]
+    assert "header" not in body["hint"]
+    assert "query" not in body["hint"]
+
+
+async def test_a_bearer_prefix_in_the_body_is_named_as_such(
+    client: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    body = assert_rejected(await verify(client, f"Bearer {tenant.admin_key}"), "MALFORMED")
+
+    assert "starts with 'Bearer'" in body["message"]
+    assert "does not start with" not in body["message"]
+    assert 'alone in the body\'s "key" field' in body["hint"]
+    assert tenant.admin_key not in json.dumps(body)
 
 
 async def test_key_with_a_typo_is_malformed(

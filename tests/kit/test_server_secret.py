@@ -59,14 +59,23 @@ def test_serve_on_postgresql_without_a_secret_says_so_and_exits(
     assert "KEYHOUSE_SECRET_KEY is not set" in result.output
 
 
+@pytest.mark.parametrize("setting", ["secret_key", "secret_key_previous"])
 @pytest.mark.parametrize("value", ["zz" * 32, "ab" * 31, "ab" * 33, ""])
-def test_a_malformed_secret_is_refused_without_being_echoed(value: str) -> None:
+def test_a_malformed_secret_is_refused_without_being_echoed(setting: str, value: str) -> None:
     with pytest.raises(ValidationError) as raised:
-        Settings(secret_key=value)
+        Settings.model_validate({setting: value})
 
     assert "64 hex characters" in str(raised.value)
     if value:
         assert value not in str(raised.value)
+
+
+def test_the_previous_secret_is_loaded_beside_the_current_one() -> None:
+    settings = Settings(secret_key="ab" * 32, secret_key_previous="cd" * 32)
+
+    assert server_secret.load(settings) == bytes.fromhex("ab" * 32)
+    assert server_secret.load_previous(settings) == bytes.fromhex("cd" * 32)
+    assert server_secret.load_previous(Settings(secret_key="ab" * 32)) is None
 
 
 def test_secret_generate_prints_a_fresh_usable_secret() -> None:
