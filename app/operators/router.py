@@ -13,8 +13,6 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Sequence
-from datetime import datetime
-from urllib.parse import parse_qsl
 
 from pydantic import BaseModel, ConfigDict, StrictStr, ValidationError
 from starlette.requests import Request
@@ -23,9 +21,9 @@ from starlette.routing import Route
 
 from app.auth.presentation import from_request
 from app.keys.router import DataPlaneRoute, request_error
-from app.kit.boundary import excerpt, value_problem
 from app.kit.db import outages_as_unavailable, session_scope
 from app.kit.errors import BadUserInput
+from app.kit.query_string import InvalidParameters, moment, parameters
 from app.operators import links, usage
 from app.operators.authentication import PlatformAuthenticator, Refused
 from app.organizations.operator import find_organizations
@@ -49,31 +47,6 @@ def platform_authenticator(runtime: Runtime) -> PlatformAuthenticator:
         default_requests=settings.default_rate_limit_requests,
         default_per_seconds=settings.default_rate_limit_per_seconds,
     )
-
-
-class InvalidParameters(Exception):
-    """A query string this endpoint cannot read, as the 422 answer's message."""
-
-
-def _period_parameters(query_string: str) -> dict[str, str]:
-    found: dict[str, str] = {}
-    for name, value in parse_qsl(query_string, keep_blank_values=True):
-        if name == "key":
-            continue  # the key may travel here (read by the authenticator)
-        if name not in _PARAMETERS:
-            raise InvalidParameters(
-                f"Unknown parameter {excerpt(name)!r}; this endpoint takes 'from' and 'to'."
-            )
-        if name in found:
-            raise InvalidParameters(f"'{name}' is given more than once.")
-        problem = value_problem(value, max_length=200)
-        if problem is not None:
-            raise InvalidParameters(f"'{name}' {problem}.")
-        found[name] = value
-    missing = [name for name in _PARAMETERS if not found.get(name)]
-    if missing:
-        raise InvalidParameters(f"Missing {', '.join(repr(name) for name in missing)}.")
-    return found
 
 
 def _cell(value: str | None) -> str:
@@ -128,9 +101,9 @@ def operator_routes(runtime: Runtime) -> list[Route]:
         if isinstance(answer, Refused):
             return _refusal(answer)
         try:
-            found = _period_parameters(request.url.query)
+            found = parameters(request.url.query, _PARAMETERS, _PARAMETERS)
             period = usage.checked_period(
-                runtime.settings, _moment("from", found["from"]), _moment("to", found["to"])
+                runtime.settings, moment("from", found["from"]), moment("to", found["to"])
             )
         except InvalidParameters as error:
             return request_error(422, str(error), f"For example: {USAGE_PATH}?from=…&to=…")
@@ -211,12 +184,3 @@ class LinkUse(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     token: StrictStr
-
-
-def _moment(name: str, value: str) -> datetime:
-    try:
-        return datetime.fromisoformat(value)
-    except ValueError:
-        raise InvalidParameters(
-            f"'{name}' is not an ISO 8601 date or time: {excerpt(value)!r}."
-        ) from None

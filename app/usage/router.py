@@ -22,8 +22,6 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Iterator, Sequence
-from datetime import datetime
-from urllib.parse import parse_qsl
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -39,10 +37,11 @@ from app.keys.router import (
     verification_headers,
 )
 from app.keys.scopes import READ_ANALYTICS
-from app.kit.boundary import excerpt, value_problem
+from app.kit.boundary import excerpt
 from app.kit.db import outages_as_unavailable
 from app.kit.errors import BadUserInput
 from app.kit.labels import request_label
+from app.kit.query_string import InvalidParameters, moment, parameters
 from app.models.usage import Counts, Granularity
 from app.runtime import Runtime
 from app.usage import service
@@ -53,46 +52,6 @@ COLUMNS = ("kind", "start", "key", "operation", "outcome", "requests", "valid", 
 BREAKDOWN_ROWS = service.MAX_BREAKDOWN
 _PARAMETERS = ("from", "to", "granularity", "apiKeyId")
 _REQUIRED = ("from", "to", "granularity")
-# The key may travel as ``key=`` (read by the verifier, not here).
-_KEY_PARAMETER = "key"
-
-
-class InvalidParameters(Exception):
-    """A query string this endpoint cannot read, as the 422 answer's message."""
-
-
-def _parameters(query_string: str) -> dict[str, str]:
-    """The endpoint's parameters, each once, every value one the database can be asked about."""
-    found: dict[str, str] = {}
-    for name, value in parse_qsl(query_string, keep_blank_values=True):
-        if name == _KEY_PARAMETER:
-            continue
-        if name not in _PARAMETERS:
-            # A misspelt 'apiKeyId' would otherwise answer for the whole organization.
-            raise InvalidParameters(
-                f"Unknown parameter {excerpt(name)!r}; this endpoint takes "
-                f"{', '.join(_PARAMETERS)}."
-            )
-        if name in found:
-            raise InvalidParameters(f"'{name}' is given more than once.")
-        problem = value_problem(value, max_length=200)
-        if problem is not None:
-            raise InvalidParameters(f"'{name}' {problem}.")
-        found[name] = value
-    missing = [name for name in _REQUIRED if not found.get(name)]
-    if missing:
-        raise InvalidParameters(f"Missing {', '.join(repr(name) for name in missing)}.")
-    return found
-
-
-def _moment(name: str, value: str) -> datetime:
-    try:
-        # As GraphQL's DateTime: ISO 8601, and a time without an offset is UTC.
-        return datetime.fromisoformat(value)
-    except ValueError:
-        raise InvalidParameters(
-            f"'{name}' is not an ISO 8601 date or time: {excerpt(value)!r}."
-        ) from None
 
 
 def _granularity(value: str) -> Granularity:
@@ -107,11 +66,11 @@ def _granularity(value: str) -> Granularity:
 
 def usage_query(runtime: Runtime, query_string: str) -> service.UsageQuery:
     """The checked query the parameters ask for (InvalidParameters or BadUserInput)."""
-    found = _parameters(query_string)
+    found = parameters(query_string, _PARAMETERS, _REQUIRED)
     return service.checked_query(
         runtime.settings,
-        _moment("from", found["from"]),
-        _moment("to", found["to"]),
+        moment("from", found["from"]),
+        moment("to", found["to"]),
         _granularity(found["granularity"]),
         api_key_id=found.get("apiKeyId") or None,
     )
