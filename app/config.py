@@ -45,109 +45,158 @@ class LogFormat(StrEnum):
 class Settings(BaseSettings):
     # Errors never echo a setting's value: it may be a secret or a URL with a password.
     model_config = SettingsConfigDict(
-        env_prefix="KEYHOUSE_", extra="ignore", hide_input_in_errors=True
+        env_prefix="KEYHOUSE_",
+        extra="ignore",
+        hide_input_in_errors=True,
+        # Each setting's docstring is its description: the README's table is written from them.
+        use_attribute_docstrings=True,
     )
 
     database_url: str = "sqlite+aiosqlite:///./keyhouse.db"
+    """The database: `sqlite+aiosqlite:///PATH` or
+    `postgresql+asyncpg://USER:PASSWORD@HOST:5432/DATABASE`; any other form is refused at start.
+    """
     redis_url: str | None = None
+    """Redis (`redis://HOST:6379/0`), for rate limits shared by every instance and worker and the
+    revocation broadcast; unset: in-memory limits, no broadcast. Required by `--workers` above 1.
+    """
 
     key_prefix: str = Field(default="kh", pattern=r"^[a-z][a-z0-9]{1,9}$")
+    """The prefix of new keys (`kh_…`): 2 to 10 lower-case letters and digits."""
     product_scopes: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_PRODUCT_SCOPES))
+    """Your product's scopes, a JSON object of name to description; the default is a
+    charging-network API's table (`read:charge_points`…).
+    """
 
-    # Per-key rate limit when a key has none of its own.
     default_rate_limit_requests: int = Field(default=1000, ge=1)
+    """Requests per window for a key without a limit of its own."""
     default_rate_limit_per_seconds: int = Field(default=60, ge=1)
+    """That window, in seconds."""
 
     # Verification cache. With the Redis revocation broadcast live, entries live this long; the
     # TTL is only a safety net then. Without a live broadcast (no Redis, or Redis down) the short
     # TTL bounds how long another instance's revocation can go unseen.
     cache_ttl_seconds: float = Field(default=60.0, gt=0)
+    """How long a verified key stays in a process's cache while the revocation broadcast is live."""
     cache_ttl_without_broadcast_seconds: float = Field(default=5.0, gt=0)
+    """The same without a live broadcast: the longest a revocation made elsewhere can go unseen."""
     cache_max_entries: int = Field(default=100_000, ge=1)
+    """Keys held in each process's cache."""
     negative_cache_ttl_seconds: float = Field(default=30.0, ge=0)
+    """How long a well-formed unknown key is remembered as unknown."""
     negative_cache_max_entries: int = Field(default=10_000, ge=1)
+    """Unknown keys remembered."""
     # Concurrent database lookups for keys not in the cache: a flood of well-formed but unknown
     # keys queues here instead of taking every connection of the database pool (PostgreSQL's 20;
     # on SQLite the pool is smaller still, and the lookups queue there).
     max_concurrent_key_lookups: int = Field(default=8, ge=1)
+    """Database lookups of uncached keys at once, per process."""
     # Connections to a SQLite database. Each one has its own aiosqlite thread, and under load
     # every extra thread contends for the GIL: SQLAlchemy's default of 5 (+10 overflow) cost the
     # keys page a sixth more CPU at 32 connections than 2. SQLite writes one transaction at a
     # time anyway. At least 2: `keyhouse serve` holds one while it bootstraps with another.
     sqlite_pool_size: int = Field(default=DEFAULT_SQLITE_POOL_SIZE, ge=2)
+    """Connections to a SQLite database (at least 2)."""
 
-    # How often in-memory usage (counts, last_used_at) is written to the database, and how many
-    # distinct buckets may wait in memory before a flush starts early.
     usage_flush_interval_seconds: float = Field(default=5.0, gt=0)
+    """How often counted usage is written to the database."""
     usage_flush_max_buckets: int = Field(default=50_000, ge=1)
+    """Usage buckets waiting in memory that start a flush early."""
     # Distinct operation labels counted per key and hour; a key's further labels that hour are
     # counted under "(other)". Bounds the usage tables whatever callers send. Per instance.
     usage_max_labels_per_key_hour: int = Field(default=1000, ge=1)
+    """Operation labels counted per key and hour (per process); further ones are counted under
+    `(other)`.
+    """
     # How long usage is kept, per granularity. Older buckets are deleted; queries reaching
     # further back are refused rather than answered with zeros.
     usage_retention_minute_hours: int = Field(default=72, ge=1)
+    """Hours of minute buckets kept."""
     usage_retention_hour_days: int = Field(default=120, ge=1)
+    """Days of hour buckets kept."""
     usage_retention_day_days: int = Field(default=3660, ge=1)
+    """Days of day buckets kept."""
 
     # 64 hex characters (`keyhouse secret generate`); see app/kit/server_secret.py. Required with
     # PostgreSQL; the SQLite default creates one beside its database file.
     secret_key: SecretStr | None = None
-    # The secret before the current one, during a rotation: what it sealed still opens.
+    """The server secret, 64 hex characters (`keyhouse secret generate`), the same on every
+    instance. Required with PostgreSQL; on SQLite created on first run in `<database>.secret`. See
+    docs/deploy.md.
+    """
     secret_key_previous: SecretStr | None = None
+    """During a rotation of the server secret, the one before: what it sealed (idempotency records,
+    24 hours of them at most) still opens. Remove it a day later.
+    """
 
-    # When set, /v1/keys/verify and /v1/auth require this token in X-Keyhouse-Service-Token.
     service_token: str | None = None
+    """When set, `/v1/keys/verify` and `/v1/auth` require it in `X-Keyhouse-Service-Token`."""
 
     # GraphQL abuse limits.
     graphql_max_depth: int = Field(default=10, ge=1)
+    """Deepest GraphQL selection admitted."""
     graphql_max_tokens: int = Field(default=2000, ge=1)
+    """Most tokens in a GraphQL document."""
     graphql_max_aliases: int = Field(default=15, ge=1)
+    """Most aliases in a GraphQL document."""
     # Bodies past this are refused (HTTP 413) before they are read in full, let alone parsed.
     graphql_max_body_bytes: int = Field(default=1024 * 1024, ge=1)
+    """Largest `/graphql` body (HTTP 413 past it)."""
     # The most an operation may cost (app/graphql/cost.py); the default admits each dashboard
     # operation four times over and refuses what costs much more.
     graphql_max_cost: int = Field(default=60_000, ge=1)
+    """Highest static cost of a GraphQL operation."""
 
-    # Whether this instance delivers webhooks and writes expiry notices (every instance may:
-    # they share the work). Off for an instance that should only answer requests.
     deliver_webhooks: bool = True
-    # Webhooks. Plain http (and private addresses) only to these hosts, comma-separated: a
-    # receiver inside the deployment's own network, or tests.
+    """Whether this instance delivers webhooks and writes expiry notices (instances share the work);
+    off for one that should only answer requests.
+    """
     webhook_allow_http_hosts: str = ""
-    # Each attempt gets this long to connect and to be answered.
+    """Hosts (comma-separated) webhooks may reach over plain http and at private or loopback
+    addresses: a receiver inside your own network.
+    """
     webhook_timeout_seconds: float = Field(default=5.0, gt=0, le=30)
-    # How often an instance looks for events and deliveries other instances committed (its own
-    # commits wake it at once).
+    """How long a webhook attempt may take to connect and be answered."""
     webhook_poll_interval_seconds: float = Field(default=0.5, gt=0)
-    # An instance attempting a delivery holds it this long; after a crash another takes it over.
+    """How often an instance looks for events other instances committed (its own wake it at once).
+    """
     webhook_lease_seconds: float = Field(default=30.0, gt=0)
-    # Attempts in flight at once, per instance.
+    """How long an instance holds a delivery it attempts; after a crash another takes it over."""
     webhook_max_concurrency: int = Field(default=64, ge=1)
-    # How often the expiry notices are looked for.
+    """Webhook attempts in flight at once, per instance."""
     expiry_notice_interval_seconds: float = Field(default=60.0, gt=0)
-    # The public keys leak reports are signed with, as GitHub publishes them:
-    # {"public_keys": [{"key_identifier", "key", "is_current"}]} (PEM keys). Unset: the leak
-    # report endpoint answers 404.
+    """How often keys about to expire, or expired, are looked for."""
     leak_report_public_keys: str | None = None
+    """The public keys secret scanners sign leak reports with, as GitHub publishes them
+    (`{"public_keys": [...]}`, PEM keys); unset: `/v1/keys/leaked` answers 404.
+    """
 
     plane: Plane = Plane.ALL
+    """What a process answers: `data`, `control` or `all` (as `keyhouse serve --plane`)."""
 
-    # The address people reach keyhouse at (https://keys.example.com), for the dashboard
-    # sign-in links the operator API makes; by default, the address the request came to.
     public_url: str | None = None
-    # How long a dashboard sign-in made with such a link lasts.
+    """The address people reach keyhouse at (`https://keys.example.com`), for the dashboard sign-in
+    links the operator API makes; unset: the address the request came to.
+    """
     dashboard_sign_in_hours: int = Field(default=8, ge=1, le=24)
+    """How long a dashboard sign-in made with an operator's link lasts (1 to 24 hours)."""
 
-    # The proxies (comma-separated addresses or CIDR blocks) whose X-Forwarded-For / X-Real-IP
-    # say where a request came from: a gateway in front of keyhouse. Nobody by default: the
-    # connection's peer is the caller. uvicorn's forwarded_allow_ips is set from this too.
     trusted_proxies: str = ""
+    """Proxies (comma-separated addresses or CIDR blocks) whose `X-Forwarded-For` / `X-Real-IP` name
+    the caller's address, for IP allowlists; uvicorn's `forwarded_allow_ips` follows it. Empty: the
+    connection's peer is the caller.
+    """
 
     log_level: str = Field(default="INFO", pattern=r"^(?i:DEBUG|INFO|WARNING|ERROR|CRITICAL)$")
+    """`DEBUG`, `INFO`, `WARNING`, `ERROR` or `CRITICAL`."""
     log_format: LogFormat = LogFormat.TEXT
-    # Where the workers of `keyhouse serve --workers N` keep their metrics, for /metrics to sum
-    # (emptied at start); by default a temporary directory of the server's own.
+    """`text`, or `json`: one JSON object per line (time, level, logger, message, request id,
+    organization id).
+    """
     metrics_directory: str | None = None
+    """Where the workers of `--workers` keep their metrics for `/metrics` to sum (emptied at start);
+    unset: a temporary directory.
+    """
 
     @field_validator("database_url")
     @classmethod
