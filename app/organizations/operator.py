@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import and_, func, literal, or_
 from sqlalchemy import select as sa_select
@@ -237,22 +237,7 @@ async def suspend_organization(
     organization.suspension_reason = reason
     session.add(organization)
     details = {"reason": reason}
-    record_operator_event(
-        session,
-        operator,
-        OperatorAction.ORGANIZATION_SUSPENDED,
-        organization_id=organization.id,
-        details=details,
-    )
-    record_event(
-        session,
-        _acting(operator, organization.id),
-        AuditAction.ORGANIZATION_SUSPENDED,
-        details=details,
-    )
-    await session.flush()
-    announce_organization_after_commit(session, broadcast, organization.id)
-    return organization
+    return await _standing_changed(session, operator, organization, "SUSPENDED", details, broadcast)
 
 
 async def resume_organization(
@@ -273,19 +258,24 @@ async def resume_organization(
     organization.suspended_at = None
     organization.suspension_reason = None
     session.add(organization)
+    return await _standing_changed(session, operator, organization, "RESUMED", details, broadcast)
+
+
+async def _standing_changed(
+    session: AsyncSession,
+    operator: Operator,
+    organization: Organization,
+    change: Literal["SUSPENDED", "RESUMED"],
+    details: dict[str, Any],
+    broadcast: KeyChangeBroadcast,
+) -> Organization:
+    """Record a suspension or resumption in both audit logs, and have every instance drop the
+    organization's keys from its cache once it is committed."""
+    action = f"ORGANIZATION_{change}"
     record_operator_event(
-        session,
-        operator,
-        OperatorAction.ORGANIZATION_RESUMED,
-        organization_id=organization.id,
-        details=details,
+        session, operator, OperatorAction(action), organization_id=organization.id, details=details
     )
-    record_event(
-        session,
-        _acting(operator, organization.id),
-        AuditAction.ORGANIZATION_RESUMED,
-        details=details,
-    )
+    record_event(session, _acting(operator, organization.id), AuditAction(action), details=details)
     await session.flush()
     announce_organization_after_commit(session, broadcast, organization.id)
     return organization
