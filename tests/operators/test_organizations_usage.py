@@ -214,7 +214,17 @@ async def test_the_csv_needs_an_operator_key(
 
 @pytest.mark.parametrize(
     "query",
-    ["from=2026-11-01", "from=2026-11-01T00:00:00Z&to=x", "from=a&to=b&granularity=DAY", "to=1"],
+    [
+        "from=2026-11-01",
+        "from=2026-11-01T00:00:00Z&to=x",
+        "from=a&to=b&granularity=DAY",
+        "to=1",
+        # Hostile values: a NUL, a lone surrogate's bytes, an escape sequence, a huge value.
+        "from=2026-11-01%00&to=2026-11-02",
+        "from=%ED%A0%80&to=2026-11-02",
+        "from=%1B%5B31m&to=2026-11-02",
+        "from=" + "9" * 20_000 + "&to=2026-11-02",
+    ],
 )
 async def test_bad_parameters_get_a_short_answer(
     client: httpx.AsyncClient, operator: IssuedKey, query: str
@@ -225,3 +235,4 @@ async def test_bad_parameters_get_a_short_answer(
 
     assert response.status_code == 422
     assert response.json()["code"] == "INVALID_INPUT"
+    assert len(response.text) < 1_000
