@@ -17,6 +17,7 @@ from app.auth.principal import Caller
 from app.keys.revocation import revoke_key
 from app.kit.db import session_scope
 from app.kit.timeutil import utcnow
+from app.models.audit import AuditAction, record_event
 from app.runtime import Runtime
 from app.webhooks import schemas, service
 from app.webhooks.worker import DeliveryWorker, retry_delay
@@ -373,3 +374,48 @@ async def test_an_event_waits_for_an_earlier_one_about_its_key_still_being_fanne
 
     await run(worker)
     assert [e["type"] for e in receiver.events()] == ["key.created", "key.revoked"]
+
+
+WAITING_FOR_A_LOCK = (
+    "SELECT count(*) FROM pg_stat_activity"
+    " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+)
+
+
+async def _blocked_or_done(runtime: Runtime, task: asyncio.Task[None]) -> None:
+    """Returns once ``task`` is done or waits for a lock (bounded: never a timed assertion)."""
+    for _ in range(1000):
+        if task.done():
+            return
+        async with runtime.engine.connect() as connection:
+            if (await connection.execute(text(WAITING_FOR_A_LOCK))).scalar():
+                return
+        await asyncio.sleep(0.01)
+
+
+async def test_two_transactions_about_one_key_are_delivered_in_the_order_they_commit(
+    runtime: Runtime, tenant: Tenant, receiver: Receiver, worker: DeliveryWorker
+) -> None:
+    if runtime.settings.is_sqlite:
+        pytest.skip("SQLite runs one writing transaction at a time")
+    await endpoint_for(runtime, tenant, receiver.url)
+    key = await make_key(runtime, tenant, "k")
+    committed: list[str] = []
+
+    async def revocation() -> None:
+        await revoke(runtime, tenant, key.id)
+        committed.append("key.revoked")
+
+    # The first transaction writes its event about the key (as a unit of work does: inserts
+    # before updates) and stays open while a revocation of the key runs beside it.
+    async with session_scope(runtime.sessionmaker) as session:
+        record_event(session, admin(tenant, runtime), AuditAction.KEY_LEAKED, api_key_id=key.id)
+        await session.flush()
+        second = asyncio.create_task(revocation())
+        await _blocked_or_done(runtime, second)
+    committed.append("key.leaked")
+    await second
+
+    await run(worker)
+    about = [e["type"] for e in receiver.events() if e["data"]["key"]["id"] == key.id]
+    assert about == ["key.created", *committed]
