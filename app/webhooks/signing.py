@@ -50,11 +50,11 @@ def unseal(server_secret: bytes, endpoint_id: str, sealed: str) -> str:
 
 
 def signed_headers(
-    event_id: str, body: str, moment: datetime, signing_secrets: Sequence[str]
+    event_id: str, body: str, moment: datetime, signers: Sequence[Webhook]
 ) -> dict[str, str]:
     """The headers of one attempt: one signature per secret (the current one first; the previous
     one too during its overlap after a rotation), space-separated as the format allows."""
-    signature = " ".join(Webhook(secret).sign(event_id, moment, body) for secret in signing_secrets)
+    signature = " ".join(signer.sign(event_id, moment, body) for signer in signers)
     return {
         "webhook-id": event_id,
         "webhook-timestamp": str(int(moment.timestamp())),

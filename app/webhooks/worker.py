@@ -13,11 +13,8 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Callable, Collection
-from dataclasses import dataclass
+from collections.abc import Callable
 from datetime import datetime, timedelta
-
-import httpx
 
 from app.auth.principal import Caller
 from app.config import Settings
@@ -27,14 +24,8 @@ from app.metrics import WEBHOOK_ATTEMPTS
 from app.models.audit import AuditAction, record_event
 from app.models.webhooks import WebhookEndpoint
 from app.webhooks import repository
-from app.webhooks.destinations import (
-    RefusedDestination,
-    Resolver,
-    allowed_http_hosts,
-    destination,
-    system_resolver,
-)
-from app.webhooks.signing import signed_headers, unseal
+from app.webhooks.destinations import Resolver, allowed_http_hosts, system_resolver
+from app.webhooks.sending import Sender
 
 logger = logging.getLogger(__name__)
 
@@ -42,14 +33,12 @@ logger = logging.getLogger(__name__)
 GIVE_UP_AFTER = timedelta(days=3)
 FIRST_RETRY_SECONDS = 1.0
 MAX_RETRY_SECONDS = 3600.0
-EXCERPT_BYTES = 200
 FAN_OUT_BATCH = 500
 PURGE_EVERY_SECONDS = 3600.0
 # Events are kept a while after they were fanned out (what expiry notices and leak reports
 # check they sent once lives in the outbox too: longer than any notice's window).
 KEEP_EVENTS = timedelta(days=30)
 KEEP_DELIVERIES = timedelta(days=30)
-USER_AGENT = "keyhouse-webhooks"
 # Delivery loops per instance, sharing webhook_max_concurrency between them. One on SQLite: it
 # writes one transaction at a time, and its small pool also serves the requests.
 LANES = 4
@@ -61,16 +50,6 @@ def retry_delay(attempts_made: int, rng: random.Random | None = None) -> timedel
     base = min(FIRST_RETRY_SECONDS * 2 ** max(attempts_made - 1, 0), MAX_RETRY_SECONDS)
     jitter = (rng or random).uniform(0.8, 1.2)
     return timedelta(seconds=min(base * jitter, MAX_RETRY_SECONDS))
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    status: int | None
-    excerpt: str | None
-
-    @property
-    def succeeded(self) -> bool:
-        return self.status is not None and 200 <= self.status < 300
 
 
 class DeliveryWorker:
@@ -85,19 +64,18 @@ class DeliveryWorker:
     ) -> None:
         self._sessionmaker = sessionmaker
         self._settings = settings
-        self._server_secret = server_secret
-        self._resolver = resolver
         self._clock = clock
-        self._allowed: Collection[str] = allowed_http_hosts(settings.webhook_allow_http_hosts)
         self._lease = timedelta(seconds=settings.webhook_lease_seconds)
         self._lanes = 1 if settings.is_sqlite else LANES
         self._batch = max(1, settings.webhook_max_concurrency // self._lanes)
         self._wake = asyncio.Event()
-        self._client = httpx.AsyncClient(
-            timeout=httpx.Timeout(settings.webhook_timeout_seconds),
-            follow_redirects=False,  # a redirect is a failed attempt, never followed
-            trust_env=False,  # no proxy from the environment between keyhouse and a receiver
-            limits=httpx.Limits(max_connections=settings.webhook_max_concurrency),
+        self._sender = Sender(
+            server_secret,
+            allowed_http_hosts(settings.webhook_allow_http_hosts),
+            resolver,
+            timeout_seconds=settings.webhook_timeout_seconds,
+            max_connections=settings.webhook_max_concurrency,
+            clock=clock,
         )
 
     async def wake(self) -> None:
@@ -153,7 +131,7 @@ class DeliveryWorker:
         self, delivery: repository.Claimed, endpoint: WebhookEndpoint
     ) -> repository.Attempt:
         started = self._clock()
-        outcome = await self._send(delivery, endpoint)
+        outcome = await self._sender.send(delivery.event_id, delivery.payload, endpoint)
         WEBHOOK_ATTEMPTS.labels("succeeded" if outcome.succeeded else "failed").inc()
         next_attempt = None
         if not outcome.succeeded:
@@ -168,52 +146,6 @@ class DeliveryWorker:
             succeeded=outcome.succeeded,
             next_attempt_at=next_attempt,
         )
-
-    async def _send(self, delivery: repository.Claimed, endpoint: WebhookEndpoint) -> Outcome:
-        try:
-            target = await destination(endpoint.url, self._allowed, self._resolver)
-        except RefusedDestination as refusal:
-            return Outcome(None, str(refusal)[:EXCERPT_BYTES])
-        headers = {
-            # Signed at the wall clock's time: the receiver compares it with its own.
-            **signed_headers(
-                delivery.event_id, delivery.payload, utcnow(), self._secrets(endpoint)
-            ),
-            "content-type": "application/json",
-            "user-agent": USER_AGENT,
-            "host": target.host_header,
-        }
-        request = self._client.build_request(
-            "POST",
-            target.url,
-            content=delivery.payload.encode(),
-            headers=headers,
-            extensions={"sni_hostname": target.server_name},
-        )
-        try:
-            response = await self._client.send(request, stream=True)
-        except httpx.HTTPError as error:
-            return Outcome(None, f"{type(error).__name__}: {error}"[:EXCERPT_BYTES])
-        try:
-            # Only a short excerpt of the answer is read and kept, whatever the receiver sends.
-            excerpt = b""
-            async for chunk in response.aiter_raw():
-                excerpt += chunk
-                if len(excerpt) >= EXCERPT_BYTES:
-                    break
-        except httpx.HTTPError:
-            pass
-        finally:
-            await response.aclose()
-        return Outcome(response.status_code, excerpt[:EXCERPT_BYTES].decode("utf-8", "replace"))
-
-    def _secrets(self, endpoint: WebhookEndpoint) -> list[str]:
-        current = unseal(self._server_secret, endpoint.id, endpoint.sealed_secret)
-        previous = endpoint.previous_sealed_secret
-        until = endpoint.previous_secret_until
-        if previous is None or until is None or until <= self._clock():
-            return [current]
-        return [current, unseal(self._server_secret, endpoint.id, previous)]
 
     async def _record(
         self, attempts: list[repository.Attempt], claimed: list[repository.Claimed]
@@ -251,4 +183,4 @@ class DeliveryWorker:
             )
 
     async def close(self) -> None:
-        await self._client.aclose()
+        await self._sender.close()
