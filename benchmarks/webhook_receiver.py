@@ -1,7 +1,7 @@
 """The receiver of benchmarks/webhooks.py, in a process of its own: answers every POST with 204
-and notes when each event arrived (the standard library only, so that it starts at once).
+and notes when each event arrived (the standard library, on uvloop unless told ``asyncio``).
 
-    python benchmarks/webhook_receiver.py PORT LOG
+    python benchmarks/webhook_receiver.py PORT LOG [uvloop|asyncio]
 """
 
 from __future__ import annotations
@@ -44,4 +44,10 @@ async def _receive(port: int, log: Path) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(_receive(int(sys.argv[1]), Path(sys.argv[2])))
+    loop = sys.argv[3] if len(sys.argv) > 3 else "uvloop"
+    if loop == "uvloop":
+        import uvloop
+
+        uvloop.run(_receive(int(sys.argv[1]), Path(sys.argv[2])))
+    else:
+        asyncio.run(_receive(int(sys.argv[1]), Path(sys.argv[2])))

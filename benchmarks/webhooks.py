@@ -10,16 +10,18 @@ notes when each event arrived. Events are made by creating keys through the serv
 event and its outbox row.
 
 1. Backlog: ``--backlog`` keys created with the worker stopped, then the worker started: how many
-   events per second one instance delivers, next to a bare ``httpx`` client posting the same
-   number of bodies to the same receiver at the same concurrency (no database, no signing): the
-   baseline of the same run.
+   events per second one instance delivers, next to a bare client of the same library
+   (``aiohttp``) posting the same number of bodies to the same receiver at the same concurrency
+   (no database, no signing): the baseline of the same run; and, for comparison, ``httpx``. The
+   CPU each event cost this process, the receiver's process and the whole machine.
 2. Live: keys created at ``--rate`` per second for ``--seconds`` with the worker running: the
    delay from each commit to the receiver's acknowledgement, p50 / p99 / max.
 3. Leak report to refusal (needs Redis): two instances on the database and Redis; instance B
    holds a key in its cache as valid; the report goes to instance A; how long until B refuses
    the key, over ``--leaks`` keys.
 
-Writes benchmarks/results/webhooks.json.
+Runs on uvloop, as ``keyhouse serve`` does when it is installed (``--loop asyncio``: the standard
+loop). Writes benchmarks/results/webhooks.json.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import argparse
 import asyncio
 import base64
 import json
+import os
 import secrets
 import socket
 import statistics
@@ -39,7 +42,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import httpx
+import uvloop
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import text
@@ -195,7 +200,30 @@ async def _produce(
     return commits
 
 
-async def backlog(url: str, receiver_url: str, log: Arrivals, count: int) -> dict[str, Any]:
+class CpuMeter:
+    """CPU seconds spent meanwhile by this process, the receiver's process and the machine."""
+
+    def __init__(self, receiver_pid: int) -> None:
+        self._receiver = Path(f"/proc/{receiver_pid}/stat")
+        self._start = self._read()
+
+    def _read(self) -> tuple[float, float, float]:
+        ticks = os.sysconf("SC_CLK_TCK")
+        fields = self._receiver.read_text().rpartition(")")[2].split()
+        receiver = (int(fields[11]) + int(fields[12])) / ticks
+        cpu = [int(n) for n in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+        busy = (sum(cpu) - cpu[3] - cpu[4]) / ticks  # all but idle and waiting for I/O
+        return time.process_time(), receiver, busy
+
+    def per_event_ms(self, count: int) -> dict[str, float]:
+        ends = self._read()
+        spent = [(end - start) * 1000 / count for start, end in zip(self._start, ends, strict=True)]
+        return {"keyhouse": spent[0], "receiver": spent[1], "machine": spent[2]}
+
+
+async def backlog(
+    url: str, receiver_url: str, log: Arrivals, count: int, receiver_pid: int
+) -> dict[str, Any]:
     runtime = Runtime.create(_settings(url))
     caller = await _organization(runtime)
     await _endpoint(runtime, caller, receiver_url)
@@ -204,13 +232,13 @@ async def backlog(url: str, receiver_url: str, log: Arrivals, count: int) -> dic
     production = count / (time.monotonic() - produced_at)
     log.clear()
     started = time.time()
-    cpu_started = time.process_time()
+    meter = CpuMeter(receiver_pid)
     worker = asyncio.create_task(runtime.webhooks.run())
     try:
         await _received(log, count, within=600)
         delivered = count / (max(log.by_key().values()) - started)
-        # What delivering cost this process, whatever else ran on the machine meanwhile.
-        cpu_ms = (time.process_time() - cpu_started) * 1000 / count
+        # What delivering cost each part (the machine's figure includes whatever else ran).
+        cpu_ms = meter.per_event_ms(count)
         # Stopped once every attempt is written down: none is left to a later run.
         await _settled(runtime)
     finally:
@@ -221,7 +249,9 @@ async def backlog(url: str, receiver_url: str, log: Arrivals, count: int) -> dic
         "events": count,
         "producedPerSecond": production,
         "deliveredPerSecond": delivered,
-        "cpuMsPerEvent": cpu_ms,
+        "cpuMsPerEvent": cpu_ms["keyhouse"],
+        "receiverCpuMsPerEvent": cpu_ms["receiver"],
+        "machineCpuMsPerEvent": cpu_ms["machine"],
     }
 
 
@@ -235,10 +265,34 @@ async def _settled(runtime: Runtime) -> None:
     raise BenchmarkError("deliveries were still pending")
 
 
+BARE_BODY = json.dumps({"type": "key.created", "data": {"key": {"id": "x" * 26}}, "pad": "." * 400})
+
+
 async def bare_client(receiver_url: str, log: Arrivals, count: int) -> tuple[float, float]:
-    """The same number of POSTs of a similar body, from httpx at the same concurrency."""
+    """The same number of POSTs of a similar body, from aiohttp (keyhouse's client, with its
+    options) at the same concurrency."""
     log.clear()
-    body = json.dumps({"type": "key.created", "data": {"key": {"id": "x" * 26}}, "pad": "." * 400})
+    semaphore = asyncio.Semaphore(CONCURRENCY)
+    async with aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=CONCURRENCY),
+        cookie_jar=aiohttp.DummyCookieJar(),
+        auto_decompress=False,
+    ) as client:
+
+        async def post() -> None:
+            async with semaphore, client.post(receiver_url, data=BARE_BODY.encode()) as answer:
+                await answer.content.read(200)
+
+        started = time.time()
+        cpu_started = time.process_time()
+        await asyncio.gather(*(post() for _ in range(count)))
+    return count / (time.time() - started), (time.process_time() - cpu_started) * 1000 / count
+
+
+async def bare_httpx(receiver_url: str, log: Arrivals, count: int) -> tuple[float, float]:
+    """The same, from httpx (keyhouse's client before): for comparison."""
+    log.clear()
+    body = BARE_BODY
     semaphore = asyncio.Semaphore(CONCURRENCY)
     async with httpx.AsyncClient(
         limits=httpx.Limits(max_connections=CONCURRENCY), trust_env=False
@@ -352,7 +406,9 @@ async def _one_leak(
 # --- the run ------------------------------------------------------------------------------------
 
 
-async def run(args: argparse.Namespace, receiver_url: str, log: Arrivals) -> dict[str, Any]:
+async def run(
+    args: argparse.Namespace, receiver_url: str, log: Arrivals, receiver_pid: int
+) -> dict[str, Any]:
     results: dict[str, Any] = {}
     name = f"keyhouse_webhooks_{secrets.token_hex(3)}"
     url = await _fresh_database(args.postgres_url, name, drop=False)
@@ -360,10 +416,13 @@ async def run(args: argparse.Namespace, receiver_url: str, log: Arrivals) -> dic
         engine = create_async_engine(url)
         await upgrade_to_head(engine)
         await engine.dispose()
-        results["backlog"] = await backlog(url, receiver_url, log, args.backlog)
+        results["backlog"] = await backlog(url, receiver_url, log, args.backlog, receiver_pid)
         bare_rate, bare_cpu = await bare_client(receiver_url, log, args.backlog)
         results["backlog"]["bareClientPerSecond"] = bare_rate
         results["backlog"]["bareClientCpuMsPerEvent"] = bare_cpu
+        httpx_rate, httpx_cpu = await bare_httpx(receiver_url, log, args.backlog)
+        results["backlog"]["bareHttpxPerSecond"] = httpx_rate
+        results["backlog"]["bareHttpxCpuMsPerEvent"] = httpx_cpu
         results["live"] = await live(url, receiver_url, log, args.rate, args.seconds)
         if args.redis_url:
             results["leak"] = await leak_to_refusal(url, args.redis_url, args.leaks)
@@ -393,14 +452,24 @@ def report(results: dict[str, Any]) -> None:
             "≥ 500",
         ],
         [
-            "bare httpx client, same receiver and concurrency",
+            "bare aiohttp client, same receiver and concurrency",
             f"{backlog['bareClientPerSecond']:,.0f}",
             f"keyhouse at {ratio:.0%}",
         ],
         [
-            "CPU of this process per event, keyhouse / bare client",
+            "bare httpx client, the same",
+            f"{backlog['bareHttpxPerSecond']:,.0f}",
+            f"{backlog['bareHttpxCpuMsPerEvent']:.2f} ms CPU per request",
+        ],
+        [
+            "CPU of this process per event, keyhouse / bare aiohttp client",
             f"{backlog['cpuMsPerEvent']:.2f} / {backlog['bareClientCpuMsPerEvent']:.2f} ms",
             f"{1000 / backlog['cpuMsPerEvent']:,.0f} events per CPU second",
+        ],
+        [
+            "CPU per delivered event: receiver's process / whole machine",
+            f"{backlog['receiverCpuMsPerEvent']:.2f} / {backlog['machineCpuMsPerEvent']:.2f} ms",
+            "machine: every process, the database and other load included",
         ],
         [
             "keys created per second (8 producers, through the service)",
@@ -439,16 +508,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--postgres-url", default="postgresql+asyncpg://postgres@127.0.0.1:5432/test"
     )
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
+    parser.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop")
     args = parser.parse_args(argv)
     port = free_port()
     log = Arrivals(Path(tempfile.mkdtemp(prefix="keyhouse-webhooks-")) / "arrivals.log")
     log.clear()
     receiver = subprocess.Popen(
-        [sys.executable, str(ROOT / "benchmarks" / "webhook_receiver.py"), str(port), str(log.path)]
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "webhook_receiver.py"),
+            str(port),
+            str(log.path),
+            args.loop,
+        ]
     )
+    loop_factory = uvloop.new_event_loop if args.loop == "uvloop" else None
     try:
         _wait_for_port(port)
-        results = asyncio.run(run(args, f"http://127.0.0.1:{port}/hooks", log))
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            results = runner.run(run(args, f"http://127.0.0.1:{port}/hooks", log, receiver.pid))
     finally:
         receiver.terminate()
         receiver.wait(5)
