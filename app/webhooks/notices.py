@@ -94,6 +94,10 @@ async def _due(session: AsyncSession, notice: Notice, now: datetime) -> list[Api
         )
         .order_by(expires_at)
         .limit(BATCH)
+        # The keys noticed are held (as a change to them would be) before their events are
+        # numbered; a key another transaction is changing right now waits for the next run, so
+        # the job never waits on a key while holding others.
+        .with_for_update(of=ApiKey, key_share=True, skip_locked=True)
     )
     return list((await session.exec(statement)).all())
 

@@ -8,6 +8,9 @@ import asyncio
 import json
 from datetime import datetime, timedelta
 
+import pytest
+from sqlalchemy import text
+
 from app.kit.db import session_scope
 from app.kit.timeutil import utcnow
 from app.runtime import Runtime
@@ -99,3 +102,25 @@ async def test_instances_running_the_job_at_once_write_each_notice_once(
     await run_at(runtime, moment)  # and a restart later
 
     assert sorted(await notices(runtime)) == sorted(("key.expiring", k.id, 1) for k in keys)
+
+
+async def test_a_key_another_transaction_is_changing_is_noticed_at_the_next_run(
+    runtime: Runtime, tenant: Tenant
+) -> None:
+    if runtime.settings.is_sqlite:
+        pytest.skip("SQLite runs one writing transaction at a time")
+    start = utcnow()
+    key = await make_key(runtime, tenant, "ten days", expires_in_days=10)
+    moment = start + timedelta(days=3, minutes=1)
+
+    async with runtime.engine.connect() as other:
+        # Held as a change to the key holds it: the job neither waits for it nor numbers an
+        # event about it meanwhile.
+        await other.execute(
+            text("SELECT 1 FROM api_keys WHERE id = :id FOR NO KEY UPDATE"), {"id": key.id}
+        )
+        assert await run_at(runtime, moment) == 0
+        await other.rollback()
+
+    assert await run_at(runtime, moment) == 1
+    assert await notices(runtime) == [("key.expiring", key.id, 7)]
