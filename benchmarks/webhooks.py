@@ -200,25 +200,46 @@ async def _produce(
     return commits
 
 
+def _cpu_of(pid: int) -> float:
+    """CPU seconds a process has used (0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _machine_busy() -> float:
+    cpu = [int(n) for n in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+    return (sum(cpu) - cpu[3] - cpu[4]) / os.sysconf("SC_CLK_TCK")  # all but idle and I/O wait
+
+
+async def _backends(runtime: Runtime) -> set[int]:
+    """The database server's processes serving this benchmark's database."""
+    query = text("SELECT pid FROM pg_stat_activity WHERE datname = current_database()")
+    async with runtime.engine.connect() as connection:
+        return {int(pid) for pid in (await connection.execute(query)).scalars()}
+
+
 class CpuMeter:
-    """CPU seconds spent meanwhile by this process, the receiver's process and the machine."""
+    """CPU seconds spent meanwhile by this process, the receiver's process, the database's
+    processes serving this database, and the whole machine."""
 
-    def __init__(self, receiver_pid: int) -> None:
-        self._receiver = Path(f"/proc/{receiver_pid}/stat")
-        self._start = self._read()
+    def __init__(self, receiver_pid: int, backends: set[int]) -> None:
+        self._receiver = receiver_pid
+        self._backends = {pid: _cpu_of(pid) for pid in backends}
+        self._start = (time.process_time(), _cpu_of(receiver_pid), _machine_busy())
 
-    def _read(self) -> tuple[float, float, float]:
-        ticks = os.sysconf("SC_CLK_TCK")
-        fields = self._receiver.read_text().rpartition(")")[2].split()
-        receiver = (int(fields[11]) + int(fields[12])) / ticks
-        cpu = [int(n) for n in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
-        busy = (sum(cpu) - cpu[3] - cpu[4]) / ticks  # all but idle and waiting for I/O
-        return time.process_time(), receiver, busy
-
-    def per_event_ms(self, count: int) -> dict[str, float]:
-        ends = self._read()
+    def per_event_ms(self, count: int, backends: set[int]) -> dict[str, float]:
+        ends = (time.process_time(), _cpu_of(self._receiver), _machine_busy())
         spent = [(end - start) * 1000 / count for start, end in zip(self._start, ends, strict=True)]
-        return {"keyhouse": spent[0], "receiver": spent[1], "machine": spent[2]}
+        database = sum(_cpu_of(pid) - self._backends.get(pid, 0.0) for pid in backends)
+        return {
+            "keyhouse": spent[0],
+            "receiver": spent[1],
+            "machine": spent[2],
+            "database": database * 1000 / count,
+        }
 
 
 async def backlog(
@@ -232,13 +253,13 @@ async def backlog(
     production = count / (time.monotonic() - produced_at)
     log.clear()
     started = time.time()
-    meter = CpuMeter(receiver_pid)
+    meter = CpuMeter(receiver_pid, await _backends(runtime))
     worker = asyncio.create_task(runtime.webhooks.run())
     try:
         await _received(log, count, within=600)
         delivered = count / (max(log.by_key().values()) - started)
         # What delivering cost each part (the machine's figure includes whatever else ran).
-        cpu_ms = meter.per_event_ms(count)
+        cpu_ms = meter.per_event_ms(count, await _backends(runtime))
         # Stopped once every attempt is written down: none is left to a later run.
         await _settled(runtime)
     finally:
@@ -252,6 +273,7 @@ async def backlog(
         "cpuMsPerEvent": cpu_ms["keyhouse"],
         "receiverCpuMsPerEvent": cpu_ms["receiver"],
         "machineCpuMsPerEvent": cpu_ms["machine"],
+        "databaseCpuMsPerEvent": cpu_ms["database"],
     }
 
 
@@ -467,9 +489,10 @@ def report(results: dict[str, Any]) -> None:
             f"{1000 / backlog['cpuMsPerEvent']:,.0f} events per CPU second",
         ],
         [
-            "CPU per delivered event: receiver's process / whole machine",
-            f"{backlog['receiverCpuMsPerEvent']:.2f} / {backlog['machineCpuMsPerEvent']:.2f} ms",
-            "machine: every process, the database and other load included",
+            "CPU per delivered event: database / receiver / whole machine",
+            f"{backlog['databaseCpuMsPerEvent']:.2f} / {backlog['receiverCpuMsPerEvent']:.2f}"
+            f" / {backlog['machineCpuMsPerEvent']:.2f} ms",
+            "machine: every process and other load included",
         ],
         [
             "keys created per second (8 producers, through the service)",

@@ -69,6 +69,10 @@ class DeliveryWorker:
         self._lanes = 1 if settings.is_sqlite else LANES
         self._batch = max(1, settings.webhook_max_concurrency // self._lanes)
         self._wake = asyncio.Event()
+        # Whether the outbox may hold events to fan out: an event was committed here, or the
+        # last fan-out took a full batch. Otherwise the lanes look once per poll interval.
+        self._fan_out_wanted = True
+        self._last_fan_out = float("-inf")
         self._sender = Sender(
             server_secret,
             allowed_http_hosts(settings.webhook_allow_http_hosts),
@@ -80,6 +84,7 @@ class DeliveryWorker:
 
     async def wake(self) -> None:
         """Look at the outbox now (an event was just committed)."""
+        self._fan_out_wanted = True
         self._wake.set()
 
     async def run(self) -> None:
@@ -92,7 +97,7 @@ class DeliveryWorker:
         loop = asyncio.get_running_loop()
         while True:
             try:
-                busy = await self.step()
+                busy = await self.step(fan_out=self._fan_out_due(loop.time()))
                 if purges and loop.time() - last_purge > PURGE_EVERY_SECONDS:
                     last_purge = loop.time()
                     await self.purge()
@@ -110,11 +115,26 @@ class DeliveryWorker:
                     )
                 self._wake.clear()
 
-    async def step(self) -> bool:
-        """Fan out what is due, attempt what is due; whether there was anything to do."""
+    def _fan_out_due(self, loop_time: float) -> bool:
+        """While a backlog is delivered, the outbox is read when it may hold something, not at
+        every batch (three round trips saved per batch)."""
+        interval = self._settings.webhook_poll_interval_seconds
+        if not self._fan_out_wanted and loop_time - self._last_fan_out < interval:
+            return False
+        self._fan_out_wanted = False  # before the fan-out: a wake meanwhile is kept
+        self._last_fan_out = loop_time
+        return True
+
+    async def step(self, *, fan_out: bool = True) -> bool:
+        """Fan out what is due (unless told not to), attempt what is due; whether there was
+        anything to do."""
         now = self._clock()
-        async with session_scope(self._sessionmaker) as session:
-            fanned = await repository.fan_out(session, now, limit=FAN_OUT_BATCH)
+        fanned = 0
+        if fan_out:
+            async with session_scope(self._sessionmaker) as session:
+                fanned = await repository.fan_out(session, now, limit=FAN_OUT_BATCH)
+            if fanned == FAN_OUT_BATCH:
+                self._fan_out_wanted = True  # more may be waiting
         async with session_scope(self._sessionmaker) as session:
             claimed = await repository.claim(session, now, lease=self._lease, limit=self._batch)
             endpoints = await repository.endpoints_by_id(

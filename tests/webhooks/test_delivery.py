@@ -419,3 +419,15 @@ async def test_two_transactions_about_one_key_are_delivered_in_the_order_they_co
     await run(worker)
     about = [e["type"] for e in receiver.events() if e["data"]["key"]["id"] == key.id]
     assert about == ["key.created", *committed]
+
+
+async def test_the_lanes_read_the_outbox_when_woken_or_once_per_poll_interval(
+    worker: DeliveryWorker, runtime: Runtime
+) -> None:
+    interval = runtime.settings.webhook_poll_interval_seconds
+    assert worker._fan_out_due(100.0)  # a worker starting looks at once
+    assert not worker._fan_out_due(100.0 + interval / 2)
+    await worker.wake()  # an event committed by this instance
+    assert worker._fan_out_due(100.0 + interval / 2)
+    assert not worker._fan_out_due(100.0 + interval)
+    assert worker._fan_out_due(100.0 + interval * 2)  # what other instances committed
