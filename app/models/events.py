@@ -49,6 +49,14 @@ class OutboxEvent(SQLModel, table=True):
             postgresql_where=text(PENDING_FAN_OUT),
         ),
         Index("ix_outbox_events_occurred", "occurred_at"),
+        # What a delivery's claim asks: is an earlier event about its subject not fanned out?
+        Index(
+            "ix_outbox_events_pending_subject",
+            "subject_id",
+            "sequence",
+            sqlite_where=text(PENDING_FAN_OUT),
+            postgresql_where=text(PENDING_FAN_OUT),
+        ),
     )
 
     # Insertion order: deliveries to an endpoint about one key go out in this order.

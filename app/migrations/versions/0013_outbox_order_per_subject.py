@@ -9,6 +9,9 @@ organization's for its policy) before it draws the number: the lock the change i
 two writers about one subject are numbered in the order they commit, and no new kind of wait
 appears. SQLite runs one writing transaction at a time: numbers follow commits there already.
 
+And an index for the question each claim of a delivery asks, "is an earlier event about this
+subject not fanned out yet?": by subject, not a walk through every pending number below it.
+
 Revision ID: 0013
 Revises: 0012
 Create Date: 2026-12-01
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0013"
@@ -25,6 +29,8 @@ down_revision: str | None = "0012"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
+PENDING_FAN_OUT = "fanned_out_at IS NULL"
+INDEX = "ix_outbox_events_pending_subject"
 FUNCTION = "outbox_events_number_in_subject_order"
 TRIGGER = "outbox_events_in_subject_order"
 
@@ -47,6 +53,13 @@ $$
 
 
 def upgrade() -> None:
+    op.create_index(
+        INDEX,
+        "outbox_events",
+        ["subject_id", "sequence"],
+        sqlite_where=sa.text(PENDING_FAN_OUT),
+        postgresql_where=sa.text(PENDING_FAN_OUT),
+    )
     if op.get_bind().dialect.name != "postgresql":
         return
     op.execute(CREATE_FUNCTION)
@@ -57,6 +70,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_index(INDEX, table_name="outbox_events")
     if op.get_bind().dialect.name != "postgresql":
         return
     op.execute(f"DROP TRIGGER {TRIGGER} ON outbox_events")
