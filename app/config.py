@@ -162,7 +162,7 @@ class Settings(BaseSettings):
     """
     webhook_lease_seconds: float = Field(default=30.0, gt=0)
     """How long an instance holds a delivery it attempts; after a crash another takes it over."""
-    webhook_max_concurrency: int = Field(default=64, ge=1)
+    webhook_max_concurrency: int = Field(default=128, ge=1)
     """Webhook attempts in flight at once, per instance."""
     expiry_notice_interval_seconds: float = Field(default=60.0, gt=0)
     """How often keys about to expire, or expired, are looked for."""

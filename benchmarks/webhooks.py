@@ -75,7 +75,7 @@ from app.webhooks import schemas as webhook_schemas  # noqa: E402
 from app.webhooks import service as webhook_service  # noqa: E402
 
 # Attempts in flight (keyhouse's webhook_max_concurrency, and the bare clients'): --concurrency.
-IN_FLIGHT = {"attempts": 64}
+IN_FLIGHT = {"attempts": Settings.model_fields["webhook_max_concurrency"].default}
 PRODUCERS = 8
 # The benchmark's own deployment, gone with it; every instance of it shares this secret.
 SECRET_KEY = secrets.token_hex(32)
