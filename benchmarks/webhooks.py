@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import secrets
@@ -265,6 +266,8 @@ async def backlog(
         await _settled(runtime)
     finally:
         worker.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await worker  # its connections back in the pool before the pool closes
         await runtime.webhooks.close()
         await runtime.engine.dispose()
     return {
