@@ -17,7 +17,9 @@ from app.keys import idempotency
 from app.keys.broadcast import KeyChangeBroadcast
 from app.keys.cache import KeyCache
 from app.keys.credits import CreditLedger
+from app.keys.policy import SUPERSESSION_LEFT
 from app.keys.scopes import ScopeCatalogue
+from app.keys.supersession import SupersessionWorker
 from app.keys.verification import KeyVerifier
 from app.kit import server_secret
 from app.kit.db import SessionMaker, create_engine, create_sessionmaker
@@ -47,6 +49,7 @@ class Runtime:
     server_secret: bytes
     ledger: CreditLedger
     webhooks: DeliveryWorker
+    supersessions: SupersessionWorker
     # During a rotation of the server secret: idempotency records it sealed still answer.
     previous_server_secret: bytes | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -85,8 +88,12 @@ class Runtime:
             ledger=ledger,
         )
         webhooks = DeliveryWorker(sessionmaker, settings, secret)
-        # Every unit of work that commits an outbox event wakes this instance's worker.
-        sessionmaker.configure(info={OUTBOX_WRITTEN: webhooks.wake})
+        supersessions = SupersessionWorker(sessionmaker)
+        # Every unit of work that commits an outbox event (a supersession with keys left) wakes
+        # this instance's worker for it.
+        sessionmaker.configure(
+            info={OUTBOX_WRITTEN: webhooks.wake, SUPERSESSION_LEFT: supersessions.wake}
+        )
         return cls(
             settings,
             engine,
@@ -100,6 +107,7 @@ class Runtime:
             secret,
             ledger,
             webhooks,
+            supersessions,
             server_secret.load_previous(settings),
         )
 
@@ -116,6 +124,12 @@ class Runtime:
                 idempotency.purge_periodically(self.sessionmaker), name="idempotency-purge"
             ),
         ]
+        # Key changes made by the control plane are finished by it: verification does not wait
+        # for them (see app/keys/supersession.py).
+        if self.settings.plane is not Plane.DATA:
+            self._tasks.append(
+                asyncio.create_task(self.supersessions.run(), name="supersession-batches")
+            )
         # Webhooks and expiry notices are the control plane's work: a data-plane process keeps
         # its latency to itself.
         if self.settings.plane is not Plane.DATA and self.settings.deliver_webhooks:

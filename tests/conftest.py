@@ -177,8 +177,8 @@ async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
                 text(
                     "TRUNCATE audit_events, idempotency_records, organization_usage,"
                     " usage_buckets, webhook_deliveries, webhook_endpoints, outbox_events,"
-                    " api_keys, organizations, operator_keys, operator_audit_events,"
-                    " dashboard_links, dashboard_credentials CASCADE"
+                    " key_supersessions, api_keys, organizations, operator_keys,"
+                    " operator_audit_events, dashboard_links, dashboard_credentials CASCADE"
                 )
             )
     yield runtime

@@ -130,6 +130,7 @@ async def snapshot(runtime: Runtime) -> dict[str, list[tuple[Any, ...]]]:
     tables = [
         "organizations",
         "api_keys",
+        "key_supersessions",
         "usage_buckets",
         "organization_usage",
         "audit_events",

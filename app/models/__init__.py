@@ -10,7 +10,7 @@ from sqlmodel import SQLModel
 
 from app.models.audit import AuditEvent
 from app.models.events import OutboxEvent
-from app.models.keys import ApiKey, ApiKeyScope, IdempotencyRecord
+from app.models.keys import ApiKey, ApiKeyScope, IdempotencyRecord, KeySupersession
 from app.models.operators import DashboardCredential, DashboardLink, OperatorAuditEvent, OperatorKey
 from app.models.organizations import Organization
 from app.models.usage import OrganizationUsage, UsageBucket
@@ -25,6 +25,7 @@ __all__ = [
     "DashboardCredential",
     "DashboardLink",
     "IdempotencyRecord",
+    "KeySupersession",
     "OperatorAuditEvent",
     "OperatorKey",
     "Organization",
