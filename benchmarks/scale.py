@@ -154,6 +154,15 @@ SELECT 'DAY', CAST(:today AS timestamp) - make_interval(days => (substr(id, 5)::
 FROM api_keys WHERE organization_id = :org AND hint = 'kh_bench…0000'
 """
 
+# Each key's totals per bucket, as a flush writes them beside its buckets.
+_KEY_USAGE = """
+INSERT INTO key_usage (organization_id, granularity, bucket_start, api_key_id, requests, valid)
+SELECT organization_id, granularity, bucket_start, api_key_id, SUM(count),
+       SUM(CASE WHEN outcome = 'VALID' THEN count ELSE 0 END)
+FROM usage_buckets WHERE organization_id = :org
+GROUP BY organization_id, granularity, bucket_start, api_key_id
+"""
+
 
 async def _fill_postgres(engine: AsyncEngine, organization_id: str, count: int) -> None:
     now = datetime.now(UTC).replace(tzinfo=None)  # keyhouse stores naive UTC
@@ -165,6 +174,7 @@ async def _fill_postgres(engine: AsyncEngine, organization_id: str, count: int) 
         await connection.execute(text(_POSTGRES_SCOPES), {"org": organization_id})
         await connection.execute(text(_POSTGRES_AUDIT), {"org": organization_id})
         await connection.execute(text(_POSTGRES_USAGE), {"org": organization_id, "today": today})
+        await connection.execute(text(_KEY_USAGE), {"org": organization_id})
     async with engine.connect() as connection:
         await connection.execution_options(isolation_level="AUTOCOMMIT")
         await connection.execute(text("VACUUM ANALYZE"))
@@ -234,6 +244,7 @@ async def _fill_sqlite(engine: AsyncEngine, organization_id: str, count: int) ->
             ),
             _sqlite_values(buckets),
         )
+        await connection.execute(text(_KEY_USAGE), {"org": organization_id})
         await connection.execute(text("ANALYZE"))
 
 

@@ -175,8 +175,8 @@ async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
         async with runtime.engine.begin() as connection:
             await connection.execute(
                 text(
-                    "TRUNCATE audit_events, idempotency_records, organization_usage,"
-                    " usage_buckets, webhook_deliveries, webhook_endpoints, outbox_events,"
+                    "TRUNCATE audit_events, idempotency_records, organization_usage, usage_buckets,"
+                    " key_usage, webhook_deliveries, webhook_endpoints, outbox_events,"
                     " key_supersessions, api_keys, organizations, operator_keys,"
                     " operator_audit_events, dashboard_links, dashboard_credentials CASCADE"
                 )

@@ -132,6 +132,7 @@ async def snapshot(runtime: Runtime) -> dict[str, list[tuple[Any, ...]]]:
         "api_keys",
         "key_supersessions",
         "usage_buckets",
+        "key_usage",
         "organization_usage",
         "audit_events",
         "idempotency_records",

@@ -13,7 +13,7 @@ from app.models.events import OutboxEvent
 from app.models.keys import ApiKey, ApiKeyScope, IdempotencyRecord, KeySupersession
 from app.models.operators import DashboardCredential, DashboardLink, OperatorAuditEvent, OperatorKey
 from app.models.organizations import Organization
-from app.models.usage import OrganizationUsage, UsageBucket
+from app.models.usage import KeyUsage, OrganizationUsage, UsageBucket
 from app.models.webhooks import WebhookDelivery, WebhookEndpoint
 
 metadata = SQLModel.metadata
@@ -26,6 +26,7 @@ __all__ = [
     "DashboardLink",
     "IdempotencyRecord",
     "KeySupersession",
+    "KeyUsage",
     "OperatorAuditEvent",
     "OperatorKey",
     "Organization",
