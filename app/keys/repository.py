@@ -136,15 +136,16 @@ async def supersede_batch(
     progress; the ids marked, and whether keys may remain."""
     after: list[Any] = []
     if supersession.done_created_at is not None:
-        after.append(
+        done = supersession.done_created_at
+        after = [
+            # The bound on its own: the index range starts where the previous batch stopped (an
+            # OR alone would walk the keys marked already, one batch more each time).
+            col(ApiKey.created_at) >= done,
             or_(
-                col(ApiKey.created_at) > supersession.done_created_at,
-                and_(
-                    col(ApiKey.created_at) == supersession.done_created_at,
-                    col(ApiKey.id) > supersession.done_key_id,
-                ),
-            )
-        )
+                col(ApiKey.created_at) > done,
+                and_(col(ApiKey.created_at) == done, col(ApiKey.id) > supersession.done_key_id),
+            ),
+        ]
     batch = (
         sa_select(col(ApiKey.id), col(ApiKey.created_at))
         .where(*_covered_by(supersession), *after)

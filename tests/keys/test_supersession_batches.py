@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from hashlib import sha256
 from typing import Any
 
+import httpx
 import pytest
 from sqlalchemy import text
 
@@ -23,7 +24,8 @@ from app.kit.db import session_scope
 from app.kit.errors import UserError
 from app.models.keys import ApiKey
 from app.runtime import Runtime
-from tests.support import IssuedKey, Tenant, count_statements, make_key
+from tests.lifecycle_support import create_key, update_policy
+from tests.support import IssuedKey, Tenant, count_statements, eventually, make_key
 
 BATCH = 3
 
@@ -216,3 +218,29 @@ async def bulk_keys(runtime: Runtime, tenant: Tenant, count: int) -> None:
                     created_at=now - timedelta(hours=1, seconds=number),
                 ),
             )
+
+
+async def test_the_running_service_marks_the_rest_once_the_creation_commits(
+    client: httpx.AsyncClient, runtime: Runtime, tenant: Tenant
+) -> None:
+    old = await keys(runtime, tenant, 2 * BATCH + 2)
+    await update_policy(client, tenant.admin_key, singleActiveKey=True)
+
+    created = await create_key(client, tenant.admin_key, name="the one")
+
+    async def all_marked() -> bool:
+        marked = await rows(
+            runtime,
+            "SELECT id FROM api_keys WHERE superseded_by_key_id = :id",
+            id=created["apiKey"]["id"],
+        )
+        return len(marked) == len(old)
+
+    assert await eventually(all_marked, within=10)
+    assert await eventually(lambda: _none_pending(runtime), within=10), (
+        "the supersession is forgotten once its last batch is marked"
+    )
+
+
+async def _none_pending(runtime: Runtime) -> bool:
+    return await rows(runtime, "SELECT * FROM key_supersessions") == []
