@@ -11,9 +11,11 @@ from typing import Any
 
 import httpx
 import pytest
+from standardwebhooks.webhooks import Webhook
 
 from tests.dashboard.browser import (
     CHROMIUM,
+    HookReceiver,
     Server,
     Tab,
     browser_tab,
@@ -24,7 +26,7 @@ from tests.processes import keyhouse_json
 
 pytestmark = pytest.mark.slow
 
-PAGES = ["Overview", "Keys", "Usage", "Policy", "Audit log"]
+PAGES = ["Overview", "Keys", "Usage", "Policy", "Webhooks", "Audit log"]
 
 
 @pytest.fixture(scope="module")
@@ -180,6 +182,46 @@ def test_graphiql_runs_a_query_with_the_dashboards_key_and_shows_the_docs(
     assert tab.serious_accessibility_violations() == []
     tab.page.emulate_media(color_scheme="dark")
     assert tab.serious_accessibility_violations() == []
+
+
+def test_an_endpoint_added_in_the_dashboard_receives_signed_events_and_shows_its_deliveries(
+    tab: Tab, server: Server
+) -> None:
+    receiver = HookReceiver()
+    try:
+        page = tab.page
+        tab.sign_in(server.admin_key)
+        tab.go("Webhooks")
+        page.get_by_role("button", name="Add endpoint").click()
+        page.get_by_label("URL").fill(receiver.url)
+        page.get_by_label("Description").fill("billing alerts")
+        page.get_by_role("checkbox", name=re.compile(r"^key\.created ")).check()
+        page.get_by_role("button", name="Add", exact=True).click()
+        secret = page.get_by_label("Signing secret").input_value()
+        page.get_by_role("button", name="Done").click()
+
+        made = server.create_key("hooked", "read:billing")
+        headers, body = receiver.next()
+        event = Webhook(secret).verify(body, headers)
+        assert (event["type"], event["data"]["key"]["id"]) == ("key.created", made["id"])
+
+        page.get_by_role("link", name="Deliveries to billing alerts").click()
+        page.get_by_role("heading", level=1, name="Webhooks").wait_for()
+        row = page.get_by_role("row").filter(has_text="key.created")
+        row.get_by_text("SUCCEEDED").wait_for()
+        assert headers["webhook-id"] in row.inner_text()
+        tab.screenshot("webhook-deliveries")
+        assert tab.serious_accessibility_violations() == []
+
+        page.get_by_role("link", name="All endpoints").click()
+        page.get_by_role("button", name="Delete billing alerts").wait_for()
+        tab.screenshot("webhooks-endpoints")
+        assert tab.serious_accessibility_violations() == []
+        page.get_by_role("button", name="Delete billing alerts").click()
+        page.get_by_role("dialog").get_by_role("button", name="Delete").click()
+        page.get_by_text("No endpoints yet.").wait_for()
+    finally:
+        receiver.close()
 
 
 @pytest.mark.parametrize("name", PAGES)

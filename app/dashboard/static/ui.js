@@ -68,14 +68,14 @@ export function Dialog({ title, onClose, children }) {
 }
 
 // A secret shown once, read-only, with a button that copies it.
-export function SecretOnce({ secret }) {
+export function SecretOnce({ secret, label = "Secret" }) {
   const [copied, setCopied] = useState(false);
   async function copy() {
     await navigator.clipboard.writeText(secret).catch(() => {});
     setCopied(true);
   }
   return html`<div class="secret">
-    <label for="secret">Secret</label>
+    <label for="secret">${label}</label>
     <div class="row">
       <input id="secret" readonly value=${secret} onFocus=${(e) => e.target.select()} />
       <button type="button" onClick=${copy}>Copy</button>
