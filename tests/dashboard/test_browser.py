@@ -224,6 +224,39 @@ def test_an_endpoint_added_in_the_dashboard_receives_signed_events_and_shows_its
         receiver.close()
 
 
+def test_the_keys_and_the_audit_log_page_forward_and_back(tab: Tab, server: Server) -> None:
+    # More events than the audit log's page of 20.
+    for number in range(21):
+        created = {"name": f"paged-{number}", "scopes": ["read:billing"]}
+        server.graphql("CreateApiKey", {"input": created})
+    tab.sign_in(server.admin_key)
+
+    def names(table: str) -> list[str]:
+        rows = tab.page.get_by_role("table", name=table).locator("tbody tr")
+        rows.first.wait_for()
+        # Without the relative times, which move on while the test runs.
+        return [re.sub(r"\d+ seconds? ago|now", "", row.inner_text()) for row in rows.all()]
+
+    def turned(table: str, button: str, shown: list[str]) -> list[str]:
+        tab.page.get_by_role("button", name=button).click()
+        before = shown
+        for _ in range(100):  # until the other page is drawn, and stays as drawn
+            tab.page.wait_for_timeout(100)
+            now = names(table)
+            if now != shown and now == before:
+                return now
+            before = now
+        raise AssertionError(f"{button} did not change the {table} table")
+
+    for address, table in (("keys?first=2", "API keys"), ("audit-log", "Audit log")):
+        tab.page.goto(f"{server.url}/dashboard/{address}")
+        first = names(table)
+        second = turned(table, "Next page", first)
+        assert not set(first) & set(second)
+        assert turned(table, "Previous page", second) == first
+        assert tab.page.get_by_role("button", name="Previous page").is_disabled()
+
+
 @pytest.mark.parametrize("name", PAGES)
 def test_no_serious_accessibility_violation(tab: Tab, server: Server, name: str) -> None:
     tab.sign_in(server.admin_key)

@@ -99,3 +99,24 @@ export function FieldError({ errors, field }) {
   if (!messages) return null;
   return html`<p class="error" id=${`${field}-error`} role="alert">${messages.join(" ")}</p>`;
 }
+
+// Paging by cursor: the cursors of the pages seen so far, so that "Previous page" goes back.
+export function usePaging() {
+  const [cursors, setCursors] = useState([null]);
+  return {
+    after: cursors[cursors.length - 1],
+    onFirstPage: cursors.length === 1,
+    back: () => setCursors(cursors.slice(0, -1)),
+    forward: (cursor) => setCursors([...cursors, cursor]),
+    restart: () => setCursors([null]),
+  };
+}
+
+export function Pager({ paging, pageInfo, children }) {
+  return html`<div class="pager">${children}
+    <button type="button" disabled=${paging.onFirstPage} onClick=${paging.back}>
+      Previous page</button>
+    <button type="button" disabled=${!pageInfo.hasNextPage}
+      onClick=${() => paging.forward(pageInfo.endCursor)}>Next page</button>
+  </div>`;
+}

@@ -7,10 +7,12 @@ import {
   Failure,
   FieldError,
   Loading,
+  Pager,
   RelativeTime,
   SecretOnce,
   fieldErrors,
   useOperation,
+  usePaging,
 } from "./ui.js";
 
 export function WebhooksPage() {
@@ -205,10 +207,10 @@ const DELIVERY_STATUS = { PENDING: "status-superseded", SUCCEEDED: "status-activ
   FAILED: "status-revoked" };
 
 function Deliveries({ endpointId }) {
-  const [cursors, setCursors] = useState([null]);
-  const after = cursors[cursors.length - 1];
+  const paging = usePaging();
   const endpoints = useOperation("WebhookEndpoints");
-  const state = useOperation("WebhookDeliveries", { endpointId, first: 20, after });
+  const state = useOperation("WebhookDeliveries",
+    { endpointId, first: 20, after: paging.after });
   const endpoint = endpoints.data &&
     endpoints.data.webhookEndpoints.find((each) => each.id === endpointId);
   const log = state.data && state.data.webhookDeliveries;
@@ -234,10 +236,5 @@ function Deliveries({ endpointId }) {
         <td><${RelativeTime} value=${node.nextAttemptAt} empty="—" /></td></tr>`)}
       </tbody>
     </table>
-    <div class="pager">
-      <button type="button" disabled=${cursors.length === 1}
-        onClick=${() => setCursors(cursors.slice(0, -1))}>Previous page</button>
-      <button type="button" disabled=${!log.pageInfo.hasNextPage}
-        onClick=${() => setCursors([...cursors, log.pageInfo.endCursor])}>Next page</button>
-    </div>`}<//>`;
+    <${Pager} paging=${paging} pageInfo=${log.pageInfo} />`}<//>`;
 }
