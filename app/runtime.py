@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -27,6 +28,9 @@ from app.usage.recorder import UsageRecorder
 from app.usage.service import usage_retention
 from app.webhooks.notices import notice_expiries_periodically
 from app.webhooks.worker import DeliveryWorker
+
+if TYPE_CHECKING:
+    from app.kit.tracing import Tracing
 
 logger = logging.getLogger(__name__)
 
@@ -49,14 +53,19 @@ class Runtime:
     webhooks: DeliveryWorker
     # During a rotation of the server secret: idempotency records it sealed still answer.
     previous_server_secret: bytes | None = None
+    # With KEYHOUSE_OTEL_ENDPOINT set, in the process that serves (app/main.py).
+    tracing: Tracing | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     @classmethod
-    def create(cls, settings: Settings) -> Runtime:
+    def create(cls, settings: Settings, *, tracing: Tracing | None = None) -> Runtime:
         """Raises MissingServerSecret when the deployment has no server secret and keyhouse
-        cannot make one itself (any database but SQLite)."""
+        cannot make one itself (any database but SQLite). With ``tracing``, the database's
+        statements and the verifications are spans."""
         secret = server_secret.load(settings)
         engine = create_engine(settings.database_url, sqlite_pool_size=settings.sqlite_pool_size)
+        if tracing is not None:
+            tracing.database(engine)
         sessionmaker = create_sessionmaker(engine)
         catalogue = ScopeCatalogue(settings.product_scopes)
         cache = KeyCache(
@@ -83,6 +92,7 @@ class Runtime:
             recorder=recorder,
             catalogue=catalogue,
             ledger=ledger,
+            tracer=None if tracing is None else tracing.tracer,
         )
         webhooks = DeliveryWorker(sessionmaker, settings, secret)
         # Every unit of work that commits an outbox event wakes this instance's worker.
@@ -101,6 +111,7 @@ class Runtime:
             ledger,
             webhooks,
             server_secret.load_previous(settings),
+            tracing,
         )
 
     async def start(self) -> None:
@@ -151,3 +162,6 @@ class Runtime:
         await self.limiter.close()
         await self.webhooks.close()
         await self.engine.dispose()
+        if self.tracing is not None:
+            # The last spans (the final flush's statements among them) go before the process.
+            await asyncio.to_thread(self.tracing.shutdown)

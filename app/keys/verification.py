@@ -33,7 +33,7 @@ import time
 from collections.abc import Collection
 from datetime import UTC, datetime
 from email.utils import format_datetime
-from typing import NamedTuple, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from limits import RateLimitItem
 from sqlmodel import col, select
@@ -60,6 +60,9 @@ from app.metrics import (
 )
 from app.models.keys import ApiKey
 from app.models.organizations import Organization
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer
 
 logger = logging.getLogger(__name__)
 
@@ -128,8 +131,23 @@ class Verification(NamedTuple):
 
 
 EXPIRY_NOTICE_SECONDS = 7 * 86400
+VERIFICATION_SPAN = "keyhouse.verify_key"
 # One counter child per outcome, made once: the hot path increments without a label lookup.
 _OUTCOMES = {outcome: VERIFICATIONS.labels(outcome.value) for outcome in Outcome}
+
+
+def _span_attributes(verification: Verification) -> dict[str, str | bool]:
+    """What a trace tells of a verification: its outcome (VALID, or the reason for a refusal)
+    and whose key it was; never the key, its hint, or anything else the request sent."""
+    attributes: dict[str, str | bool] = {
+        "keyhouse.verification.valid": verification.valid,
+        "keyhouse.verification.outcome": verification.outcome.value,
+    }
+    key = verification.key
+    if key is not None:
+        attributes["keyhouse.organization.id"] = key.organization_id
+        attributes["keyhouse.key.id"] = key.id
+    return attributes
 
 
 def _window(seconds: int) -> str:
@@ -158,6 +176,7 @@ class KeyVerifier:
         recorder: UseRecorder,
         catalogue: ScopeCatalogue,
         ledger: CreditLedger,
+        tracer: Tracer | None = None,
     ) -> None:
         self._prefix = settings.key_prefix
         self._sessionmaker = sessionmaker
@@ -173,6 +192,8 @@ class KeyVerifier:
             settings.default_rate_limit_requests, settings.default_rate_limit_per_seconds
         )
         self._lookup_slots = asyncio.Semaphore(settings.max_concurrent_key_lookups)
+        # With tracing on, each verification is a span (its lookup's statements its children).
+        self._tracer = tracer
 
     async def verify(
         self,
@@ -190,6 +211,25 @@ class KeyVerifier:
         Refusals are always recorded here, under ``operation``. ``client``: the caller's
         address (for a key with an allowlist; None when unknown). ``cost``: the credits the use
         spends; None for a use that is not metered (keyhouse's own control plane)."""
+        verification = self._check(
+            presentation, required_scopes, operation, defer_valid_use, client, cost
+        )
+        if self._tracer is None:
+            return await verification
+        with self._tracer.start_as_current_span(VERIFICATION_SPAN, record_exception=False) as span:
+            verified = await verification
+            span.set_attributes(_span_attributes(verified))
+            return verified
+
+    async def _check(
+        self,
+        presentation: Presentation,
+        required_scopes: Collection[str],
+        operation: str,
+        defer_valid_use: bool,
+        client: IPAddress | None,
+        cost: int | None,
+    ) -> Verification:
         chosen = choose_key(presentation, self._prefix)
         if isinstance(chosen, Rejection):
             return self._refuse(operation, chosen.outcome, chosen.message, chosen.hint)
