@@ -17,6 +17,7 @@ description can quote a request or a row a database refused, so only the excepti
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -28,6 +29,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.trace import Status, Tracer
+from opentelemetry.util.http import ExcludeList, get_excluded_urls, parse_excluded_urls
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -36,6 +38,10 @@ SERVICE_NAME = "keyhouse"
 # caller's trace continues here. Header capture (OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_*)
 # therefore finds no other.
 _PROPAGATION_HEADERS = frozenset({b"traceparent", b"tracestate", b"baggage"})
+# Load balancers' probes and Prometheus's scrapes come every few seconds and answer no question a
+# trace would; OTEL_PYTHON_ASGI_EXCLUDED_URLS (or OTEL_PYTHON_EXCLUDED_URLS) replaces the list.
+_UNTRACED_ROUTES = "/healthz$,/readyz$,/metrics$"
+_EXCLUDED_URLS_VARIABLES = ("OTEL_PYTHON_ASGI_EXCLUDED_URLS", "OTEL_PYTHON_EXCLUDED_URLS")
 # Where the request as sent waits, in the scope the instrumentation sees, for the app.
 _REQUEST = "keyhouse.request"
 
@@ -55,7 +61,7 @@ class Tracing:
     def __init__(self, exporter: SpanExporter) -> None:
         # OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES are read here; keyhouse's name fills
         # in only for a deployment that named none.
-        resource = Resource.create()
+        resource = Resource.create({"process.pid": os.getpid()})  # which worker
         if str(resource.attributes.get("service.name", "")).startswith("unknown_service"):
             resource = resource.merge(Resource({"service.name": SERVICE_NAME}))
         # The sampler comes from OTEL_TRACES_SAMPLER, the batching from OTEL_BSP_*.
@@ -105,6 +111,7 @@ class _TracedRequests:
         self._route_of = route_of
         self._middleware = OpenTelemetryMiddleware(
             self._answer,
+            excluded_urls=_excluded_urls(),
             default_span_details=_span_details,
             tracer_provider=provider,
             meter_provider=NoOpMeterProvider(),
@@ -117,6 +124,13 @@ class _TracedRequests:
 
     async def _answer(self, seen: Scope, receive: Receive, send: Send) -> None:
         await self._app(seen[_REQUEST], receive, send)
+
+
+def _excluded_urls() -> ExcludeList:
+    """The routes not traced (matched against ``http://HOST/ROUTE``)."""
+    if any(variable in os.environ for variable in _EXCLUDED_URLS_VARIABLES):
+        return get_excluded_urls("ASGI")
+    return parse_excluded_urls(_UNTRACED_ROUTES)
 
 
 def _seen(scope: Scope, route: str | None) -> Scope:

@@ -6,11 +6,15 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import AsyncIterator, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
 import pytest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
@@ -24,7 +28,17 @@ from app.keys.verification import VERIFICATION_SPAN
 from app.kit.tracing import Tracing, traces_url
 from app.main import create_app, tracing_for
 from app.runtime import Runtime
-from tests.processes import ROOT, environment_without_settings
+from tests.conftest import REDIS_URL, require_redis
+from tests.processes import (
+    ROOT,
+    environment_without_settings,
+    free_port,
+    healthy,
+    keyhouse_command,
+    keyhouse_json,
+    started,
+    wait_until,
+)
 from tests.support import IssuedKey, Tenant, empty_database, gql, make_key, make_tenant
 
 VERIFY = "/v1/keys/verify"
@@ -313,3 +327,110 @@ def test_unset_the_app_imports_nothing_of_the_sdk_and_traces_nothing(tmp_path: A
 
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+async def test_probes_and_scrapes_are_not_traced(
+    traced: tuple[Runtime, httpx.AsyncClient], exporter: InMemorySpanExporter
+) -> None:
+    runtime, client = traced
+    _forget(runtime, exporter)
+
+    for path in ("/healthz", "/readyz", "/metrics"):
+        assert (await client.get(path)).status_code == 200
+    await client.get(VERIFY)
+
+    served = {span.name for span in _exported(runtime, exporter) if span.kind is SpanKind.SERVER}
+    assert served == {f"GET {VERIFY}"}
+
+
+class _Collector(ThreadingHTTPServer):
+    """An OpenTelemetry collector's OTLP/HTTP receiver, as far as keyhouse can tell: it keeps
+    each export's body."""
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _Receiver)
+        self.exports: list[tuple[str, bytes]] = []
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+    def spans(self) -> list[tuple[int, str, dict[str, str]]]:
+        """(process id, name, string attributes) of every span exported so far."""
+        found = []
+        for _, body in list(self.exports):
+            request = ExportTraceServiceRequest.FromString(body)
+            for resource_spans in request.resource_spans:
+                resource = {a.key: a.value for a in resource_spans.resource.attributes}
+                pid = resource["process.pid"].int_value
+                for scope_spans in resource_spans.scope_spans:
+                    for span in scope_spans.spans:
+                        strings = {a.key: a.value.string_value for a in span.attributes}
+                        found.append((pid, span.name, strings))
+        return found
+
+
+class _Receiver(BaseHTTPRequestHandler):
+    server: _Collector
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        self.server.exports.append((self.path, body))
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-protobuf")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def collector() -> Iterator[_Collector]:
+    collector = _Collector()
+    thread = threading.Thread(target=collector.serve_forever, daemon=True)
+    thread.start()
+    yield collector
+    collector.shutdown()
+    collector.server_close()
+
+
+@pytest.mark.slow
+@pytest.mark.redis
+def test_each_worker_exports_its_own_spans_to_the_collector(
+    collector: _Collector, tmp_path: Any
+) -> None:
+    require_redis()
+    env = {
+        **environment_without_settings(),
+        "KEYHOUSE_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'keyhouse.db'}",
+        "KEYHOUSE_REDIS_URL": REDIS_URL,
+        "KEYHOUSE_OTEL_ENDPOINT": collector.url,
+        "OTEL_BSP_SCHEDULE_DELAY": "100",  # milliseconds: export soon after each request
+    }
+    created = keyhouse_json(env, "init", "--organization", "Acme")
+    port = free_port()
+    command = [*keyhouse_command(), "serve", "--port", str(port), "--workers", "2"]
+    with started(command, tmp_path / "serve.log", env=env, cwd=ROOT) as process:
+        url = f"http://127.0.0.1:{port}"
+        wait_until(lambda: healthy(url), process, "keyhouse serve", tmp_path / "serve.log")
+        verified_by: set[int] = set()
+        # A new connection each time; the kernel spreads them over the workers.
+        for _ in range(200):
+            body = {"key": created["apiKey"]}
+            answer = httpx.post(f"{url}{VERIFY}", json=body, timeout=10, trust_env=False)
+            assert answer.json()["valid"] is True
+            time.sleep(0.02)
+            spans = collector.spans()
+            verified_by = {pid for pid, name, _ in spans if name == VERIFICATION_SPAN}
+            if len(verified_by) == 2:
+                break
+
+    assert len(verified_by) == 2, f"spans from {verified_by}"
+    assert {path for path, _ in collector.exports} == {"/v1/traces"}
+    key = created["apiKey"]
+    secrets = (key.encode(), hash_secret(key).encode(), key[3:].encode())
+    assert not any(secret in body for _, body in collector.exports for secret in secrets)
+    assert {"keyhouse.organization.id": created["organizationId"]}.items() <= next(
+        attributes for _, name, attributes in collector.spans() if name == VERIFICATION_SPAN
+    ).items()
