@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING
 
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -19,7 +20,7 @@ from app.keys.broadcast import KeyChangeBroadcast
 from app.keys.cache import KeyCache
 from app.keys.credits import CreditLedger
 from app.keys.scopes import ScopeCatalogue
-from app.keys.verification import KeyVerifier
+from app.keys.verification import KeyVerifier, TracedKeyVerifier
 from app.kit import server_secret
 from app.kit.db import SessionMaker, create_engine, create_sessionmaker
 from app.kit.ratelimit import RateLimiter
@@ -83,7 +84,11 @@ class Runtime:
             max_labels_per_key_hour=settings.usage_max_labels_per_key_hour,
         )
         ledger = CreditLedger(sessionmaker, settings.redis_url)
-        verifier = KeyVerifier(
+        # With tracing, each verification is a span; without, the verifier has no trace of it.
+        verifier_class = (
+            KeyVerifier if tracing is None else partial(TracedKeyVerifier, tracer=tracing.tracer)
+        )
+        verifier = verifier_class(
             settings=settings,
             sessionmaker=sessionmaker,
             cache=cache,
@@ -92,7 +97,6 @@ class Runtime:
             recorder=recorder,
             catalogue=catalogue,
             ledger=ledger,
-            tracer=None if tracing is None else tracing.tracer,
         )
         webhooks = DeliveryWorker(sessionmaker, settings, secret)
         # Every unit of work that commits an outbox event wakes this instance's worker.

@@ -33,7 +33,7 @@ import time
 from collections.abc import Collection
 from datetime import UTC, datetime
 from email.utils import format_datetime
-from typing import TYPE_CHECKING, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from limits import RateLimitItem
 from sqlmodel import col, select
@@ -176,7 +176,6 @@ class KeyVerifier:
         recorder: UseRecorder,
         catalogue: ScopeCatalogue,
         ledger: CreditLedger,
-        tracer: Tracer | None = None,
     ) -> None:
         self._prefix = settings.key_prefix
         self._sessionmaker = sessionmaker
@@ -192,8 +191,6 @@ class KeyVerifier:
             settings.default_rate_limit_requests, settings.default_rate_limit_per_seconds
         )
         self._lookup_slots = asyncio.Semaphore(settings.max_concurrent_key_lookups)
-        # With tracing on, each verification is a span (its lookup's statements its children).
-        self._tracer = tracer
 
     async def verify(
         self,
@@ -211,25 +208,6 @@ class KeyVerifier:
         Refusals are always recorded here, under ``operation``. ``client``: the caller's
         address (for a key with an allowlist; None when unknown). ``cost``: the credits the use
         spends; None for a use that is not metered (keyhouse's own control plane)."""
-        verification = self._check(
-            presentation, required_scopes, operation, defer_valid_use, client, cost
-        )
-        if self._tracer is None:
-            return await verification
-        with self._tracer.start_as_current_span(VERIFICATION_SPAN, record_exception=False) as span:
-            verified = await verification
-            span.set_attributes(_span_attributes(verified))
-            return verified
-
-    async def _check(
-        self,
-        presentation: Presentation,
-        required_scopes: Collection[str],
-        operation: str,
-        defer_valid_use: bool,
-        client: IPAddress | None,
-        cost: int | None,
-    ) -> Verification:
         chosen = choose_key(presentation, self._prefix)
         if isinstance(chosen, Rejection):
             return self._refuse(operation, chosen.outcome, chosen.message, chosen.hint)
@@ -505,3 +483,35 @@ class KeyVerifier:
         if row.rate_limit_requests is None or row.rate_limit_per_seconds is None:
             return self._default_limit
         return rate_limit_item(row.rate_limit_requests, row.rate_limit_per_seconds)
+
+
+class TracedKeyVerifier(KeyVerifier):
+    """The same verification, each one a span, its lookup's statements the span's children
+    (KEYHOUSE_OTEL_ENDPOINT). Without tracing the runtime uses KeyVerifier itself: nothing is
+    added to a verification then, not even a check."""
+
+    def __init__(self, *, tracer: Tracer, **parts: Any) -> None:
+        super().__init__(**parts)
+        self._tracer = tracer
+
+    async def verify(
+        self,
+        presentation: Presentation,
+        *,
+        required_scopes: Collection[str] = (),
+        operation: str = "",
+        defer_valid_use: bool = False,
+        client: IPAddress | None = None,
+        cost: int | None = None,
+    ) -> Verification:
+        with self._tracer.start_as_current_span(VERIFICATION_SPAN, record_exception=False) as span:
+            verified = await super().verify(
+                presentation,
+                required_scopes=required_scopes,
+                operation=operation,
+                defer_valid_use=defer_valid_use,
+                client=client,
+                cost=cost,
+            )
+            span.set_attributes(_span_attributes(verified))
+            return verified
