@@ -259,6 +259,24 @@ async def test_a_failed_statement_is_exported_without_its_error_message(
     assert [text for text in _texts(failed) if value in text] == []
 
 
+def test_an_exception_is_exported_with_its_type_alone(exporter: InMemorySpanExporter) -> None:
+    tracing = Tracing(exporter)
+
+    with (
+        pytest.raises(ValueError, match="kh_"),
+        tracing.tracer.start_as_current_span("failing"),
+    ):
+        raise ValueError("kh_the-request-sent-this")
+    tracing.shutdown()
+
+    [span] = exporter.get_finished_spans()
+    assert span.status.status_code is StatusCode.ERROR
+    assert span.status.description is None
+    assert [dict(event.attributes or {}) for event in span.events] == [
+        {"exception.type": "ValueError"}
+    ]
+
+
 def test_the_collector_address_is_its_base_or_its_traces_address() -> None:
     assert traces_url("http://collector:4318") == "http://collector:4318/v1/traces"
     assert traces_url("https://otel.example/") == "https://otel.example/v1/traces"
