@@ -42,6 +42,12 @@ _PROPAGATION_HEADERS = frozenset({b"traceparent", b"tracestate", b"baggage"})
 # trace would; OTEL_PYTHON_ASGI_EXCLUDED_URLS (or OTEL_PYTHON_EXCLUDED_URLS) replaces the list.
 _UNTRACED_ROUTES = "/healthz$,/readyz$,/metrics$"
 _EXCLUDED_URLS_VARIABLES = ("OTEL_PYTHON_ASGI_EXCLUDED_URLS", "OTEL_PYTHON_EXCLUDED_URLS")
+# The methods HTTP defines. A client chooses the method, so it could be anything, a key even:
+# the instrumentation is shown any other as "_OTHER" (its own word for one), whatever
+# OTEL_PYTHON_INSTRUMENTATION_HTTP_CAPTURE_ALL_METHODS says.
+_METHODS = frozenset(
+    {"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH", "QUERY"}
+)
 # Where the request as sent waits, in the scope the instrumentation sees, for the app.
 _REQUEST = "keyhouse.request"
 
@@ -135,10 +141,13 @@ def _excluded_urls() -> ExcludeList:
 
 def _seen(scope: Scope, route: str | None) -> Scope:
     """The request as the instrumentation may record it: the route template for the path, no
-    query string, only the trace context's headers; the request itself rides along for the app."""
+    query string, only the trace context's headers, a method HTTP defines or "_OTHER"; the
+    request itself rides along for the app."""
     path = route or ""
+    method = scope["method"]
     return {
         **scope,
+        "method": method if method in _METHODS else "_OTHER",
         "path": path,
         "raw_path": path.encode(),
         "root_path": "",
@@ -149,8 +158,9 @@ def _seen(scope: Scope, route: str | None) -> Scope:
 
 
 def _span_details(seen: Scope) -> tuple[str, dict[str, Any]]:
-    """``POST /v1/keys/verify``; a request that matched no route is named by its method alone."""
-    method = seen.get("method", "HTTP")
+    """``POST /v1/keys/verify``; ``HTTP /v1/keys/verify`` for a method HTTP does not define; a
+    request that matched no route is named by its method alone."""
+    method = "HTTP" if seen["method"] == "_OTHER" else seen["method"]
     route = seen["path"]
     if not route:
         return method, {}
