@@ -34,7 +34,7 @@ from collections.abc import Collection
 from dataclasses import replace
 from datetime import UTC, datetime
 from email.utils import format_datetime
-from typing import NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from limits import RateLimitItem
 from sqlalchemy import exists
@@ -63,6 +63,9 @@ from app.metrics import (
 )
 from app.models.keys import ApiKey, KeySupersession
 from app.models.organizations import Organization
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer
 
 logger = logging.getLogger(__name__)
 
@@ -131,8 +134,23 @@ class Verification(NamedTuple):
 
 
 EXPIRY_NOTICE_SECONDS = 7 * 86400
+VERIFICATION_SPAN = "keyhouse.verify_key"
 # One counter child per outcome, made once: the hot path increments without a label lookup.
 _OUTCOMES = {outcome: VERIFICATIONS.labels(outcome.value) for outcome in Outcome}
+
+
+def _span_attributes(verification: Verification) -> dict[str, str | bool]:
+    """What a trace tells of a verification: its outcome (VALID, or the reason for a refusal)
+    and whose key it was; never the key, its hint, or anything else the request sent."""
+    attributes: dict[str, str | bool] = {
+        "keyhouse.verification.valid": verification.valid,
+        "keyhouse.verification.outcome": verification.outcome.value,
+    }
+    key = verification.key
+    if key is not None:
+        attributes["keyhouse.organization.id"] = key.organization_id
+        attributes["keyhouse.key.id"] = key.id
+    return attributes
 
 
 def _window(seconds: int) -> str:
@@ -483,6 +501,38 @@ class KeyVerifier:
         if row.rate_limit_requests is None or row.rate_limit_per_seconds is None:
             return self._default_limit
         return rate_limit_item(row.rate_limit_requests, row.rate_limit_per_seconds)
+
+
+class TracedKeyVerifier(KeyVerifier):
+    """The same verification, each one a span, its lookup's statements the span's children
+    (KEYHOUSE_OTEL_ENDPOINT). Without tracing the runtime uses KeyVerifier itself: nothing is
+    added to a verification then, not even a check."""
+
+    def __init__(self, *, tracer: Tracer, **parts: Any) -> None:
+        super().__init__(**parts)
+        self._tracer = tracer
+
+    async def verify(
+        self,
+        presentation: Presentation,
+        *,
+        required_scopes: Collection[str] = (),
+        operation: str = "",
+        defer_valid_use: bool = False,
+        client: IPAddress | None = None,
+        cost: int | None = None,
+    ) -> Verification:
+        with self._tracer.start_as_current_span(VERIFICATION_SPAN, record_exception=False) as span:
+            verified = await super().verify(
+                presentation,
+                required_scopes=required_scopes,
+                operation=operation,
+                defer_valid_use=defer_valid_use,
+                client=client,
+                cost=cost,
+            )
+            span.set_attributes(_span_attributes(verified))
+            return verified
 
 
 async def _covering_supersession(session: AsyncSession, key: ApiKey) -> KeySupersession | None:
