@@ -66,7 +66,11 @@ async def test_totals_and_breakdowns_equal_the_sum_of_the_series(
 ) -> None:
     # Uses over the last two days, at random minutes, with two operations and two outcomes.
     generator = random.Random(20261123)
-    now = datetime.now(UTC)
+    # The last noon, not the clock: where midnight falls in the ranges below decides whether
+    # they hold a whole day, so the same draws read the same buckets at any time of day.
+    now = datetime.now(UTC).replace(hour=12, minute=0, second=0, microsecond=0)
+    if now > datetime.now(UTC):
+        now -= timedelta(days=1)
     for _ in range(600):
         moment = now - timedelta(minutes=generator.randrange(1, 2 * 24 * 60))
         runtime.recorder.record(
