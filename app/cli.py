@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 from pydantic import ValidationError
@@ -34,6 +34,7 @@ from app.kit.pagination import Cursor
 from app.kit.server_secret import MissingServerSecret
 from app.kit.server_secret import generate as generate_secret
 from app.kit.timeutil import utcnow
+from app.main import tracing_for
 from app.migrate import setup_lock, upgrade_to_head
 from app.models.keys import ApiKey, KeyStatus, ListedKey
 from app.models.organizations import Organization
@@ -42,6 +43,9 @@ from app.operators.cli import operator_keys_commands
 from app.organizations.service import OrganizationCreated, create_organization
 from app.runtime import Runtime
 from app.usage import service as usage_service
+
+if TYPE_CHECKING:
+    from app.kit.tracing import Tracing
 
 app = typer.Typer(help="keyhouse: issue, scope, verify and meter API keys.", no_args_is_help=True)
 orgs_app = typer.Typer(help="Organizations.", no_args_is_help=True)
@@ -86,12 +90,18 @@ def _run(work: Callable[[Runtime], Awaitable[T]]) -> T:
     return asyncio.run(main())
 
 
-def _runtime(settings: Settings) -> Runtime:
+def _runtime(settings: Settings, *, tracing: Tracing | None = None) -> Runtime:
     try:
-        return Runtime.create(settings)
+        return Runtime.create(settings, tracing=tracing)
     except MissingServerSecret as error:
         errors.print(f"[red]error[/red] {escape(str(error))}")
         raise typer.Exit(code=1) from None
+
+
+def _served_runtime(settings: Settings) -> Runtime:
+    """What `serve` answers with in one process: traced when KEYHOUSE_OTEL_ENDPOINT is set (the
+    other commands never are; each worker of --workers makes its own in create_app)."""
+    return _runtime(settings, tracing=tracing_for(settings))
 
 
 def _fail(error: UserError) -> typer.Exit:
@@ -616,7 +626,7 @@ def serve(
             f"GraphiQL: http://{host}:{port}/graphql  "
             "(send the key as header X-API-Key in GraphiQL's Headers tab)"
         )
-    serving.serve(settings, host=host, port=port, workers=workers, runtime=_runtime)
+    serving.serve(settings, host=host, port=port, workers=workers, runtime=_served_runtime)
 
 
 # The operator's keys: their commands live with the operator plane (app/operators/cli.py).

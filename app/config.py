@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import ipaddress
 import re
 from enum import StrEnum
@@ -14,6 +15,14 @@ DEFAULT_SQLITE_POOL_SIZE = 2
 # The database drivers keyhouse runs on (async SQLAlchemy): a URL naming another is refused at
 # start with the forms it accepts.
 DATABASE_URL_FORMS = ("sqlite+aiosqlite://", "postgresql+asyncpg://")
+
+# What tracing needs of the `otel` extra (app/kit/tracing.py imports them only when it is on).
+TRACING_MODULES = (
+    "opentelemetry.sdk.trace",
+    "opentelemetry.exporter.otlp.proto.http.trace_exporter",
+    "opentelemetry.instrumentation.asgi",
+    "opentelemetry.instrumentation.sqlalchemy.engine",
+)
 
 # The product scopes a deployment starts with (a charging-network API's own table). A deployment
 # replaces them with its own through KEYHOUSE_PRODUCT_SCOPES (a JSON object of name -> description).
@@ -193,6 +202,12 @@ class Settings(BaseSettings):
     """`text`, or `json`: one JSON object per line (time, level, logger, message, request id,
     organization id).
     """
+    otel_endpoint: str | None = None
+    """An OpenTelemetry collector's OTLP/HTTP address (`http://collector:4318`): each request,
+    verification and database statement is then sent to its `/v1/traces` as a span. Needs the
+    `otel` extra (`pip install 'keyhouse[otel]'`). The standard `OTEL_*` variables (service name,
+    headers, sampler, batching) apply. See docs/deploy.md.
+    """
     metrics_directory: str | None = None
     """Where the workers of `--workers` keep their metrics for `/metrics` to sum (emptied at start);
     unset: a temporary directory.
@@ -205,6 +220,19 @@ class Settings(BaseSettings):
             raise ValueError(
                 "use sqlite+aiosqlite:///PATH (the default, ./keyhouse.db) or "
                 "postgresql+asyncpg://USER@HOST:PORT/DATABASE"
+            )
+        return value
+
+    @field_validator("otel_endpoint")
+    @classmethod
+    def _collector_over_http_with_the_extra(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        if not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", value):
+            raise ValueError("use the collector's http:// or https:// address (http://HOST:4318)")
+        if not all(_installed(module) for module in TRACING_MODULES):
+            raise ValueError(
+                "tracing needs the otel extra: pip install 'keyhouse[otel]' (or unset the variable)"
             )
         return value
 
@@ -244,6 +272,13 @@ class Settings(BaseSettings):
     @cached_property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # a parent package is missing
+        return False
 
 
 def _entries(value: str) -> list[str]:

@@ -9,7 +9,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from fastapi import FastAPI
@@ -17,8 +17,8 @@ from graphql import introspection_from_schema
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
-from starlette.types import Message, Receive, Scope, Send
+from starlette.routing import Match, Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.config import Plane, Settings
 from app.dashboard.routes import dashboard_routes
@@ -42,6 +42,9 @@ from app.metrics import (
 from app.operators.router import operator_routes
 from app.runtime import Runtime
 from app.usage.router import usage_csv_route
+
+if TYPE_CHECKING:
+    from app.kit.tracing import Tracing
 
 logger = logging.getLogger(__name__)
 
@@ -82,11 +85,19 @@ class KeyhouseApp(FastAPI):
     """
 
     data_plane: dict[str, DataPlaneRoute]
+    # With tracing on: this app inside OpenTelemetry's middleware, which every request goes through.
+    traced: ASGIApp | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await super().__call__(scope, receive, send)
-            return
+        elif self.traced is not None:
+            await self.traced(scope, receive, send)
+        else:
+            await self.answer(scope, receive, send)
+
+    async def answer(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Answer an HTTP request, timed by route and status and named by its request id."""
         started = time.perf_counter()
         status = 500  # what the client sees if the app fails before it starts an answer
         request_id = request_id_for(scope["headers"])
@@ -108,6 +119,23 @@ class KeyhouseApp(FastAPI):
                 await super().__call__(scope, receive, timed_send)
         finally:
             _timer(scope["path"], status).observe(time.perf_counter() - started)
+
+    def route_of(self, scope: Scope) -> str | None:
+        """The route template a request matches (``/dashboard/link/{token}``), as Starlette's
+        router chooses it; None for none. Spans are named by it: the path itself can hold a key
+        or a link's token."""
+        path: str = scope["path"]
+        if path in self.data_plane:
+            return path
+        partial: str | None = None
+        for route in self.router.routes:
+            match, _ = route.matches(scope)
+            template: str | None = getattr(route, "path", None)
+            if match is Match.FULL:
+                return template
+            if match is Match.PARTIAL and partial is None:
+                partial = template
+        return partial
 
 
 def observe_state(runtime: Runtime) -> None:
@@ -149,8 +177,22 @@ def schema_introspection(schema: KeyhouseSchema) -> Route:
     return Route("/graphql/schema.json", introspection, methods=["GET"])
 
 
+def tracing_for(settings: Settings) -> Tracing | None:
+    """This process's tracing when KEYHOUSE_OTEL_ENDPOINT is set, else None; OpenTelemetry's
+    SDK and instrumentations (the optional ``otel`` extra) are imported only then."""
+    if settings.otel_endpoint is None:
+        return None
+    from app.kit.tracing import tracing_to
+
+    return tracing_to(settings.otel_endpoint)
+
+
 def create_app(settings: Settings | None = None, *, runtime: Runtime | None = None) -> FastAPI:
-    runtime = runtime or Runtime.create(settings or Settings())
+    """The app, with a runtime of its own unless given one: each worker of ``--workers`` makes
+    its own here, its tracing included."""
+    if runtime is None:
+        settings = settings or Settings()
+        runtime = Runtime.create(settings, tracing=tracing_for(settings))
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -221,4 +263,6 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
             Route("/metrics", metrics, methods=["GET"]),
         ]
     )
+    if runtime.tracing is not None:
+        app.traced = runtime.tracing.requests(app.answer, app.route_of)
     return app

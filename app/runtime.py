@@ -9,6 +9,8 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass, field
+from functools import partial
+from typing import TYPE_CHECKING
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -17,8 +19,10 @@ from app.keys import idempotency
 from app.keys.broadcast import KeyChangeBroadcast
 from app.keys.cache import KeyCache
 from app.keys.credits import CreditLedger
+from app.keys.policy import SUPERSESSION_LEFT
 from app.keys.scopes import ScopeCatalogue
-from app.keys.verification import KeyVerifier
+from app.keys.supersession import SupersessionWorker
+from app.keys.verification import KeyVerifier, TracedKeyVerifier
 from app.kit import server_secret
 from app.kit.db import SessionMaker, create_engine, create_sessionmaker
 from app.kit.ratelimit import RateLimiter
@@ -27,6 +31,9 @@ from app.usage.recorder import UsageRecorder
 from app.usage.service import usage_retention
 from app.webhooks.notices import notice_expiries_periodically
 from app.webhooks.worker import DeliveryWorker
+
+if TYPE_CHECKING:
+    from app.kit.tracing import Tracing
 
 logger = logging.getLogger(__name__)
 
@@ -47,16 +54,22 @@ class Runtime:
     server_secret: bytes
     ledger: CreditLedger
     webhooks: DeliveryWorker
+    supersessions: SupersessionWorker
     # During a rotation of the server secret: idempotency records it sealed still answer.
     previous_server_secret: bytes | None = None
+    # With KEYHOUSE_OTEL_ENDPOINT set, in the process that serves (app/main.py).
+    tracing: Tracing | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     @classmethod
-    def create(cls, settings: Settings) -> Runtime:
+    def create(cls, settings: Settings, *, tracing: Tracing | None = None) -> Runtime:
         """Raises MissingServerSecret when the deployment has no server secret and keyhouse
-        cannot make one itself (any database but SQLite)."""
+        cannot make one itself (any database but SQLite). With ``tracing``, the database's
+        statements and the verifications are spans."""
         secret = server_secret.load(settings)
         engine = create_engine(settings.database_url, sqlite_pool_size=settings.sqlite_pool_size)
+        if tracing is not None:
+            tracing.database(engine)
         sessionmaker = create_sessionmaker(engine)
         catalogue = ScopeCatalogue(settings.product_scopes)
         cache = KeyCache(
@@ -74,7 +87,11 @@ class Runtime:
             max_labels_per_key_hour=settings.usage_max_labels_per_key_hour,
         )
         ledger = CreditLedger(sessionmaker, settings.redis_url)
-        verifier = KeyVerifier(
+        # With tracing, each verification is a span; without, the verifier has no trace of it.
+        verifier_class = (
+            KeyVerifier if tracing is None else partial(TracedKeyVerifier, tracer=tracing.tracer)
+        )
+        verifier = verifier_class(
             settings=settings,
             sessionmaker=sessionmaker,
             cache=cache,
@@ -85,8 +102,12 @@ class Runtime:
             ledger=ledger,
         )
         webhooks = DeliveryWorker(sessionmaker, settings, secret)
-        # Every unit of work that commits an outbox event wakes this instance's worker.
-        sessionmaker.configure(info={OUTBOX_WRITTEN: webhooks.wake})
+        supersessions = SupersessionWorker(sessionmaker)
+        # Every unit of work that commits an outbox event (a supersession with keys left) wakes
+        # this instance's worker for it.
+        sessionmaker.configure(
+            info={OUTBOX_WRITTEN: webhooks.wake, SUPERSESSION_LEFT: supersessions.wake}
+        )
         return cls(
             settings,
             engine,
@@ -100,7 +121,9 @@ class Runtime:
             secret,
             ledger,
             webhooks,
+            supersessions,
             server_secret.load_previous(settings),
+            tracing,
         )
 
     async def start(self) -> None:
@@ -116,6 +139,12 @@ class Runtime:
                 idempotency.purge_periodically(self.sessionmaker), name="idempotency-purge"
             ),
         ]
+        # Key changes made by the control plane are finished by it: verification does not wait
+        # for them (see app/keys/supersession.py).
+        if self.settings.plane is not Plane.DATA:
+            self._tasks.append(
+                asyncio.create_task(self.supersessions.run(), name="supersession-batches")
+            )
         # Webhooks and expiry notices are the control plane's work: a data-plane process keeps
         # its latency to itself.
         if self.settings.plane is not Plane.DATA and self.settings.deliver_webhooks:
@@ -151,3 +180,6 @@ class Runtime:
         await self.limiter.close()
         await self.webhooks.close()
         await self.engine.dispose()
+        if self.tracing is not None:
+            # The last spans (the final flush's statements among them) go before the process.
+            await asyncio.to_thread(self.tracing.shutdown)

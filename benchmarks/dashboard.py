@@ -31,7 +31,7 @@ from common import (
 CHROMIUM = "/usr/bin/chromium"
 KEYS = 100
 TARGET_BYTES = 300 * 1024
-PAGES = ["overview", "keys", "usage", "policy", "audit-log"]
+PAGES = ["overview", "keys", "usage", "policy", "webhooks", "audit-log"]
 QUERIES = Path(__file__).resolve().parents[1] / "app" / "dashboard" / "queries"
 CREATE = (QUERIES / "CreateApiKey.graphql").read_text()
 KEYS_PAGE = (QUERIES / "KeysPage.graphql").read_text()

@@ -26,7 +26,7 @@ from app.kit.db import create_engine
 from app.main import create_app
 from app.migrate import upgrade_to_head
 from app.runtime import Runtime
-from tests.support import Tenant, make_tenant
+from tests.support import Tenant, empty_database, make_tenant
 
 POSTGRES_URL = os.environ.get(
     "KEYHOUSE_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
@@ -169,18 +169,7 @@ def settings(database_url: str) -> Settings:
 @pytest.fixture
 async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
     runtime = Runtime.create(settings)
-    if not settings.is_sqlite:
-        from sqlalchemy import text
-
-        async with runtime.engine.begin() as connection:
-            await connection.execute(
-                text(
-                    "TRUNCATE audit_events, idempotency_records, organization_usage,"
-                    " usage_buckets, webhook_deliveries, webhook_endpoints, outbox_events,"
-                    " api_keys, organizations, operator_keys, operator_audit_events,"
-                    " dashboard_links, dashboard_credentials CASCADE"
-                )
-            )
+    await empty_database(runtime)
     yield runtime
     await runtime.engine.dispose()
 

@@ -39,6 +39,21 @@ class IssuedKey:
     hint: str
 
 
+async def empty_database(runtime: Runtime) -> None:
+    """The shared PostgreSQL test database emptied for a test (a SQLite one is the test's own)."""
+    if runtime.settings.is_sqlite:
+        return
+    async with runtime.engine.begin() as connection:
+        await connection.execute(
+            text(
+                "TRUNCATE audit_events, idempotency_records, organization_usage,"
+                " usage_buckets, key_usage, webhook_deliveries, webhook_endpoints,"
+                " outbox_events, key_supersessions, api_keys, organizations, operator_keys,"
+                " operator_audit_events, dashboard_links, dashboard_credentials CASCADE"
+            )
+        )
+
+
 async def make_tenant(runtime: Runtime, name: str) -> Tenant:
     async with session_scope(runtime.sessionmaker) as session:
         created = await create_organization(
@@ -130,7 +145,9 @@ async def snapshot(runtime: Runtime) -> dict[str, list[tuple[Any, ...]]]:
     tables = [
         "organizations",
         "api_keys",
+        "key_supersessions",
         "usage_buckets",
+        "key_usage",
         "organization_usage",
         "audit_events",
         "idempotency_records",

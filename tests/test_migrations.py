@@ -272,3 +272,47 @@ async def test_0012_keeps_organizations_and_usage_and_makes_room_for_longer_outc
         ("organization", "ORGANIZATION_SUSPENDED", 1),
         ("organization", "REVOKED", 7),
     ]
+
+
+async def test_0013_sums_each_keys_usage_from_its_buckets(database_url: str) -> None:
+    engine = create_engine(database_url)
+    day = datetime(2026, 11, 1)
+    buckets = [
+        ("key_p", "GET /a", "VALID", 5),
+        ("key_p", "GET /b", "VALID", 2),
+        ("key_p", "GET /a", "REVOKED", 3),
+        ("key_q", "GET /a", "RATE_LIMITED", 4),
+    ]
+
+    def to_0012_with_usage(connection: Connection) -> None:
+        command.downgrade(alembic_config(connection), "0012")
+        for key_id, operation, outcome, count in buckets:
+            connection.execute(
+                text(
+                    "INSERT INTO usage_buckets (organization_id, granularity, bucket_start,"
+                    " api_key_id, operation, outcome, count) VALUES ('org_p', 'DAY', :at, :key,"
+                    " :op, :outcome, :count)"
+                ),
+                {"at": day, "key": key_id, "op": operation, "outcome": outcome, "count": count},
+            )
+
+    def carried(connection: Connection) -> list[tuple[Any, ...]]:
+        rows = connection.execute(
+            text(
+                "SELECT api_key_id, granularity, requests, valid FROM key_usage"
+                " WHERE organization_id = 'org_p' ORDER BY api_key_id"
+            )
+        ).all()
+        for table in ("usage_buckets", "key_usage"):
+            connection.execute(text(f"DELETE FROM {table} WHERE organization_id = 'org_p'"))
+        return [tuple(row) for row in rows]
+
+    try:
+        async with engine.begin() as connection:
+            await connection.run_sync(to_0012_with_usage)
+        await upgrade_to_head(engine)
+        async with engine.begin() as connection:
+            found = await connection.run_sync(carried)
+    finally:
+        await engine.dispose()
+    assert found == [("key_p", "DAY", 10, 7), ("key_q", "DAY", 4, 0)]

@@ -11,7 +11,7 @@ from app.dashboard.assets import QUERIES, STATIC, AssetDirectory, not_found
 
 # Every page of the dashboard has its own address, so that reload and back work; the shell is
 # the same for each and its script draws the page the address names.
-PAGES = ("overview", "keys", "usage", "policy", "audit-log", "sign-in")
+PAGES = ("overview", "keys", "usage", "policy", "webhooks", "audit-log", "sign-in")
 
 static_files = AssetDirectory(STATIC, immutable_under="vendor")
 query_documents = AssetDirectory(QUERIES)

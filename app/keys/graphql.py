@@ -18,7 +18,16 @@ from strawberry.scalars import JSON
 from app.graphql.context import Context, Info
 from app.graphql.permissions import needs, needs_organization_key
 from app.graphql.types import Connection, UsageCounts, UserErrorType, selects, user_errors
-from app.keys import loaders, repository, revocation, rotation, schemas, service, update
+from app.keys import (
+    loaders,
+    policy,
+    repository,
+    revocation,
+    rotation,
+    schemas,
+    service,
+    update,
+)
 from app.keys.credits import next_refill, refill_period
 from app.keys.scopes import READ_ANALYTICS, READ_API_KEYS, WRITE_API_KEYS
 from app.kit.errors import UserError
@@ -292,7 +301,11 @@ class CreateApiKeyPayload:
     superseded_api_keys: list[ApiKeyType] = strawberry.field(
         default_factory=list,
         description="Keys this one replaces under the single-active-key policy, oldest first: "
-        f"the first {repository.SUPERSEDED_LISTED} (auditLog lists every one).",
+        f"the first {repository.SUPERSEDED_LISTED} (auditLog lists every one). Every key it "
+        "replaces is refused from now on; past the first "
+        f"{policy.SUPERSEDED_PER_BATCH:,}, their records (status, audit events) are written in "
+        "the background, and while an earlier replacement is still being written this one "
+        "waits for it and lists none.",
     )
     user_errors: list[UserErrorType] = strawberry.field(default_factory=list)
 

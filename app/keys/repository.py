@@ -36,7 +36,7 @@ from app.kit.errors import BadUserInput
 from app.kit.ids import is_id_of
 from app.kit.pagination import COUNT_LIMIT, Cursor
 from app.kit.timeutil import utcnow
-from app.models.keys import ApiKey, ApiKeyScope, KeyStatus, ListedKey
+from app.models.keys import ApiKey, ApiKeyScope, KeyStatus, KeySupersession, ListedKey
 
 _LISTED_COLUMNS = tuple(ApiKey.__table__.c[field.name] for field in fields(ListedKey))  # type: ignore[attr-defined]
 
@@ -83,12 +83,12 @@ async def replace_scope_rows(session: AsyncSession, api_key: ApiKey) -> None:
 SUPERSEDED_ORDER = (col(ApiKey.created_at), col(ApiKey.id))
 
 
-def supersedable(caller: Caller, now: datetime, *, keep: Sequence[str]) -> list[Any]:
+def supersedable(organization_id: str, now: datetime, *, keep: Sequence[str]) -> list[Any]:
     """The keys a new key replaces under the single-active-key policy: the organization's
     active keys not yet replaced, except those in ``keep``. The one rule for superseding and
     for telling how many keys the next creation will supersede."""
     return [
-        col(ApiKey.organization_id) == caller.organization_id,
+        col(ApiKey.organization_id) == organization_id,
         col(ApiKey.id).not_in(keep),
         status_condition(KeyStatus.ACTIVE, now),
         col(ApiKey.superseded_at).is_(None),
@@ -98,14 +98,6 @@ def supersedable(caller: Caller, now: datetime, *, keep: Sequence[str]) -> list[
 # A creation answers with the keys it superseded up to this many: under the single-active-key
 # policy an organization's first new key may supersede every one of its keys.
 SUPERSEDED_LISTED = 100
-
-
-def superseded_ids(caller: Caller, key_id: str) -> Select[Any]:
-    """The ids of the keys replaced by this one."""
-    return sa_select(col(ApiKey.id)).where(
-        col(ApiKey.organization_id) == caller.organization_id,
-        col(ApiKey.superseded_by_key_id) == key_id,
-    )
 
 
 async def superseded_by(session: AsyncSession, caller: Caller, key_id: str) -> list[ApiKey]:
@@ -123,23 +115,74 @@ async def superseded_by(session: AsyncSession, caller: Caller, key_id: str) -> l
     return list((await session.exec(statement)).all())
 
 
-async def supersede(
-    session: AsyncSession,
-    caller: Caller,
-    replacement_id: str,
-    effective: datetime,
-    *,
-    keep: Sequence[str],
-) -> int:
-    """Mark every supersedable key as replaced by ``replacement_id`` from ``effective``, in one
-    statement; how many were."""
-    result = await session.exec(
+def _covered_by(supersession: KeySupersession) -> list[Any]:
+    """SQL for ``KeySupersession.covers``: the keys ``supersedable`` named when the replacement
+    was created, that are not marked yet."""
+    kept = [supersession.replacement_key_id]
+    if supersession.kept_key_id is not None:
+        kept.append(supersession.kept_key_id)
+    moment = supersession.replaced_before
+    return [
+        *supersedable(supersession.organization_id, moment, keep=kept),
+        col(ApiKey.created_at) <= moment,
+    ]
+
+
+async def supersede_batch(
+    session: AsyncSession, supersession: KeySupersession, *, limit: int
+) -> tuple[list[str], bool]:
+    """Mark the next ``limit`` keys the supersession covers, oldest first (walking the
+    organization's keys by creation from where the previous batch stopped), and advance its
+    progress; the ids marked, and whether keys may remain."""
+    after: list[Any] = []
+    if supersession.done_created_at is not None:
+        done = supersession.done_created_at
+        after = [
+            # The bound on its own: the index range starts where the previous batch stopped (an
+            # OR alone would walk the keys marked already, one batch more each time).
+            col(ApiKey.created_at) >= done,
+            or_(
+                col(ApiKey.created_at) > done,
+                and_(col(ApiKey.created_at) == done, col(ApiKey.id) > supersession.done_key_id),
+            ),
+        ]
+    batch = (
+        sa_select(col(ApiKey.id), col(ApiKey.created_at))
+        .where(*_covered_by(supersession), *after)
+        .order_by(*SUPERSEDED_ORDER)
+        .limit(limit)
+    )
+    rows = (await execute_core(session, batch)).all()
+    if not rows:
+        return [], False
+    ids = [row.id for row in rows]
+    # The conditions again: a key revoked or rotated since the batch was read stays as it is.
+    await session.exec(
         update(ApiKey)
-        .where(*supersedable(caller, utcnow(), keep=[replacement_id, *keep]))
-        .values(superseded_at=effective, superseded_by_key_id=replacement_id)
+        .where(col(ApiKey.id).in_(ids), *_covered_by(supersession))
+        .values(
+            superseded_at=supersession.effective_at,
+            superseded_by_key_id=supersession.replacement_key_id,
+        )
         .execution_options(synchronize_session=False)
     )
-    return result.rowcount
+    supersession.done_created_at, supersession.done_key_id = rows[-1].created_at, rows[-1].id
+    return ids, len(rows) == limit
+
+
+def marked_in(ids: Sequence[str], replacement_id: str) -> Select[Any]:
+    """Those of ``ids`` that a batch marked as replaced by ``replacement_id``."""
+    return sa_select(col(ApiKey.id)).where(
+        col(ApiKey.id).in_(ids), col(ApiKey.superseded_by_key_id) == replacement_id
+    )
+
+
+async def pending_supersession(session: AsyncSession, organization_id: str) -> bool:
+    """Whether a supersession of the organization still has keys to mark."""
+    statement = sa_select(KeySupersession.replacement_key_id).where(  # type: ignore[call-overload]
+        col(KeySupersession.organization_id) == organization_id
+    )
+    return (await execute_core(session, statement.limit(1))).first() is not None
 
 
 async def get_key(session: AsyncSession, caller: Caller, key_id: str) -> ApiKey | None:
@@ -390,7 +433,7 @@ async def count_supersedable_keys(session: AsyncSession, caller: Caller) -> int:
     """How many keys the caller's next key creation would supersede under single-active-key,
     up to COUNT_LIMIT."""
     keep = [] if caller.key_id is None else [caller.key_id]
-    conditions = supersedable(caller, utcnow(), keep=keep)
+    conditions = supersedable(caller.organization_id, utcnow(), keep=keep)
     statement = sa_select(_capped_count(*conditions, order=_NEWEST))
     count: int = (await execute_core(session, statement)).scalar_one()
     return count

@@ -93,13 +93,13 @@ async def rotate_key(
     _record_rotation(session, caller, old, new, data.grace_period_hours, sunset)
     announce_after_commit(session, broadcast, old.id)
     if policy.single_active_key:
-        keep = [old.id, *([caller.key_id] if caller.key_id else [])]
+        # The old key is not replaced again: it is already marked as replaced by ``new``.
         await supersede_others(
             session,
             caller,
             new,
             grace_hours=policy.supersede_grace_hours,
-            keep=keep,
+            keep=caller.key_id,
             broadcast=broadcast,
         )
     await replay.remember("rotateApiKey", new.id, secret, previous_api_key_id=old.id)

@@ -89,7 +89,7 @@ async def create_key(
             caller,
             api_key,
             grace_hours=policy.supersede_grace_hours,
-            keep=[caller.key_id] if caller.key_id else [],
+            keep=caller.key_id,
             broadcast=broadcast,
         )
     await replay.remember("createApiKey", api_key.id, secret)

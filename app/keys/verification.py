@@ -31,12 +31,15 @@ import asyncio
 import logging
 import time
 from collections.abc import Collection
+from dataclasses import replace
 from datetime import UTC, datetime
 from email.utils import format_datetime
-from typing import NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from limits import RateLimitItem
+from sqlalchemy import exists
 from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.auth.network import IPAddress, is_within
 from app.auth.outcomes import Outcome, Rejection
@@ -58,8 +61,11 @@ from app.metrics import (
     KEY_DATABASE_LOOKUPS,
     VERIFICATIONS,
 )
-from app.models.keys import ApiKey
+from app.models.keys import ApiKey, KeySupersession
 from app.models.organizations import Organization
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer
 
 logger = logging.getLogger(__name__)
 
@@ -128,8 +134,23 @@ class Verification(NamedTuple):
 
 
 EXPIRY_NOTICE_SECONDS = 7 * 86400
+VERIFICATION_SPAN = "keyhouse.verify_key"
 # One counter child per outcome, made once: the hot path increments without a label lookup.
 _OUTCOMES = {outcome: VERIFICATIONS.labels(outcome.value) for outcome in Outcome}
+
+
+def _span_attributes(verification: Verification) -> dict[str, str | bool]:
+    """What a trace tells of a verification: its outcome (VALID, or the reason for a refusal)
+    and whose key it was; never the key, its hint, or anything else the request sent."""
+    attributes: dict[str, str | bool] = {
+        "keyhouse.verification.valid": verification.valid,
+        "keyhouse.verification.outcome": verification.outcome.value,
+    }
+    key = verification.key
+    if key is not None:
+        attributes["keyhouse.organization.id"] = key.organization_id
+        attributes["keyhouse.key.id"] = key.id
+    return attributes
 
 
 def _window(seconds: int) -> str:
@@ -430,38 +451,99 @@ class KeyVerifier:
             if cached is not None:
                 return cached
             with outages_as_unavailable():
-                row, replacement, suspended = await self._read(key_hash)
+                row, replacement, suspended, superseded_at = await self._read(key_hash)
         if row is None:
             self._cache.remember_unknown(key_hash, generation)
             return None
         record = KeyRecord.from_row(
             row, self.rate_limit_for(row), replacement, organization_suspended=suspended
         )
+        if superseded_at is not None:
+            record = replace(
+                record, superseded_at=superseded_at, superseded_ts=superseded_at.timestamp()
+            )
         self._cache.put(key_hash, record, generation)
         return record
 
-    async def _read(self, key_hash: str) -> tuple[ApiKey | None, ApiKey | None, bool]:
-        """The key's row, for a superseded key its replacement's, and whether the key's
-        organization is suspended (read in the same statement)."""
+    async def _read(
+        self, key_hash: str
+    ) -> tuple[ApiKey | None, ApiKey | None, bool, datetime | None]:
+        """The key's row, for a superseded key its replacement's, whether the key's organization
+        is suspended (read in the same statement), and when a supersession whose batches have not
+        reached the key yet replaces it (None when none does)."""
         KEY_DATABASE_LOOKUPS.inc()
+        pending = exists().where(
+            col(KeySupersession.organization_id) == col(ApiKey.organization_id)
+        )
         async with self._sessionmaker() as session:
             found = (
                 await session.exec(
-                    select(ApiKey, col(Organization.suspended_at))
+                    select(ApiKey, col(Organization.suspended_at), pending)
                     .join(Organization, col(Organization.id) == col(ApiKey.organization_id))
                     .where(col(ApiKey.key_hash) == key_hash)
                 )
             ).first()
-            row, suspended_at = (None, None) if found is None else found
-            # A superseded key's refusal names its replacement (one more query, only then).
-            replacement = (
-                None
-                if row is None or row.superseded_by_key_id is None
-                else await session.get(ApiKey, row.superseded_by_key_id)
+            if found is None:
+                return None, None, False, None
+            row, suspended_at, supersessions = found
+            covering = None
+            if supersessions and row.superseded_at is None:
+                covering = await _covering_supersession(session, row)
+            replaced_by = (
+                row.superseded_by_key_id if covering is None else covering.replacement_key_id
             )
-        return row, replacement, suspended_at is not None
+            # A superseded key's refusal names its replacement (one more query, only then).
+            replacement = None if replaced_by is None else await session.get(ApiKey, replaced_by)
+        superseded_at = None if covering is None else covering.effective_at
+        return row, replacement, suspended_at is not None, superseded_at
 
     def rate_limit_for(self, row: ApiKey) -> RateLimitItem:
         if row.rate_limit_requests is None or row.rate_limit_per_seconds is None:
             return self._default_limit
         return rate_limit_item(row.rate_limit_requests, row.rate_limit_per_seconds)
+
+
+class TracedKeyVerifier(KeyVerifier):
+    """The same verification, each one a span, its lookup's statements the span's children
+    (KEYHOUSE_OTEL_ENDPOINT). Without tracing the runtime uses KeyVerifier itself: nothing is
+    added to a verification then, not even a check."""
+
+    def __init__(self, *, tracer: Tracer, **parts: Any) -> None:
+        super().__init__(**parts)
+        self._tracer = tracer
+
+    async def verify(
+        self,
+        presentation: Presentation,
+        *,
+        required_scopes: Collection[str] = (),
+        operation: str = "",
+        defer_valid_use: bool = False,
+        client: IPAddress | None = None,
+        cost: int | None = None,
+    ) -> Verification:
+        with self._tracer.start_as_current_span(VERIFICATION_SPAN, record_exception=False) as span:
+            verified = await super().verify(
+                presentation,
+                required_scopes=required_scopes,
+                operation=operation,
+                defer_valid_use=defer_valid_use,
+                client=client,
+                cost=cost,
+            )
+            span.set_attributes(_span_attributes(verified))
+            return verified
+
+
+async def _covering_supersession(session: AsyncSession, key: ApiKey) -> KeySupersession | None:
+    """The first pending supersession of the key's organization that covers the key (one more
+    query, only while the organization has one): the one its batches will mark it with."""
+    statement = (
+        select(KeySupersession)
+        .where(
+            col(KeySupersession.organization_id) == key.organization_id,
+            col(KeySupersession.replaced_before) >= key.created_at,
+        )
+        .order_by(col(KeySupersession.replaced_before))
+    )
+    return next((s for s in (await session.exec(statement)).all() if s.covers(key)), None)

@@ -10,10 +10,10 @@ from sqlmodel import SQLModel
 
 from app.models.audit import AuditEvent
 from app.models.events import OutboxEvent
-from app.models.keys import ApiKey, ApiKeyScope, IdempotencyRecord
+from app.models.keys import ApiKey, ApiKeyScope, IdempotencyRecord, KeySupersession
 from app.models.operators import DashboardCredential, DashboardLink, OperatorAuditEvent, OperatorKey
 from app.models.organizations import Organization
-from app.models.usage import OrganizationUsage, UsageBucket
+from app.models.usage import KeyUsage, OrganizationUsage, UsageBucket
 from app.models.webhooks import WebhookDelivery, WebhookEndpoint
 
 metadata = SQLModel.metadata
@@ -25,6 +25,8 @@ __all__ = [
     "DashboardCredential",
     "DashboardLink",
     "IdempotencyRecord",
+    "KeySupersession",
+    "KeyUsage",
     "OperatorAuditEvent",
     "OperatorKey",
     "Organization",

@@ -186,6 +186,47 @@ class ApiKeyScope(SQLModel, table=True):
     created_at: datetime = Field(sa_type=UTCDateTime)
 
 
+class KeySupersession(SQLModel, table=True):
+    """A single-active-key supersession whose keys are not all marked yet.
+
+    Marking a million keys (and writing each one's events) takes a minute; a creation marks the
+    first batch itself and leaves the rest here, for batches of their own transactions
+    (app/keys/supersession.py). Until its last batch, verification treats every key it covers as
+    already marked (``covers``), so the change holds from the next request on every instance.
+    """
+
+    __tablename__ = "key_supersessions"
+    __table_args__ = (Index("ix_key_supersessions_org", "organization_id", "replaced_before"),)
+
+    replacement_key_id: str = Field(primary_key=True, max_length=32)
+    organization_id: str = Field(max_length=32)
+    # The keys created up to this moment (the replacement's creation) are replaced, as they
+    # stood then: active, not yet replaced, other than the replacement and ``kept_key_id``.
+    replaced_before: datetime = Field(sa_type=UTCDateTime)
+    # Their superseded_at: when they stop working (after the policy's grace period).
+    effective_at: datetime = Field(sa_type=UTCDateTime)
+    # The caller's own key, never replaced by its own creation.
+    kept_key_id: str | None = Field(default=None, max_length=32)
+    # Who made the change, for the audit events each batch writes.
+    actor_key_id: str | None = Field(default=None, max_length=32)
+    actor_hint: str | None = Field(default=None, max_length=40)
+    # How far the batches got, in the keys' creation order: the next batch starts after this.
+    done_created_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    done_key_id: str | None = Field(default=None, max_length=32)
+
+    def covers(self, key: ApiKey) -> bool:
+        """Whether this supersession replaces ``key`` (whose row is not marked yet)."""
+        return (
+            key.organization_id == self.organization_id
+            and key.id not in (self.replacement_key_id, self.kept_key_id)
+            and key.created_at <= self.replaced_before
+            and key.revoked_at is None
+            and key.superseded_at is None
+            and (key.expires_at is None or key.expires_at > self.replaced_before)
+            and key.enabled
+        )
+
+
 def key_status(
     revoked_at: datetime | None,
     superseded_at: datetime | None,

@@ -38,6 +38,7 @@ BUCKET_KEY = (
     "outcome",
 )
 ORGANIZATION_KEY = ("organization_id", "granularity", "bucket_start", "outcome")
+KEY_USAGE_KEY = ("organization_id", "granularity", "bucket_start", "api_key_id")
 
 
 class UsageBucket(SQLModel, table=True):
@@ -82,6 +83,26 @@ class OrganizationUsage(SQLModel, table=True):
     bucket_start: datetime = Field(sa_type=UTCDateTime)
     outcome: str = Field(max_length=OUTCOME_MAX_LENGTH)
     count: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
+class KeyUsage(SQLModel, table=True):
+    """A key's uses per time bucket, whatever the operation and outcome: all of them, and the
+    valid ones.
+
+    Written by the same flush as :class:`UsageBucket` (the same additive upsert), so that the
+    keys used most in a range (``byKey``) read one row per key and bucket, in the primary key's
+    order, instead of one per key, operation label and outcome.
+    """
+
+    __tablename__ = "key_usage"
+    __table_args__ = (PrimaryKeyConstraint(*KEY_USAGE_KEY), {"sqlite_with_rowid": False})
+
+    organization_id: str = Field(max_length=32)
+    granularity: str = Field(max_length=6)
+    bucket_start: datetime = Field(sa_type=UTCDateTime)
+    api_key_id: str = Field(max_length=32)
+    requests: int = Field(sa_column=Column(BigInteger, nullable=False))
+    valid: int = Field(sa_column=Column(BigInteger, nullable=False))
 
 
 @dataclass(frozen=True, slots=True)

@@ -44,8 +44,10 @@ from app.metrics import USAGE_FLUSH_DURATION, USAGE_FLUSH_FAILURES, USAGE_REFUSE
 from app.models.keys import ApiKey
 from app.models.usage import (
     BUCKET_KEY,
+    KEY_USAGE_KEY,
     ORGANIZATION_KEY,
     Granularity,
+    KeyUsage,
     OrganizationUsage,
     UsageBucket,
 )
@@ -68,8 +70,9 @@ _TRANSIENT_SQLSTATE_CLASSES = frozenset({"08", "40", "53", "57", "58"})
 
 
 class _Upsert:
-    """An additive upsert (``count = count + excluded.count``: concurrent flushes of one bucket
-    add up) into one usage table, its rows sent to the driver as tuples.
+    """An additive upsert (``count = count + excluded.count``, for each counted column:
+    concurrent flushes of one bucket add up) into one usage table, its rows sent to the driver
+    as tuples.
 
     Hundreds of thousands of rows per flush: SQLAlchemy's per-row parameter processing cost as
     much as the database's work. The statement is compiled once, rows are tuples in its
@@ -83,7 +86,11 @@ class _Upsert:
         insert = postgresql.insert(table) if dialect.name == "postgresql" else sqlite.insert(table)
         statement = insert.on_conflict_do_update(
             index_elements=list(key),
-            set_={"count": table.c["count"] + insert.excluded["count"]},
+            set_={
+                column.name: column + insert.excluded[column.name]
+                for column in table.columns
+                if column.name not in key
+            },
         )
         compiled = statement.compile(dialect=dialect)
         if compiled.positiontup != [column.name for column in table.columns]:
@@ -374,7 +381,8 @@ class UsageRecorder:
     async def _write_counts(
         self, connection: AsyncConnection, counts: dict[BucketKey, int]
     ) -> None:
-        """Add the counts to the key buckets and to the organization-wide buckets.
+        """Add the counts to the key buckets, to each key's totals and to the organization-wide
+        buckets.
 
         Rows are written in their table's primary-key order, the same on every instance: two
         flushes of the same buckets that took their row locks in opposite orders would deadlock
@@ -383,10 +391,12 @@ class UsageRecorder:
         if not counts:
             return
         buckets = _Upsert(connection, UsageBucket.metadata.tables["usage_buckets"], BUCKET_KEY)
+        keys = _Upsert(connection, KeyUsage.metadata.tables["key_usage"], KEY_USAGE_KEY)
         organizations = _Upsert(
             connection, OrganizationUsage.metadata.tables["organization_usage"], ORGANIZATION_KEY
         )
         bucket_rows: list[tuple[Any, ...]] = []
+        key_rows: list[tuple[Any, ...]] = []
         organization_rows: list[tuple[Any, ...]] = []
         starts: dict[int, Any] = {}
 
@@ -398,6 +408,7 @@ class UsageRecorder:
 
         for granularity, merged in self._by_granularity(counts):
             name = granularity.value
+            per_key: defaultdict[tuple[str, int, str], list[int]] = defaultdict(lambda: [0, 0])
             per_organization: defaultdict[tuple[str, int, str], int] = defaultdict(int)
             for bucket in sorted(merged, key=_primary_key_order):
                 start, key_id, org_id, operation, outcome = bucket
@@ -414,7 +425,13 @@ class UsageRecorder:
                         count,
                     )
                 )
+                totals = per_key[(org_id, start, key_id)]
+                totals[0] += count
+                totals[1] += count if outcome == Outcome.VALID else 0
                 per_organization[(org_id, start, str(outcome))] += count
+            for org_id, start, key_id in sorted(per_key):
+                requests, valid = per_key[(org_id, start, key_id)]
+                key_rows.append((org_id, name, start_value(start), key_id, requests, valid))
             for org_id, start, outcome in sorted(per_organization):
                 organization_rows.append(
                     (
@@ -426,6 +443,7 @@ class UsageRecorder:
                     )
                 )
         await buckets.write(bucket_rows)
+        await keys.write(key_rows)
         await organizations.write(organization_rows)
 
     async def _write_last_used(
@@ -451,14 +469,17 @@ class UsageRecorder:
 
     async def prune(self, now: datetime | None = None) -> int:
         """Delete buckets older than their granularity's retention; returns how many key
-        buckets went (the organization-wide buckets go with them)."""
+        buckets went (each key's totals and the organization-wide buckets go with them)."""
         now = now or datetime.now(UTC)
         buckets = UsageBucket.metadata.tables["usage_buckets"]
-        organizations = OrganizationUsage.metadata.tables["organization_usage"]
+        rollups = (
+            KeyUsage.metadata.tables["key_usage"],
+            OrganizationUsage.metadata.tables["organization_usage"],
+        )
         deleted = 0
         async with self._sessionmaker() as session:
             for granularity, kept in self._retention.items():
-                for table in (buckets, organizations):
+                for table in (buckets, *rollups):
                     result = await session.exec(
                         delete(table).where(
                             table.c.granularity == granularity.value,

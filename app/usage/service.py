@@ -21,7 +21,7 @@ from app.kit.db import execute_core
 from app.kit.errors import BadUserInput
 from app.kit.labels import OPERATION_MAX_LENGTH
 from app.kit.timeutil import as_utc, utcnow
-from app.models.usage import Counts, Granularity, OrganizationUsage, UsageBucket
+from app.models.usage import Counts, Granularity, KeyUsage, OrganizationUsage, UsageBucket
 
 MAX_SPAN = {
     Granularity.MINUTE: timedelta(hours=24),
@@ -31,6 +31,7 @@ MAX_SPAN = {
 MAX_BREAKDOWN = 100
 _buckets = UsageBucket.metadata.tables["usage_buckets"]
 _organizations = OrganizationUsage.metadata.tables["organization_usage"]
+_keys = KeyUsage.metadata.tables["key_usage"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -276,10 +277,35 @@ async def _breakdown(
     return [Share(row.label, _counts(row)) for row in await execute_core(session, statement)]
 
 
+def _per_key(query: UsageQuery) -> bool:
+    """Whether each key's totals answer the question (it names no operation and no outcome)."""
+    return query.operation is None and query.outcome is None
+
+
+def _key_sums() -> tuple[Label[Any], Label[Any]]:
+    return (
+        func.coalesce(func.sum(_keys.c.requests), 0).label("requests"),
+        func.coalesce(func.sum(_keys.c.valid), 0).label("valid"),
+    )
+
+
 async def by_key(
     session: AsyncSession, caller: Caller, query: UsageQuery, *, first: int
 ) -> list[Share]:
-    return await _breakdown(session, caller, query, _buckets, "api_key_id", first)
+    """The keys used most in the range. Exact, so every key used in the range is summed: from
+    each key's totals (a row per key and bucket of the range's coarsest cover) unless the
+    question names an operation or an outcome."""
+    if not _per_key(query):
+        return await _breakdown(session, caller, query, _buckets, "api_key_id", first)
+    requests, valid = _key_sums()
+    statement = (
+        select(_keys.c.api_key_id.label("label"), requests, valid)
+        .where(*_conditions(_keys, caller, query, coarsest=True))
+        .group_by(_keys.c.api_key_id)
+        .order_by(requests.desc(), _keys.c.api_key_id)
+        .limit(first)
+    )
+    return [Share(row.label, _counts(row)) for row in await execute_core(session, statement)]
 
 
 async def by_operation(
@@ -296,11 +322,10 @@ async def totals_by_key(
     session: AsyncSession, caller: Caller, query: UsageQuery, key_ids: Sequence[str]
 ) -> dict[str, Counts]:
     """Totals of many keys over one range in one statement (for the per-request DataLoader)."""
+    table = _keys if _per_key(query) else _buckets
     statement = (
-        select(_buckets.c.api_key_id, *_sums(_buckets))
-        .where(
-            *_conditions(_buckets, caller, query, coarsest=True), _buckets.c.api_key_id.in_(key_ids)
-        )
-        .group_by(_buckets.c.api_key_id)
+        select(table.c.api_key_id, *(_key_sums() if _per_key(query) else _sums(table)))
+        .where(*_conditions(table, caller, query, coarsest=True), table.c.api_key_id.in_(key_ids))
+        .group_by(table.c.api_key_id)
     )
     return {row.api_key_id: _counts(row) for row in await execute_core(session, statement)}

@@ -11,16 +11,36 @@ from datetime import datetime
 import strawberry
 
 from app.graphql.context import Info
-from app.graphql.permissions import needs
+from app.graphql.permissions import needs, needs_organization_key
 from app.graphql.types import Connection, UserErrorType, user_errors
 from app.keys.scopes import READ_API_KEYS, WRITE_API_KEYS
 from app.kit.errors import BadUserInput, UserError
 from app.kit.pagination import DEFAULT_PAGE_SIZE, Cursor, check_page_size
+from app.models.events import EventType
 from app.models.webhooks import DeliveryStatus, WebhookDelivery, WebhookEndpoint
 from app.webhooks import schemas, service
 from app.webhooks.destinations import allowed_http_hosts
 
 WebhookDeliveryStatus = strawberry.enum(DeliveryStatus, name="WebhookDeliveryStatus")
+
+# What a person choosing an endpoint's events reads beside each one.
+EVENT_DESCRIPTIONS: dict[EventType, str] = {
+    EventType.KEY_CREATED: "A key was created.",
+    EventType.KEY_UPDATED: "A key's name, scopes, limits, metadata or state changed.",
+    EventType.KEY_REVOKED: "A key was revoked.",
+    EventType.KEY_ROTATED: "A key was rotated: a new secret replaces it.",
+    EventType.KEY_SUPERSEDED: "A key stopped working because a newer key replaced it.",
+    EventType.KEY_EXPIRING: "A key expires in 7 days, and again in 1 day.",
+    EventType.KEY_EXPIRED: "A key reached its expiry.",
+    EventType.KEY_LEAKED: "A secret scanner reported a key found in public.",
+    EventType.POLICY_UPDATED: "The organization's key policy changed.",
+}
+
+
+@strawberry.type(name="WebhookEventType", description="An event an endpoint can receive.")
+class WebhookEventTypeInfo:
+    name: str = strawberry.field(description="What endpoints subscribe with: key.created…")
+    description: str
 
 
 @strawberry.type(
@@ -147,6 +167,16 @@ def _secret_payload(
 
 @strawberry.type
 class Query:
+    @strawberry.field(
+        extensions=needs_organization_key(),
+        description="Every event an endpoint can receive, with what it means.",
+    )
+    def webhook_event_types(self) -> list[WebhookEventTypeInfo]:
+        return [
+            WebhookEventTypeInfo(name=event.value, description=EVENT_DESCRIPTIONS[event])
+            for event in EventType
+        ]
+
     @strawberry.field(
         extensions=needs(READ_API_KEYS),
         description=f"Your organization's webhook endpoints (at most {schemas.MAX_ENDPOINTS}).",

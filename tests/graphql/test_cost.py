@@ -205,6 +205,12 @@ DASHBOARD_VARIABLES: dict[str, list[dict[str, Any]]] = {
         {"from": "2026-09-02T00:00:00Z", "to": "2026-12-01T00:00:00Z", "granularity": "HOUR"},
         {"from": TEN_YEARS[0], "to": TEN_YEARS[1], "granularity": "DAY", "apiKeyId": "key_x"},
     ],
+    "WebhookEndpoints": [{}],
+    "CreateWebhookEndpoint": [{"input": {"url": "https://hooks.example", "events": []}}],
+    "UpdateWebhookEndpoint": [{"input": {"id": "whe_x", "enabled": False}}],
+    "DeleteWebhookEndpoint": [{"id": "whe_x"}],
+    "RotateWebhookSigningSecret": [{"id": "whe_x"}],
+    "WebhookDeliveries": [{"endpointId": "whe_x", "first": 100}],
 }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -14,7 +15,7 @@ from app.models.usage import Granularity
 from app.runtime import Runtime
 from app.usage import service
 from app.usage.service import UsageQuery, tiles
-from tests.support import Tenant
+from tests.support import Tenant, count_statements
 
 DAY, HOUR, MINUTE = Granularity.DAY, Granularity.HOUR, Granularity.MINUTE
 
@@ -65,7 +66,11 @@ async def test_totals_and_breakdowns_equal_the_sum_of_the_series(
 ) -> None:
     # Uses over the last two days, at random minutes, with two operations and two outcomes.
     generator = random.Random(20261123)
-    now = datetime.now(UTC)
+    # The last noon, not the clock: where midnight falls in the ranges below decides whether
+    # they hold a whole day, so the same draws read the same buckets at any time of day.
+    now = datetime.now(UTC).replace(hour=12, minute=0, second=0, microsecond=0)
+    if now > datetime.now(UTC):
+        now -= timedelta(days=1)
     for _ in range(600):
         moment = now - timedelta(minutes=generator.randrange(1, 2 * 24 * 60))
         runtime.recorder.record(
@@ -99,3 +104,67 @@ async def test_totals_and_breakdowns_equal_the_sum_of_the_series(
             assert sum(share.counts.requests for share in by_operation) == expected
             assert sum(share.counts.requests for share in by_outcome) == expected
     assert coarser_read == {DAY, HOUR}, "some ranges were read from coarser buckets"
+
+
+async def test_by_key_sums_each_keys_totals_and_agrees_with_the_buckets(
+    runtime: Runtime, tenant: Tenant
+) -> None:
+    # Three keys, used under several operations and outcomes over the last 36 hours.
+    generator = random.Random(20261201)
+    now = datetime.now(UTC)
+    key_ids = [tenant.admin_key_id, "key_" + "b" * 22, "key_" + "c" * 22]
+    for _ in range(900):
+        runtime.recorder.record(
+            generator.choice(key_ids),
+            tenant.organization_id,
+            generator.choice(["GET /a", "GET /b", "POST /c"]),
+            generator.choice([Outcome.VALID, Outcome.RATE_LIMITED, Outcome.REVOKED]),
+            (now - timedelta(minutes=generator.randrange(1, 36 * 60))).timestamp(),
+        )
+    await runtime.recorder.flush()
+    caller = Caller(tenant.organization_id, runtime.catalogue.names(), tenant.admin_key_id)
+    query = UsageQuery(service.floor_to(now - timedelta(hours=40), HOUR), now, HOUR)
+
+    with count_statements(runtime.engine) as log:
+        async with session_scope(runtime.sessionmaker) as session:
+            by_key = await service.by_key(session, caller, query, first=10)
+    async with session_scope(runtime.sessionmaker) as session:
+        per_key = {
+            key_id: await service.totals(session, caller, replace(query, api_key_id=key_id))
+            for key_id in key_ids
+        }
+
+    # One statement, over each key's totals (a row per key and bucket), not over every
+    # operation and outcome's bucket.
+    (statement,) = [s for s in log.statements if "key_usage" in s or "usage_buckets" in s]
+    assert "key_usage" in statement
+    assert "usage_buckets" not in statement
+    expected = sorted(per_key.items(), key=lambda item: (-item[1].requests, item[0]))
+    assert [(share.label, share.counts) for share in by_key] == expected
+    assert sum(counts.requests for counts in per_key.values()) == 900
+
+
+async def test_by_key_for_one_operation_or_outcome_reads_the_buckets(
+    runtime: Runtime, tenant: Tenant
+) -> None:
+    now = datetime.now(UTC)
+    for operation, outcome in (("GET /a", Outcome.VALID), ("GET /b", Outcome.REVOKED)):
+        runtime.recorder.record(
+            tenant.admin_key_id, tenant.organization_id, operation, outcome, now.timestamp()
+        )
+    await runtime.recorder.flush()
+    caller = Caller(tenant.organization_id, runtime.catalogue.names(), tenant.admin_key_id)
+    day = UsageQuery(service.floor_to(now, DAY), now + timedelta(seconds=1), DAY)
+
+    with count_statements(runtime.engine) as log:
+        async with session_scope(runtime.sessionmaker) as session:
+            one_operation = await service.by_key(
+                session, caller, replace(day, operation="GET /b"), first=10
+            )
+            one_outcome = await service.by_key(
+                session, caller, replace(day, outcome=Outcome.VALID), first=10
+            )
+
+    assert [(s.label, s.counts.requests) for s in one_operation] == [(tenant.admin_key_id, 1)]
+    assert [(s.label, s.counts.valid) for s in one_outcome] == [(tenant.admin_key_id, 1)]
+    assert all("key_usage" not in s for s in log.statements)

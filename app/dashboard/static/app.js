@@ -5,12 +5,14 @@ import { html, render, useEffect, useState } from "./html.js";
 import { KeysPage } from "./keys.js";
 import { AuditLogPage, OverviewPage, PolicyPage } from "./pages.js";
 import { UsagePage } from "./usage.js";
+import { WebhooksPage } from "./webhooks.js";
 
 const PAGES = [
   { path: "overview", title: "Overview", view: OverviewPage },
   { path: "keys", title: "Keys", view: KeysPage },
   { path: "usage", title: "Usage", view: UsagePage },
   { path: "policy", title: "Policy", view: PolicyPage },
+  { path: "webhooks", title: "Webhooks", view: WebhooksPage },
   { path: "audit-log", title: "Audit log", view: AuditLogPage },
 ];
 

@@ -44,7 +44,32 @@ query Overview {
     return http(params, options);
   }
 
-  const root = ReactDOM.createRoot(document.getElementById("graphiql"));
+  // GraphiQL's editors are CodeMirror 5 instances: their input is a hidden textarea with no
+  // name, and their scroll areas take no focus. Name each editor and let the keyboard reach
+  // each scroll area, as GraphiQL draws them (tabs and panes come and go).
+  const TOOL_EDITORS = ["Variables", "Headers"];
+  function editorName(textarea) {
+    if (textarea.closest(".graphiql-query-editor")) return "Query editor";
+    if (textarea.closest(".result-window")) return "Response";
+    const editor = textarea.closest(".graphiql-editor-tool > .graphiql-editor");
+    if (!editor) return null;
+    const tools = [...editor.parentElement.querySelectorAll(":scope > .graphiql-editor")];
+    return TOOL_EDITORS[tools.indexOf(editor)] || null;
+  }
+  function makeAccessible(container) {
+    for (const textarea of container.querySelectorAll(".CodeMirror textarea:not([aria-label])")) {
+      const name = editorName(textarea);
+      if (name) textarea.setAttribute("aria-label", name);
+    }
+    for (const scroll of container.querySelectorAll(".CodeMirror-scroll[tabindex=\"-1\"]")) {
+      scroll.setAttribute("tabindex", "0");
+    }
+  }
+
+  const container = document.getElementById("graphiql");
+  new MutationObserver(() => makeAccessible(container))
+    .observe(container, { childList: true, subtree: true });
+  const root = ReactDOM.createRoot(container);
   root.render(
     React.createElement(GraphiQL, {
       fetcher,

@@ -6,10 +6,12 @@ import {
   Failure,
   FieldError,
   Loading,
+  Pager,
   RelativeTime,
   SecretOnce,
   fieldErrors,
   useOperation,
+  usePaging,
 } from "./ui.js";
 
 // `?first=N` (1 to 100, the API's bound) shows more keys a page: a bookmarkable address.
@@ -64,15 +66,15 @@ function Filters({ scopes, filter, onChange }) {
 
 export function KeysPage() {
   const [filter, setFilter] = useState({ status: "ALL", scope: null });
-  const [cursors, setCursors] = useState([null]);
+  const paging = usePaging();
   const [dialog, setDialog] = useState(null);
   const scopes = useOperation("Scopes");
-  const variables = { first: PAGE_SIZE, after: cursors[cursors.length - 1], filter };
+  const variables = { first: PAGE_SIZE, after: paging.after, filter };
   const state = useOperation("KeysPage", variables);
   const page = state.data && state.data.apiKeys;
   const filterBy = (next) => {
     setFilter(next);
-    setCursors([null]);
+    paging.restart();
   };
   // After a change the row shows its new status without a reload of the page.
   const replace = (changed) => {
@@ -97,13 +99,8 @@ export function KeysPage() {
           onRevoke=${(apiKey) => setDialog({ kind: "revoke", apiKey })}
           onRotate=${(apiKey) => setDialog({ kind: "rotate", apiKey })} />`)}</tbody>
       </table>
-      <div class="pager">
-        <span class="muted">${page.totalCount} keys</span>
-        <button type="button" disabled=${cursors.length === 1}
-          onClick=${() => setCursors(cursors.slice(0, -1))}>Previous page</button>
-        <button type="button" disabled=${!page.pageInfo.hasNextPage}
-          onClick=${() => setCursors([...cursors, page.pageInfo.endCursor])}>Next page</button>
-      </div>`}<//>
+      <${Pager} paging=${paging} pageInfo=${page.pageInfo}>
+        <span class="muted">${page.totalCount} keys</span><//>`}<//>
     ${dialog && dialog.kind === "create" && html`<${CreateDialog}
       scopes=${(scopes.data && scopes.data.scopes) || []} onClose=${close}
       onCreated=${state.reload} />`}

@@ -1,7 +1,16 @@
 // The overview, the key policy editor and the audit log.
 import { request } from "./api.js";
 import { html, useState } from "./html.js";
-import { Failure, FieldError, Loading, RelativeTime, fieldErrors, useOperation } from "./ui.js";
+import {
+  Failure,
+  FieldError,
+  Loading,
+  Pager,
+  RelativeTime,
+  fieldErrors,
+  useOperation,
+  usePaging,
+} from "./ui.js";
 
 const STATUSES = ["active", "revoked", "expired", "superseded"];
 
@@ -114,9 +123,8 @@ function Details({ details }) {
 }
 
 export function AuditLogPage() {
-  const [cursors, setCursors] = useState([null]);
-  const after = cursors[cursors.length - 1];
-  const state = useOperation("AuditLog", { first: 20, after });
+  const paging = usePaging();
+  const state = useOperation("AuditLog", { first: 20, after: paging.after });
   const log = state.data && state.data.auditLog;
   return html`<${Loading} state=${state}>${log && html`
     <p class="muted">${log.totalCount} events, newest first.</p>
@@ -132,10 +140,5 @@ export function AuditLogPage() {
         <td><${Details} details=${node.details} /></td></tr>`)}
       </tbody>
     </table>
-    <div class="pager">
-      <button type="button" disabled=${cursors.length === 1}
-        onClick=${() => setCursors(cursors.slice(0, -1))}>Previous page</button>
-      <button type="button" disabled=${!log.pageInfo.hasNextPage}
-        onClick=${() => setCursors([...cursors, log.pageInfo.endCursor])}>Next page</button>
-    </div>`}<//>`;
+    <${Pager} paging=${paging} pageInfo=${log.pageInfo} />`}<//>`;
 }

@@ -68,14 +68,14 @@ export function Dialog({ title, onClose, children }) {
 }
 
 // A secret shown once, read-only, with a button that copies it.
-export function SecretOnce({ secret }) {
+export function SecretOnce({ secret, label = "Secret" }) {
   const [copied, setCopied] = useState(false);
   async function copy() {
     await navigator.clipboard.writeText(secret).catch(() => {});
     setCopied(true);
   }
   return html`<div class="secret">
-    <label for="secret">Secret</label>
+    <label for="secret">${label}</label>
     <div class="row">
       <input id="secret" readonly value=${secret} onFocus=${(e) => e.target.select()} />
       <button type="button" onClick=${copy}>Copy</button>
@@ -98,4 +98,25 @@ export function FieldError({ errors, field }) {
   const messages = errors[field];
   if (!messages) return null;
   return html`<p class="error" id=${`${field}-error`} role="alert">${messages.join(" ")}</p>`;
+}
+
+// Paging by cursor: the cursors of the pages seen so far, so that "Previous page" goes back.
+export function usePaging() {
+  const [cursors, setCursors] = useState([null]);
+  return {
+    after: cursors[cursors.length - 1],
+    onFirstPage: cursors.length === 1,
+    back: () => setCursors(cursors.slice(0, -1)),
+    forward: (cursor) => setCursors([...cursors, cursor]),
+    restart: () => setCursors([null]),
+  };
+}
+
+export function Pager({ paging, pageInfo, children }) {
+  return html`<div class="pager">${children}
+    <button type="button" disabled=${paging.onFirstPage} onClick=${paging.back}>
+      Previous page</button>
+    <button type="button" disabled=${!pageInfo.hasNextPage}
+      onClick=${() => paging.forward(pageInfo.endCursor)}>Next page</button>
+  </div>`;
 }
