@@ -12,8 +12,8 @@ appears. SQLite runs one writing transaction at a time: numbers follow commits t
 And an index for the question each claim of a delivery asks, "is an earlier event about this
 subject not fanned out yet?": by subject, not a walk through every pending number below it.
 
-Revision ID: 0013
-Revises: 0012
+Revision ID: 0014
+Revises: 0013
 Create Date: 2026-12-01
 """
 
@@ -24,8 +24,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0013"
-down_revision: str | None = "0012"
+revision: str = "0014"
+down_revision: str | None = "0013"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
