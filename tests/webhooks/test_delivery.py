@@ -393,11 +393,11 @@ async def _blocked_or_done(runtime: Runtime, task: asyncio.Task[None]) -> None:
         await asyncio.sleep(0.01)
 
 
+# SQLite runs one writing transaction at a time: there is nothing to interleave.
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 async def test_two_transactions_about_one_key_are_delivered_in_the_order_they_commit(
     runtime: Runtime, tenant: Tenant, receiver: Receiver, worker: DeliveryWorker
 ) -> None:
-    if runtime.settings.is_sqlite:
-        pytest.skip("SQLite runs one writing transaction at a time")
     await endpoint_for(runtime, tenant, receiver.url)
     key = await make_key(runtime, tenant, "k")
     committed: list[str] = []
