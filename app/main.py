@@ -17,7 +17,7 @@ from graphql import introspection_from_schema
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Match, Route
+from starlette.routing import BaseRoute, Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.config import Plane, Settings
@@ -187,6 +187,29 @@ def tracing_for(settings: Settings) -> Tracing | None:
     return tracing_to(settings.otel_endpoint)
 
 
+def control_plane_routes(runtime: Runtime) -> list[BaseRoute]:
+    """/graphql and what is served beside it: the routes of every plane but the data plane."""
+    schema = build_schema(runtime.settings)
+    routes: list[BaseRoute] = [
+        # An ASGI app as endpoint: Starlette hands it the raw request. Every method reaches it,
+        # so that even a PUT is refused with a GraphQL response rather than Starlette's text.
+        Route("/graphql", KeyhouseGraphQL(schema, runtime)),
+        schema_introspection(schema),
+        # Usage for analysts' tools: the `usage` query's figures as CSV, read from the database
+        # like GraphQL, so served by the control plane.
+        usage_csv_route(runtime),
+    ]
+    # Leak reports from secret scanners: they write (revoke), so the control plane.
+    leaks = leak_report_route(runtime)
+    if leaks is not None:
+        routes.append(leaks)
+    # The operator plane's CSV and the dashboard sign-in links' use.
+    routes.extend(operator_routes(runtime))
+    # The dashboard is a client of the control plane, served beside it.
+    routes.extend(dashboard_routes())
+    return routes
+
+
 def create_app(settings: Settings | None = None, *, runtime: Runtime | None = None) -> FastAPI:
     """The app, with a runtime of its own unless given one: each worker of ``--workers`` makes
     its own here, its tracing included."""
@@ -239,23 +262,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         return Response(exposition(), media_type=CONTENT_TYPE_LATEST)
 
     if plane is not Plane.DATA:
-        schema = build_schema(runtime.settings)
-        graphql_app = KeyhouseGraphQL(schema, runtime)
-        # An ASGI app as endpoint: Starlette hands it the raw request. Every method reaches it,
-        # so that even a PUT is refused with a GraphQL response rather than Starlette's text.
-        app.router.routes.append(Route("/graphql", graphql_app))
-        app.router.routes.append(schema_introspection(schema))
-        # Usage for analysts' tools: the `usage` query's figures as CSV, read from the database
-        # like GraphQL, so served by the control plane.
-        app.router.routes.append(usage_csv_route(runtime))
-        # Leak reports from secret scanners: they write (revoke), so the control plane.
-        leaks = leak_report_route(runtime)
-        if leaks is not None:
-            app.router.routes.append(leaks)
-        # The operator plane's CSV and the dashboard sign-in links' use.
-        app.router.routes.extend(operator_routes(runtime))
-        # The dashboard is a client of the control plane, served beside it.
-        app.router.routes.extend(dashboard_routes())
+        app.router.routes.extend(control_plane_routes(runtime))
     app.router.routes.extend(
         [
             Route("/healthz", healthz, methods=["GET"]),
