@@ -76,6 +76,7 @@ async def test_a_backup_taken_while_keys_are_verified_restores_the_same_keys(
     keys = await _keys_in_every_state(runtime, tenant)
     backup_file = tmp_path / "keyhouse.backup"
     answered: list[str] = []
+    at_work = asyncio.Event()
 
     async def verify_and_flush() -> None:
         # The service at work meanwhile: cached verifications, and flushes writing their usage.
@@ -84,9 +85,12 @@ async def test_a_backup_taken_while_keys_are_verified_restores_the_same_keys(
                 response = await client.post("/v1/keys/verify", json={"key": key.secret})
                 answered.append(response.json()["code"])
             await runtime.recorder.flush()
+            at_work.set()
 
     service = asyncio.create_task(verify_and_flush())
     try:
+        # A backup of SQLite can finish before the first round: the backup starts after it.
+        await asyncio.wait_for(at_work.wait(), timeout=30)
         done = await asyncio.to_thread(keyhouse, database_url, "backup", str(backup_file))
     finally:
         service.cancel()
