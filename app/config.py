@@ -11,6 +11,8 @@ from functools import cached_property
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from app.kit.boundary import value_problem
+
 DEFAULT_SQLITE_POOL_SIZE = 2
 # The database drivers keyhouse runs on (async SQLAlchemy): a URL naming another is refused at
 # start with the forms it accepts.
@@ -49,6 +51,9 @@ class Plane(StrEnum):
 class LogFormat(StrEnum):
     TEXT = "text"  # time, level, logger, message: for a terminal
     JSON = "json"  # one JSON object per line: for a log pipeline
+
+
+OTEL_ENDPOINT_MAX_LENGTH = 2048
 
 
 class Settings(BaseSettings):
@@ -228,6 +233,9 @@ class Settings(BaseSettings):
     def _collector_over_http_with_the_extra(cls, value: str | None) -> str | None:
         if not value:
             return None
+        problem = value_problem(value, max_length=OTEL_ENDPOINT_MAX_LENGTH)
+        if problem is not None:  # a control or invisible character, or an address far too long
+            raise ValueError(f"the collector's address {problem}")
         if not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", value):
             raise ValueError("use the collector's http:// or https:// address (http://HOST:4318)")
         if not all(_installed(module) for module in TRACING_MODULES):

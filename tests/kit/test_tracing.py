@@ -292,6 +292,25 @@ def test_an_endpoint_that_is_not_an_http_address_is_refused(endpoint: str) -> No
         Settings(otel_endpoint=endpoint)
 
 
+@pytest.mark.parametrize(
+    "endpoint",
+    [
+        "http://collector\x00:4318",
+        "http://collector\ud800:4318",
+        "http://collector\x1b[31m:4318",
+        "http://collector:4318/" + "a" * 20_000,
+    ],
+    ids=["NUL", "surrogate", "escape", "huge"],
+)
+def test_a_hostile_endpoint_is_refused_without_being_quoted(endpoint: str) -> None:
+    refusal = r"the collector's address (holds|is longer)"
+    with pytest.raises(ValidationError, match=refusal) as refused:
+        Settings(otel_endpoint=endpoint)
+
+    assert "collector\x00" not in str(refused.value)
+    assert "a" * 100 not in str(refused.value)
+
+
 def test_an_empty_endpoint_is_unset() -> None:
     settings = Settings(otel_endpoint="")
 
