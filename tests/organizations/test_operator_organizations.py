@@ -205,6 +205,8 @@ async def test_an_organizations_admin_key_is_forbidden_every_operator_field(
         "{ organization { id } }",
         "{ apiKeys { nodes { id } } }",
         "{ scopes { name } }",
+        "{ webhookEventTypes { name } }",
+        "{ webhookEndpoints { id } }",
         "{ auditLog { nodes { id } } }",
         '{ usage(from: "2026-11-30T00:00:00Z", to: "2026-12-01T00:00:00Z", granularity: HOUR)'
         " { totals { requests } } }",
